@@ -1,0 +1,89 @@
+//! The Secrets Manager rotation event and its four steps.
+
+use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
+use serde_json::Value;
+use shared::payload::{MalformedEvent, decode};
+
+/// The four steps of the rotation protocol, in the order Secrets Manager calls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationStep {
+    CreateSecret,
+    SetSecret,
+    TestSecret,
+    FinishSecret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationEventError {
+    #[error(transparent)]
+    Malformed(#[from] MalformedEvent),
+    #[error(
+        "unknown rotation step `{0}`; expected createSecret, setSecret, testSecret or finishSecret"
+    )]
+    UnknownStep(String),
+}
+
+/// One rotation call: which secret, which version (the token) and which step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRequest {
+    pub secret_id: String,
+    pub token: String,
+    pub step: RotationStep,
+}
+
+impl RotationRequest {
+    pub fn from_payload(payload: Value) -> Result<Self, RotationEventError> {
+        let event: SecretsManagerSecretRotationEvent = decode(payload, "Secrets Manager rotation")?;
+        let step = match event.step.as_str() {
+            "createSecret" => RotationStep::CreateSecret,
+            "setSecret" => RotationStep::SetSecret,
+            "testSecret" => RotationStep::TestSecret,
+            "finishSecret" => RotationStep::FinishSecret,
+            other => return Err(RotationEventError::UnknownStep(other.to_owned())),
+        };
+        Ok(RotationRequest {
+            secret_id: event.secret_id,
+            token: event.client_request_token,
+            step,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(step: &str) -> Value {
+        let path = format!(
+            "{}/../../events/secret-rotation/{step}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn each_sample_decodes_to_its_step() {
+        for (file, step) in [
+            ("createSecret", RotationStep::CreateSecret),
+            ("setSecret", RotationStep::SetSecret),
+            ("testSecret", RotationStep::TestSecret),
+            ("finishSecret", RotationStep::FinishSecret),
+        ] {
+            let request = RotationRequest::from_payload(sample(file)).unwrap();
+            assert_eq!(request.step, step);
+            assert_eq!(request.token, "3f0c8b4e-7a1d-4c52-9e6b-2d8f1a7c5e90");
+        }
+    }
+
+    #[test]
+    fn an_unknown_step_is_refused_by_name() {
+        let mut event = sample("createSecret");
+        event["Step"] = "rollbackSecret".into();
+        let err = RotationRequest::from_payload(event).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("unknown rotation step `rollbackSecret`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! PUTs the response to the pre-signed `ResponseURL`, retrying what a retry can fix.
+
+use crate::error_chain;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Shortest time an attempt gets, even with the deadline (nearly) reached.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why CloudFormation could not be told the result.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// A 4xx other than 429: the URL expired or was altered; retrying cannot help.
+    #[error("the response URL refused the response with HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    /// Connection errors or 5xx until the attempts or the time ran out.
+    #[error("no response delivered after {attempts} attempt(s); last error: {last_error}")]
+    GaveUp { attempts: u32, last_error: String },
+}
+
+/// How responses are sent: one HTTP client per cold start, bounded retries.
+#[derive(Debug, Clone)]
+pub(crate) struct ResponseDelivery {
+    client: reqwest::Client,
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub attempt_timeout: Duration,
+}
+
+impl ResponseDelivery {
+    pub(crate) fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: reqwest::Client::builder().build()?,
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Sends `body`; returns the number of attempts it took. Gives up at `give_up_at`.
+    pub(crate) async fn put(
+        &self,
+        url: &str,
+        body: String,
+        give_up_at: Instant,
+    ) -> Result<u32, DeliveryError> {
+        let mut last_error = String::new();
+        let mut backoff = self.first_backoff;
+        for attempt in 1..=self.max_attempts {
+            let left = give_up_at.saturating_duration_since(Instant::now());
+            // The first attempt is always made: an answer that might arrive beats none.
+            if attempt > 1 && left < Duration::from_millis(50) {
+                return Err(DeliveryError::GaveUp {
+                    attempts: attempt - 1,
+                    last_error,
+                });
+            }
+            let sent = self
+                .client
+                .put(url)
+                // The URL is pre-signed for an empty content type: anything else fails the signature.
+                .header(reqwest::header::CONTENT_TYPE, "")
+                .timeout(self.attempt_timeout.min(left).max(MIN_ATTEMPT_TIMEOUT))
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => return Ok(attempt),
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(300).collect();
+                    if status.is_client_error() && status.as_u16() != 429 {
+                        return Err(DeliveryError::Refused {
+                            status: status.as_u16(),
+                            body: text,
+                        });
+                    }
+                    last_error = format!("HTTP {}: {text}", status.as_u16());
+                }
+                Err(e) => last_error = error_chain(&e),
+            }
+            tracing::warn!(attempt, error = %last_error, "CloudFormation response not delivered, retrying");
+            let pause = backoff.min(give_up_at.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        Err(DeliveryError::GaveUp {
+            attempts: self.max_attempts,
+            last_error,
+        })
+    }
+}
+
+/// The URL without its query string, which holds the pre-signed signature: safe to log.
+pub(crate) fn loggable_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}

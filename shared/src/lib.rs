@@ -1,0 +1,28 @@
+//! What the suite's Lambda functions share: typed configuration from the environment, AWS SDK
+//! and tracing setup done once per cold start, and the CloudFormation custom-resource protocol
+//! (`custom_resource`), which rds-init and deploy-gate answer through and nothing else.
+
+pub mod aws;
+pub mod custom_resource;
+pub mod env_config;
+pub mod payload;
+pub mod telemetry;
+
+/// The error type handlers return to `lambda_runtime`; domain errors are mapped to it at the edge.
+pub type BoxError = lambda_runtime::Error;
+
+/// An error and its sources as one line (`outer: inner: root`), skipping a source whose text
+/// the previous message already contains.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
