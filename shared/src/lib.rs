@@ -11,6 +11,20 @@ pub mod telemetry;
 /// The error type handlers return to `lambda_runtime`; domain errors are mapped to it at the edge.
 pub type BoxError = lambda_runtime::Error;
 
+/// The error Lambda reports for a failed invocation: a stable `errorType` a person (or a
+/// metric filter) can match on, and the error with its causes as `errorMessage`. Functions
+/// implement `From<TheirError> for Diagnostic` with it, so the console does not show a Rust
+/// type name.
+pub fn diagnostic(
+    error_type: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> lambda_runtime::Diagnostic {
+    lambda_runtime::Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: error_chain(error),
+    }
+}
+
 /// An error and its sources as one line (`outer: inner: root`), skipping a source whose text
 /// the previous message already contains.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

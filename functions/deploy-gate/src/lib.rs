@@ -4,12 +4,12 @@
 
 pub mod entry;
 
-use entry::Entry;
-use lambda_runtime::LambdaEvent;
+use entry::{Entry, EntryError};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Map, Value, json};
 use shared::{
     BoxError,
-    custom_resource::{CustomResource, Outcome, Request, Responder},
+    custom_resource::{CustomResource, Outcome, Request, Responder, ResponderError},
 };
 
 const NOT_YET: &str = "gate checks are not implemented in this version";
@@ -38,19 +38,45 @@ impl CustomResource for DeployGate {
     }
 }
 
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    #[error(transparent)]
+    CloudFormation(#[from] ResponderError),
+    #[error("deployment {deployment_id}: {NOT_YET}")]
+    HookNotImplemented { deployment_id: String },
+}
+
+impl From<GateError> for Diagnostic {
+    fn from(error: GateError) -> Self {
+        match error {
+            GateError::CloudFormation(inner) => inner.into(),
+            GateError::Entry(_) => shared::diagnostic("UnrecognisedEvent", &error),
+            GateError::HookNotImplemented { .. } => {
+                shared::diagnostic("HookNotImplemented", &error)
+            }
+        }
+    }
+}
+
 /// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>, responder: &Responder) -> Result<Value, BoxError> {
+pub async fn handle(event: LambdaEvent<Value>, responder: &Responder) -> Result<Value, GateError> {
     let (payload, context) = event.into_parts();
     match Entry::from_payload(payload)? {
         Entry::CloudFormation(request) => {
             let answered = responder
                 .respond(&DeployGate, LambdaEvent::new(request, context))
                 .await?;
-            Ok(serde_json::to_value(answered)?)
+            Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
         }
         Entry::CodeDeployHook(hook) => {
-            tracing::error!(deployment_id = %hook.deployment_id, NOT_YET);
-            Err(format!("deployment {}: {NOT_YET}", hook.deployment_id).into())
+            let error = GateError::HookNotImplemented {
+                deployment_id: hook.deployment_id,
+            };
+            tracing::error!(%error);
+            Err(error)
         }
         Entry::Direct(definition) => {
             let keys: Vec<&String> = definition.keys().collect();

@@ -6,7 +6,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::{Map, Value};
 use shared::{
     BoxError,
-    custom_resource::{Answered, CustomResource, Outcome, Request, Responder},
+    custom_resource::{Answered, CustomResource, Outcome, Request, Responder, ResponderError},
 };
 
 const NOT_YET: &str = "tenant database provisioning is not implemented in this version";
@@ -39,6 +39,6 @@ impl CustomResource for TenantDatabases {
 pub async fn handle(
     event: LambdaEvent<Value>,
     responder: &Responder,
-) -> Result<Answered, BoxError> {
-    Ok(responder.respond(&TenantDatabases, event).await?)
+) -> Result<Answered, ResponderError> {
+    responder.respond(&TenantDatabases, event).await
 }

@@ -4,13 +4,18 @@
 
 pub mod trigger;
 
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
-use shared::BoxError;
-use trigger::Trigger;
+use trigger::{Trigger, TriggerError};
+
+impl From<TriggerError> for Diagnostic {
+    fn from(error: TriggerError) -> Self {
+        shared::diagnostic("UnrecognisedEvent", &error)
+    }
+}
 
 /// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, BoxError> {
+pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, TriggerError> {
     let trigger = Trigger::from_payload(event.payload)?;
     tracing::info!(
         trigger = trigger.kind(),

@@ -4,18 +4,41 @@
 
 pub mod step;
 
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
-use shared::BoxError;
-use step::RotationRequest;
+use step::{RotationEventError, RotationRequest, RotationStep};
+
+/// Why a rotation step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error(transparent)]
+    Event(#[from] RotationEventError),
+    #[error(
+        "{step:?} for {secret_id}: rotation is not implemented in this version; the secret was not changed"
+    )]
+    NotImplemented {
+        step: RotationStep,
+        secret_id: String,
+    },
+}
+
+impl From<RotationError> for Diagnostic {
+    fn from(error: RotationError) -> Self {
+        let error_type = match error {
+            RotationError::Event(_) => "InvalidRotationEvent",
+            RotationError::NotImplemented { .. } => "RotationNotImplemented",
+        };
+        shared::diagnostic(error_type, &error)
+    }
+}
 
 /// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, BoxError> {
+pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, RotationError> {
     let request = RotationRequest::from_payload(event.payload)?;
-    tracing::warn!(secret_id = %request.secret_id, step = ?request.step, "rotation is not implemented in this version; the secret was not changed");
-    Err(format!(
-        "{:?} for {}: rotation is not implemented in this version; the secret was not changed",
-        request.step, request.secret_id
-    )
-    .into())
+    let error = RotationError::NotImplemented {
+        step: request.step,
+        secret_id: request.secret_id,
+    };
+    tracing::warn!(%error);
+    Err(error)
 }

@@ -75,6 +75,17 @@ pub enum ResponderError {
     HttpClient(#[from] reqwest::Error),
 }
 
+impl From<ResponderError> for lambda_runtime::Diagnostic {
+    fn from(error: ResponderError) -> Self {
+        let error_type = match error {
+            ResponderError::NotARequest(_) => "NotACustomResourceRequest",
+            ResponderError::Undelivered { .. } => "CloudFormationResponseUndelivered",
+            ResponderError::HttpClient(_) => "HttpClientUnavailable",
+        };
+        crate::diagnostic(error_type, &error)
+    }
+}
+
 /// What was sent to CloudFormation; also the Lambda function's return value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
