@@ -7,6 +7,7 @@
 //! setup command that installs it.
 
 pub mod cfn_recorder;
+pub mod database;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;

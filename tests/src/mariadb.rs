@@ -22,11 +22,11 @@ use sqlx::Connection;
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlSslMode,
 };
-use tempfile::TempDir;
 
+use crate::database::DatabaseServer;
 use crate::process::{
-    ServerProcess, StartError, StopSignal, binary_candidates, binary_fingerprint, cached_dir,
-    copy_tree, random_hex, require_binary, run_to_completion, running_as_root,
+    ServerInstance, ServerProcess, StartError, StopSignal, binary_candidates, binary_fingerprint,
+    cached_dir, copy_tree, random_hex, require_binary, run_to_completion, running_as_root,
     start_with_port_retry, temp_dir, wait_until_ready,
 };
 use crate::tls::TestCa;
@@ -55,13 +55,14 @@ const SERVER_TUNING: &[&str] = &[
 
 /// A MariaDB server listening on 127.0.0.1, stopped and deleted when dropped.
 #[derive(Debug)]
-pub struct MariaDb {
-    // Field order is drop order: stop the server before removing its files.
-    server: ServerProcess,
-    port: u16,
-    admin_password: String,
-    ca: Option<TestCa>,
-    dir: TempDir,
+pub struct MariaDb(DatabaseServer);
+
+impl std::ops::Deref for MariaDb {
+    type Target = DatabaseServer;
+
+    fn deref(&self) -> &DatabaseServer {
+        &self.0
+    }
 }
 
 impl MariaDb {
@@ -73,7 +74,7 @@ impl MariaDb {
 
     /// Starts a server with a fresh [`TestCa`]'s certificate and
     /// `require_secure_transport=ON`: plaintext TCP connections are refused, and clients
-    /// verify the server with [`MariaDb::ca_pem_path`].
+    /// verify the server with [`DatabaseServer::ca_pem_path`](crate::database::DatabaseServer::ca_pem_path).
     pub async fn start_tls_only() -> MariaDb {
         MariaDb::start_with(true).await
     }
@@ -150,39 +151,17 @@ impl MariaDb {
         .map_err(|e| StartError::Failed(format!("spawn {}: {e}", mariadbd.display())))?;
         let options = connect_options(port, ADMIN_USER, &admin_password, ca.as_ref());
         wait_until_ready(&mut server, START_TIMEOUT, || can_log_in(&options)).await?;
-        Ok(MariaDb {
-            server,
+        Ok(MariaDb(DatabaseServer {
+            instance: ServerInstance::new(server, dir),
             port,
             admin_password,
             ca,
-            dir,
-        })
-    }
-
-    /// The address the server listens on: `127.0.0.1`.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
-    }
-
-    /// The TCP port the server listens on.
-    pub fn port(&self) -> u16 {
-        self.port
+        }))
     }
 
     /// The administrator's user name: [`ADMIN_USER`].
     pub fn admin_user(&self) -> &'static str {
         ADMIN_USER
-    }
-
-    /// The administrator's password (random per instance).
-    pub fn admin_password(&self) -> &str {
-        &self.admin_password
-    }
-
-    /// The CA bundle that verifies a TLS-only server's certificate; `None` for a plaintext
-    /// server.
-    pub fn ca_pem_path(&self) -> Option<&Path> {
-        self.ca.as_ref().map(TestCa::ca_pem_path)
     }
 
     /// Connection options for any user of this server, no database selected. Plaintext
@@ -199,21 +178,6 @@ impl MariaDb {
             .connect_with(self.connect_options(ADMIN_USER, &self.admin_password))
             .await
             .unwrap_or_else(|e| panic!("connect to MariaDB on port {} as admin: {e}", self.port))
-    }
-
-    /// The server's process id (gone once this is dropped).
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// The instance's temporary directory (data, socket, log); removed once this is dropped.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The end of the server's log, for assertion messages.
-    pub fn log_tail(&self) -> String {
-        self.server.log_tail()
     }
 }
 

@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde::Deserialize;
-use tempfile::TempDir;
 
 use crate::process::{
-    ServerProcess, StartError, StopSignal, random_hex, require_binary, start_with_port_retry,
-    temp_dir, wait_until_ready, workspace_root,
+    ServerInstance, ServerProcess, StartError, StopSignal, random_hex, require_binary,
+    start_with_port_retry, temp_dir, wait_until_ready, workspace_root,
 };
 
 /// The region every moto client is configured for.
@@ -39,12 +38,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// calls with [`Moto::recorded_requests`] / [`Moto::recorded_actions`].
 #[derive(Debug)]
 pub struct Moto {
-    // Declared first so the server stops before its directory is removed.
-    server: ServerProcess,
+    instance: ServerInstance,
     endpoint_url: String,
     recording: PathBuf,
     http: reqwest::Client,
-    dir: TempDir,
+}
+
+impl std::ops::Deref for Moto {
+    type Target = ServerInstance;
+
+    fn deref(&self) -> &ServerInstance {
+        &self.instance
+    }
 }
 
 impl Moto {
@@ -85,11 +90,10 @@ impl Moto {
         })
         .await?;
         Ok(Moto {
-            server,
+            instance: ServerInstance::new(server, dir),
             endpoint_url,
             recording,
             http: http.clone(),
-            dir,
         })
     }
 
@@ -162,21 +166,6 @@ impl Moto {
                 }
             })
             .collect()
-    }
-
-    /// The server's process id (gone once this is dropped).
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// The server's temporary directory (log, recording); removed once this is dropped.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The end of the server's log, for assertion messages.
-    pub fn log_tail(&self) -> String {
-        self.server.log_tail()
     }
 
     async fn post(&self, path: &str) {

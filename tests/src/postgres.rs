@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
-use tempfile::TempDir;
 
+use crate::database::DatabaseServer;
 use crate::process::{
-    ServerProcess, StartError, StopSignal, binary_candidates, binary_fingerprint, cached_dir,
-    chown, copy_tree, random_hex, require_binary, run_to_completion, running_as_root,
+    ServerInstance, ServerProcess, StartError, StopSignal, binary_candidates, binary_fingerprint,
+    cached_dir, chown, copy_tree, random_hex, require_binary, run_to_completion, running_as_root,
     start_with_port_retry, temp_dir, wait_until_ready,
 };
 use crate::tls::TestCa;
@@ -55,13 +55,14 @@ const SERVER_SETTINGS: &[&str] = &[
 
 /// A PostgreSQL server listening on 127.0.0.1, stopped and deleted when dropped.
 #[derive(Debug)]
-pub struct Postgres {
-    // Field order is drop order: stop the server before removing its files.
-    server: ServerProcess,
-    port: u16,
-    admin_password: String,
-    ca: Option<TestCa>,
-    dir: TempDir,
+pub struct Postgres(DatabaseServer);
+
+impl std::ops::Deref for Postgres {
+    type Target = DatabaseServer;
+
+    fn deref(&self) -> &DatabaseServer {
+        &self.0
+    }
 }
 
 /// The installed server binaries and the account to run them as.
@@ -81,7 +82,7 @@ impl Postgres {
 
     /// Starts a server with `ssl=on`, a fresh [`TestCa`]'s certificate, and a `pg_hba.conf`
     /// that has only `hostssl` lines: plaintext connections are refused, and clients verify
-    /// the server with [`Postgres::ca_pem_path`].
+    /// the server with [`DatabaseServer::ca_pem_path`](crate::database::DatabaseServer::ca_pem_path).
     pub async fn start_tls_only() -> Postgres {
         Postgres::start_with(true).await
     }
@@ -177,39 +178,17 @@ impl Postgres {
         .map_err(|e| failed("spawn postgres", e))?;
         let options = connect_options(port, ADMIN_USER, &admin_password, ca.as_ref());
         wait_until_ready(&mut server, START_TIMEOUT, || can_log_in(&options)).await?;
-        Ok(Postgres {
-            server,
+        Ok(Postgres(DatabaseServer {
+            instance: ServerInstance::new(server, dir),
             port,
             admin_password,
             ca,
-            dir,
-        })
-    }
-
-    /// The address the server listens on: `127.0.0.1`.
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
-    }
-
-    /// The TCP port the server listens on.
-    pub fn port(&self) -> u16 {
-        self.port
+        }))
     }
 
     /// The superuser's name: [`ADMIN_USER`].
     pub fn admin_user(&self) -> &'static str {
         ADMIN_USER
-    }
-
-    /// The superuser's password (random per instance).
-    pub fn admin_password(&self) -> &str {
-        &self.admin_password
-    }
-
-    /// The CA bundle that verifies a TLS-only server's certificate; `None` for a plaintext
-    /// server.
-    pub fn ca_pem_path(&self) -> Option<&Path> {
-        self.ca.as_ref().map(TestCa::ca_pem_path)
     }
 
     /// Connection options for any user of this server, database [`DEFAULT_DATABASE`].
@@ -231,21 +210,6 @@ impl Postgres {
                     self.port
                 )
             })
-    }
-
-    /// The postmaster's process id (gone once this is dropped).
-    pub fn pid(&self) -> u32 {
-        self.server.pid()
-    }
-
-    /// The instance's temporary directory (data, socket, log); removed once this is dropped.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The end of the server's log, for assertion messages.
-    pub fn log_tail(&self) -> String {
-        self.server.log_tail()
     }
 
     /// Whether the pgvector extension (`CREATE EXTENSION vector`) is installed for this

@@ -160,6 +160,37 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A started server and the temporary directory it lives in (data, socket, log). The server
+/// stops before the directory is removed. Every harness server derefs to one, so `pid()`,
+/// `dir()` and `log_tail()` mean the same everywhere.
+#[derive(Debug)]
+pub struct ServerInstance {
+    // Field order is drop order: stop the server before removing its files.
+    server: ServerProcess,
+    dir: tempfile::TempDir,
+}
+
+impl ServerInstance {
+    pub(crate) fn new(server: ServerProcess, dir: tempfile::TempDir) -> Self {
+        Self { server, dir }
+    }
+
+    /// The server's process id (gone once this is dropped).
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
+    /// The server's temporary directory; removed once this is dropped.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The end of the server's log, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        self.server.log_tail()
+    }
+}
+
 /// Makes the kernel send `SIGKILL` to the child when the thread that spawned it exits.
 ///
 /// The parent-death signal fires when the spawning *thread* exits, not the process, which is
