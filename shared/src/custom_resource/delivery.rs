@@ -80,6 +80,9 @@ impl ResponseDelivery {
                 }
                 Err(e) => last_error = error_chain(&e),
             }
+            if attempt == self.max_attempts {
+                break;
+            }
             tracing::warn!(attempt, error = %last_error, "CloudFormation response not delivered, retrying");
             let pause = backoff.min(give_up_at.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
