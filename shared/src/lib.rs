@@ -4,6 +4,8 @@
 
 pub mod aws;
 pub mod custom_resource;
+#[cfg(feature = "database")]
+pub mod database;
 pub mod env_config;
 pub mod payload;
 pub mod telemetry;

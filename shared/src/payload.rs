@@ -25,10 +25,12 @@ pub fn decode<T: DeserializeOwned>(
 pub fn describe_shape(payload: &Value) -> String {
     match payload {
         Value::Object(map) if map.is_empty() => "an empty object".to_owned(),
-        Value::Object(map) => format!(
-            "an object with keys {}",
-            map.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
+        Value::Object(map) => {
+            // Sorted: serde_json keeps insertion order when a dependency enables `preserve_order`.
+            let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            format!("an object with keys {}", keys.join(", "))
+        }
         Value::Null => "null".to_owned(),
         Value::Bool(_) => "a boolean".to_owned(),
         Value::Number(_) => "a number".to_owned(),

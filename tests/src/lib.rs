@@ -1,12 +1,15 @@
 //! The local harness every integration test shares: a moto server for the AWS APIs, private
 //! MariaDB and PostgreSQL instances (plain and TLS-only), and a server that records the
 //! responses a CloudFormation custom resource sends to its pre-signed `ResponseURL`.
+//! `aws-sdk-cloudwatch` speaks only Smithy RPC v2 CBOR, which moto 5.2.5 does not route;
+//! `cloudwatch_cbor` translates it to the CloudWatch JSON protocol moto does speak.
 //!
 //! Each piece owns its processes and temporary files and stops them when dropped, so tests
 //! can run in parallel and leave nothing behind. A missing tool fails loudly and names the
 //! setup command that installs it.
 
 pub mod cfn_recorder;
+pub mod cloudwatch_cbor;
 pub mod database;
 pub mod mariadb;
 pub mod moto;

@@ -1,25 +1,358 @@
-//! scale-to-zero: idle per-workflow Spot GPU groups to zero, backlog-per-instance scaling,
-//! wake 0→N when work arrives. This version decodes and logs its triggers; the scaling
-//! decisions are not implemented yet.
+//! scale-to-zero: idle per-workflow Spot GPU groups to zero, `BacklogPerInstance` for the
+//! groups' target-tracking policies, and wake 0→N when work arrives.
+//!
+//! `trigger` and `alarm` read the events, `decision` decides (pure), `aws` gathers the
+//! inputs and carries the decisions out; [`ScaleToZero::handle`] ties them together.
 
+pub mod alarm;
+pub mod aws;
+pub mod config;
+pub mod decision;
+pub mod fleet;
 pub mod trigger;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde_json::{Value, json};
-use trigger::{Trigger, TriggerError};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinSet;
 
-impl From<TriggerError> for Diagnostic {
-    fn from(error: TriggerError) -> Self {
-        shared::diagnostic("UnrecognisedEvent", &error)
+use crate::alarm::{AlarmError, AlarmNotice};
+use crate::aws::{AwsError, AwsFleet, IdleNotice};
+use crate::config::Config;
+use crate::decision::{IdleDecision, LeftAlone, Roster, decide_idle, plan_tick};
+use crate::trigger::{Trigger, TriggerError};
+
+/// Capacity changes in flight at once: fast enough for hundreds of groups within the
+/// function's timeout, gentle enough not to trip Auto Scaling's throttling.
+const CONCURRENT_CHANGES: usize = 8;
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    #[error(transparent)]
+    Alarm(#[from] AlarmError),
+    #[error(
+        "EventBridge event `{0}` is not a scheduled tick; expected detail-type `Scheduled Event`"
+    )]
+    NotASchedule(String),
+    #[error("direct invoke names no workflow (`workflow` is empty)")]
+    EmptyWorkflow,
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("{failed} of {attempted} capacity changes failed (the rest were made); first: {first}")]
+    Changes {
+        failed: usize,
+        attempted: usize,
+        first: AwsError,
+        /// Any failure that a retry can fix: the invocation is then worth retrying.
+        transient: bool,
+    },
+}
+
+impl ScaleError {
+    /// Whether Lambda's retry of the event can succeed where this attempt failed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ScaleError::Aws(e) => e.transient,
+            ScaleError::Changes { transient, .. } => *transient,
+            _ => false,
+        }
     }
 }
 
-/// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, TriggerError> {
-    let trigger = Trigger::from_payload(event.payload)?;
-    tracing::info!(
-        trigger = trigger.kind(),
-        "scale-to-zero invoked; scaling is not implemented in this version"
-    );
-    Ok(json!({ "trigger": trigger.kind(), "changes": [] }))
+impl From<ScaleError> for Diagnostic {
+    fn from(error: ScaleError) -> Self {
+        let error_type = match &error {
+            ScaleError::Trigger(_) => "UnrecognisedEvent",
+            ScaleError::Alarm(_) | ScaleError::NotASchedule(_) | ScaleError::EmptyWorkflow => {
+                "InvalidEvent"
+            }
+            e if e.is_transient() => "RetryableAwsError",
+            _ => "AwsRequestFailed",
+        };
+        shared::diagnostic(error_type, &error)
+    }
+}
+
+/// What an invocation did, returned to the invoker and logged.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub trigger: &'static str,
+    pub changes: Vec<Change>,
+    pub left_alone: Vec<LeftAloneEntry>,
+    /// `BacklogPerInstance` values published (schedule ticks).
+    pub backlog_published: usize,
+    /// Alarm notifications in a state other than `ALARM`.
+    pub ignored: Vec<String>,
+}
+
+/// One desired-capacity change made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub group: String,
+    pub workflow: String,
+    pub from: u32,
+    pub to: u32,
+    /// `idle` or `wake`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeftAloneEntry {
+    pub group: String,
+    pub workflow: Option<String>,
+    pub reason: String,
+}
+
+impl From<LeftAlone> for LeftAloneEntry {
+    fn from(left: LeftAlone) -> Self {
+        LeftAloneEntry {
+            group: left.group,
+            workflow: left.workflow,
+            reason: left.reason.to_string(),
+        }
+    }
+}
+
+/// The function: its configuration and the AWS adapter, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct ScaleToZero {
+    config: Config,
+    fleet: AwsFleet,
+}
+
+impl ScaleToZero {
+    pub fn new(config: Config, fleet: AwsFleet) -> Self {
+        ScaleToZero { config, fleet }
+    }
+
+    /// The Lambda entry point.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, ScaleError> {
+        let trigger = Trigger::from_payload(event.payload)?;
+        let mut report = Report {
+            trigger: trigger.kind(),
+            ..Report::default()
+        };
+        // Boxed: the SDK futures nest deep enough to exceed the compiler's layout recursion limit.
+        let outcome = Box::pin(self.run(trigger, &mut report)).await;
+        tracing::info!(
+            trigger = report.trigger,
+            changes = report.changes.len(),
+            left_alone = report.left_alone.len(),
+            backlog_published = report.backlog_published,
+            failed = outcome.is_err(),
+            "scale-to-zero invocation finished"
+        );
+        outcome?;
+        Ok(serde_json::to_value(&report).expect("a report serializes"))
+    }
+
+    async fn run(&self, trigger: Trigger, report: &mut Report) -> Result<(), ScaleError> {
+        let dimension = &self.config.workflow_dimension;
+        match trigger {
+            Trigger::Sns(event) => {
+                // Read every record first, so a bad one fails the event before anything changes.
+                let notices = event
+                    .records
+                    .iter()
+                    .map(|record| alarm::from_sns_message(&record.sns.message, dimension))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for notice in notices {
+                    self.on_alarm(notice, report).await?;
+                }
+                Ok(())
+            }
+            Trigger::AlarmAction(alarm) => {
+                self.on_alarm(alarm::from_alarm_action(&alarm, dimension), report)
+                    .await
+            }
+            Trigger::Schedule(event) if event.detail_type == "Scheduled Event" => {
+                self.tick(report).await
+            }
+            Trigger::Schedule(event) => Err(ScaleError::NotASchedule(event.detail_type)),
+            Trigger::Direct(invoke) => {
+                let workflow = invoke.workflow.trim();
+                if workflow.is_empty() {
+                    return Err(ScaleError::EmptyWorkflow);
+                }
+                self.idle(workflow, "direct invoke", report).await
+            }
+        }
+    }
+
+    async fn on_alarm(&self, notice: AlarmNotice, report: &mut Report) -> Result<(), ScaleError> {
+        if !notice.is_alarm() {
+            tracing::info!(alarm = %notice.alarm_name, state = %notice.state, "alarm is not in ALARM; ignored");
+            report
+                .ignored
+                .push(format!("{} is {}", notice.alarm_name, notice.state));
+            return Ok(());
+        }
+        let Some(workflow) = notice.workflow.filter(|w| !w.trim().is_empty()) else {
+            return Err(AlarmError::NoWorkflowDimension {
+                alarm: notice.alarm_name,
+                dimension: self.config.workflow_dimension.clone(),
+            }
+            .into());
+        };
+        self.idle(&workflow, &notice.alarm_name, report).await
+    }
+
+    /// The workflow looks idle: re-read its queue and scale its groups in if it still is.
+    async fn idle(
+        &self,
+        workflow: &str,
+        cause: &str,
+        report: &mut Report,
+    ) -> Result<(), ScaleError> {
+        let groups = self.fleet.workflow_groups(workflow).await?;
+        if groups.is_empty() {
+            tracing::warn!(
+                workflow,
+                cause,
+                "no Auto Scaling group is tagged with this workflow"
+            );
+            report.left_alone.push(LeftAloneEntry {
+                group: String::new(),
+                workflow: Some(workflow.to_owned()),
+                reason: "no Auto Scaling group is tagged orchestrator:workflow with this workflow"
+                    .into(),
+            });
+            return Ok(());
+        }
+        let samples = self
+            .fleet
+            .queue_samples(&self.config, &[workflow.to_owned()])
+            .await?
+            .remove(workflow)
+            .unwrap_or_default();
+        for group in groups {
+            match decide_idle(&group, &samples) {
+                IdleDecision::Leave(reason) => {
+                    tracing::info!(group = %group.name, workflow, cause, %reason, "group left as it is");
+                    report.left_alone.push(LeftAloneEntry {
+                        group: group.name,
+                        workflow: Some(workflow.to_owned()),
+                        reason: reason.to_string(),
+                    });
+                }
+                IdleDecision::ScaleIn { from, to, busy } => {
+                    self.fleet.set_desired_capacity(&group.name, to).await?;
+                    tracing::info!(group = %group.name, workflow, cause, from, to, busy, "idle group scaled in");
+                    report.changes.push(Change {
+                        group: group.name.clone(),
+                        workflow: workflow.to_owned(),
+                        from,
+                        to,
+                        reason: "idle",
+                    });
+                    // After the change: a notice never announces what did not happen. A retry
+                    // after a failed publish finds the group already idle and sends none.
+                    let notice = IdleNotice {
+                        kind: "scaled-to-zero",
+                        workflow: workflow.to_owned(),
+                        auto_scaling_group: group.name,
+                        previous_desired_capacity: from,
+                        desired_capacity: to,
+                        busy_instances: busy,
+                        cause: cause.to_owned(),
+                    };
+                    self.fleet
+                        .publish_notice(&self.config.notify_topic_arn, &notice)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over every managed group: publish backlog, wake groups at zero with work.
+    async fn tick(&self, report: &mut Report) -> Result<(), ScaleError> {
+        let roster = Roster::new(self.fleet.managed_groups().await?);
+        let samples = self
+            .fleet
+            .queue_samples(&self.config, &roster.workflows())
+            .await?;
+        let plan = plan_tick(roster, &samples, self.config.target_backlog_per_instance);
+        for left in &plan.left_alone {
+            tracing::info!(group = %left.group, workflow = ?left.workflow, reason = %left.reason, "group left as it is");
+        }
+        report.left_alone = plan
+            .left_alone
+            .into_iter()
+            .map(LeftAloneEntry::from)
+            .collect();
+        // Wake first: a group at zero with work waiting matters more than a metric.
+        let wakes = plan
+            .wakes
+            .into_iter()
+            .map(|wake| Change {
+                group: wake.group,
+                workflow: wake.workflow,
+                from: 0,
+                to: wake.to,
+                reason: "wake",
+            })
+            .collect();
+        let woken = self.apply_changes(wakes, report).await;
+        self.fleet.put_backlog(&self.config, &plan.backlog).await?;
+        report.backlog_published = plan.backlog.len();
+        woken
+    }
+
+    /// Makes the changes, a few at a time; every change is attempted even when one fails.
+    async fn apply_changes(
+        &self,
+        changes: Vec<Change>,
+        report: &mut Report,
+    ) -> Result<(), ScaleError> {
+        let attempted = changes.len();
+        let mut pending = changes.into_iter();
+        let mut in_flight = JoinSet::new();
+        let mut failures = Vec::new();
+        loop {
+            while in_flight.len() < CONCURRENT_CHANGES {
+                let Some(change) = pending.next() else { break };
+                let fleet = self.fleet.clone();
+                in_flight.spawn(async move {
+                    let result = fleet.set_desired_capacity(&change.group, change.to).await;
+                    (change, result)
+                });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((change, Ok(()))) => {
+                    tracing::info!(group = %change.group, workflow = %change.workflow, to = change.to, "group woken");
+                    report.changes.push(change);
+                }
+                Ok((change, Err(error))) => {
+                    tracing::error!(group = %change.group, %error, "capacity change failed");
+                    failures.push(error);
+                }
+                Err(join_error) => failures.push(AwsError {
+                    operation: "SetDesiredCapacity".into(),
+                    message: format!("task failed: {join_error}"),
+                    transient: true,
+                }),
+            }
+        }
+        // Deterministic order in the report, whatever order the calls finished in.
+        report.changes.sort_by(|a, b| a.group.cmp(&b.group));
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let transient = failures.iter().any(|e| e.transient);
+        Err(ScaleError::Changes {
+            failed: failures.len(),
+            attempted,
+            first: failures.swap_remove(0),
+            transient,
+        })
+    }
 }

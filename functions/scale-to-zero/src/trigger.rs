@@ -41,7 +41,7 @@ pub enum Trigger {
     /// The idle alarm invoking the function directly as its alarm action.
     AlarmAction(Box<CloudWatchAlarm>),
     /// The EventBridge schedule tick.
-    Schedule(EventBridgeEvent),
+    Schedule(Box<EventBridgeEvent>),
     Direct(DirectInvoke),
 }
 
@@ -57,7 +57,7 @@ impl Trigger {
                 "CloudWatch alarm",
             )?)))
         } else if has("detail-type") {
-            Ok(Trigger::Schedule(decode(payload, "EventBridge")?))
+            Ok(Trigger::Schedule(Box::new(decode(payload, "EventBridge")?)))
         } else if has("action") {
             Ok(Trigger::Direct(decode(payload, "direct invoke")?))
         } else {
@@ -92,6 +92,7 @@ mod tests {
     fn every_sample_event_decodes_to_its_kind() {
         for (file, kind) in [
             ("sns-idle-alarm.json", "sns-alarm"),
+            ("sns-ok-alarm.json", "sns-alarm"),
             ("alarm-action.json", "alarm-action"),
             ("schedule.json", "schedule"),
             ("direct-scale-to-zero.json", "direct"),

@@ -1,33 +1,330 @@
 //! spot-interruption: on Spot interruption warnings, rebalance recommendations and terminate
-//! lifecycle actions, replace capacity and tell the backend which jobs to requeue. This
-//! version decodes and logs the events; acting on them is not implemented yet.
+//! lifecycle actions for instances of managed Auto Scaling groups, replace capacity and tell
+//! the backend (through the fleet topic) which worker is going away.
+//!
+//! `notice` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
+//! plan out. A failure a retry can fix (throttling, 5xx, timeout) fails the invocation so
+//! Lambda retries; anything else is logged and the invocation succeeds, since retrying
+//! cannot change the answer.
 
+pub mod aws;
+pub mod config;
+pub mod fleet_message;
+pub mod metric;
 pub mod notice;
+pub mod plan;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use notice::ReceivedNotice;
-use serde_json::{Value, json};
-use shared::payload::MalformedEvent;
+use serde::Serialize;
+use serde_json::Value;
 
-/// Why an invocation failed.
+pub use aws::{AwsFleet, MetricOutput};
+pub use config::Config;
+
+use aws::{AwsCallError, StepResult};
+use notice::ReceivedNotice;
+use plan::{ActionPlan, Decision, FactsNeeded};
+
+/// Why an invocation failed: only failures a retry can fix end up here.
 #[derive(Debug, thiserror::Error)]
 pub enum SpotInterruptionError {
-    #[error(transparent)]
-    Malformed(#[from] MalformedEvent),
+    #[error(
+        "event {event_id}: {source} (transient; failing the invocation so Lambda retries it{})",
+        done_note(done)
+    )]
+    Transient {
+        event_id: String,
+        /// Steps that succeeded before; a retry repeats only what is safe to repeat.
+        done: Vec<Action>,
+        source: Box<AwsCallError>,
+    },
+}
+
+fn done_note(done: &[Action]) -> String {
+    if done.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = done.iter().map(|a| a.as_str()).collect();
+        format!("; already done: {}", names.join(", "))
+    }
 }
 
 impl From<SpotInterruptionError> for Diagnostic {
     fn from(error: SpotInterruptionError) -> Self {
         let error_type = match error {
-            SpotInterruptionError::Malformed(_) => "MalformedEvent",
+            SpotInterruptionError::Transient { .. } => "TransientAwsError",
         };
         shared::diagnostic(error_type, &error)
     }
 }
 
+/// A step carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    PublishedFleetMessage,
+    /// Detached with desired capacity kept: the replacement is launching.
+    Detached,
+    /// `DetachInstances` said the instance is no longer attached (a concurrent delivery or
+    /// the group got there first).
+    AlreadyDetached,
+    CountedInterruption,
+    CompletedLifecycleAction,
+    /// `CompleteLifecycleAction` found no pending action (completed or timed out already).
+    LifecycleActionAlreadyResolved,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::PublishedFleetMessage => "published-fleet-message",
+            Action::Detached => "detached",
+            Action::AlreadyDetached => "already-detached",
+            Action::CountedInterruption => "counted-interruption",
+            Action::CompletedLifecycleAction => "completed-lifecycle-action",
+            Action::LifecycleActionAlreadyResolved => "lifecycle-action-already-resolved",
+        }
+    }
+}
+
+/// How an invocation ended, when it did not fail for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeKind {
+    /// Every planned step succeeded.
+    Acted,
+    /// Nothing to do (not ours, unmanaged, repeated delivery).
+    Ignored,
+    /// The event cannot be read; retrying would not change that.
+    Rejected,
+    /// A step failed for a reason a retry cannot fix (permission, validation); the other
+    /// steps still ran.
+    Failed,
+}
+
+/// The invocation's result (also what `cargo lambda invoke` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub outcome: OutcomeKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+impl Outcome {
+    fn for_notice(outcome: OutcomeKind, received: &ReceivedNotice) -> Self {
+        Outcome {
+            outcome,
+            event_id: Some(received.event_id.clone()),
+            detail_type: Some(received.notice.kind().to_owned()),
+            instance_id: received.notice.instance_id().map(str::to_owned),
+            workflow: None,
+            reason: None,
+            actions: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|e| Value::String(e.to_string()))
+    }
+}
+
 /// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>) -> Result<Value, SpotInterruptionError> {
-    let received = ReceivedNotice::from_payload(event.payload)?;
-    tracing::info!(event_id = %received.event_id, notice = ?received.notice, "instance notice received; acting on it is not implemented in this version");
-    Ok(json!({ "eventId": received.event_id, "actions": [] }))
+pub async fn handle(
+    event: LambdaEvent<Value>,
+    fleet: &AwsFleet,
+) -> Result<Value, SpotInterruptionError> {
+    handle_payload(event.payload, fleet).await
+}
+
+/// Handles one EventBridge event (the entry point without the Lambda context, for tests).
+pub async fn handle_payload(
+    payload: Value,
+    fleet: &AwsFleet,
+) -> Result<Value, SpotInterruptionError> {
+    let shape = shared::payload::describe_shape(&payload);
+    let received = match ReceivedNotice::from_payload(payload) {
+        Ok(received) => received,
+        Err(error) => {
+            let reason = shared::error_chain(&error);
+            tracing::error!(outcome = "rejected", payload = %shape, error = %reason, "event rejected: nothing done");
+            let outcome = Outcome {
+                outcome: OutcomeKind::Rejected,
+                event_id: None,
+                detail_type: None,
+                instance_id: None,
+                workflow: None,
+                reason: Some(reason),
+                actions: Vec::new(),
+                failures: Vec::new(),
+            };
+            return Ok(outcome.to_json());
+        }
+    };
+    let outcome = act_on(&received, fleet).await;
+    match &outcome {
+        Ok(outcome) => log_outcome(outcome),
+        Err(error) => {
+            tracing::warn!(event_id = %received.event_id, detail_type = %received.notice.kind(), error = %error, "transient failure: Lambda retries the event")
+        }
+    }
+    outcome.map(|outcome| outcome.to_json())
+}
+
+/// Gathers the facts, decides, carries the plan out.
+pub async fn act_on(
+    received: &ReceivedNotice,
+    fleet: &AwsFleet,
+) -> Result<Outcome, SpotInterruptionError> {
+    let facts = match fleet
+        .gather(&FactsNeeded::for_notice(&received.notice))
+        .await
+    {
+        Ok(facts) => facts,
+        Err(error) if error.transient => return retry(received, Vec::new(), error),
+        Err(error) => {
+            let mut outcome = Outcome::for_notice(OutcomeKind::Failed, received);
+            outcome.failures = vec![error.to_string()];
+            return Ok(outcome);
+        }
+    };
+    match plan::decide(received, &facts) {
+        Decision::Ignore(ignored) => {
+            let mut outcome = Outcome::for_notice(OutcomeKind::Ignored, received);
+            outcome.reason = Some(ignored.to_string());
+            if ignored.is_misconfiguration() {
+                tracing::warn!(event_id = %received.event_id, reason = %ignored, "left alone: fix the group's tags");
+            }
+            Ok(outcome)
+        }
+        Decision::Act(plan) => carry_out(received, &plan, fleet).await,
+    }
+}
+
+/// Runs the plan's steps in order. A transient failure stops and fails the invocation (the
+/// steps before it are safe to repeat); a permanent one is recorded and the rest still run,
+/// because replacing capacity matters more than any single message.
+async fn carry_out(
+    received: &ReceivedNotice,
+    plan: &ActionPlan,
+    fleet: &AwsFleet,
+) -> Result<Outcome, SpotInterruptionError> {
+    let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
+    outcome.workflow = Some(plan.fleet_message.workflow.clone());
+    let mut failures: Vec<AwsCallError> = Vec::new();
+
+    match fleet.publish(&plan.fleet_message).await {
+        Ok(()) => outcome.actions.push(Action::PublishedFleetMessage),
+        Err(error) if error.transient => return retry(received, outcome.actions, error),
+        Err(error) => failures.push(error),
+    }
+
+    let mut count = plan.count_interruption.as_ref();
+    if let Some(detach) = &plan.detach {
+        match fleet.detach(detach).await {
+            Ok(StepResult::Done) => outcome.actions.push(Action::Detached),
+            Ok(StepResult::AlreadyDone(detail)) => {
+                // Whoever detached it counted it.
+                count = None;
+                tracing::info!(event_id = %received.event_id, %detail, "instance no longer attached");
+                outcome.actions.push(Action::AlreadyDetached);
+            }
+            Err(error) if error.transient => return retry(received, outcome.actions, error),
+            Err(error) => failures.push(error),
+        }
+    }
+
+    if let Some(count) = count {
+        fleet.count_interruption(count);
+        outcome.actions.push(Action::CountedInterruption);
+    }
+
+    if let Some(completion) = &plan.complete_lifecycle_action {
+        match fleet.complete_lifecycle_action(completion).await {
+            Ok(StepResult::Done) => outcome.actions.push(Action::CompletedLifecycleAction),
+            Ok(StepResult::AlreadyDone(detail)) => {
+                tracing::info!(event_id = %received.event_id, %detail, "lifecycle action already resolved");
+                outcome.actions.push(Action::LifecycleActionAlreadyResolved);
+            }
+            Err(error) if error.transient => return retry(received, outcome.actions, error),
+            Err(error) => failures.push(error),
+        }
+    }
+
+    if !failures.is_empty() {
+        outcome.outcome = OutcomeKind::Failed;
+        outcome.failures = failures.iter().map(ToString::to_string).collect();
+    }
+    Ok(outcome)
+}
+
+fn retry<T>(
+    received: &ReceivedNotice,
+    done: Vec<Action>,
+    source: AwsCallError,
+) -> Result<T, SpotInterruptionError> {
+    Err(SpotInterruptionError::Transient {
+        event_id: received.event_id.clone(),
+        done,
+        source: Box::new(source),
+    })
+}
+
+fn log_outcome(outcome: &Outcome) {
+    let event_id = outcome.event_id.as_deref().unwrap_or("");
+    let detail_type = outcome.detail_type.as_deref().unwrap_or("");
+    let instance_id = outcome.instance_id.as_deref().unwrap_or("");
+    let workflow = outcome.workflow.as_deref().unwrap_or("");
+    let actions: Vec<&str> = outcome.actions.iter().map(|a| a.as_str()).collect();
+    let actions = actions.join(",");
+    match outcome.outcome {
+        OutcomeKind::Acted => {
+            tracing::info!(
+                outcome = "acted",
+                event_id,
+                detail_type,
+                instance_id,
+                workflow,
+                actions,
+                "acted on instance notice"
+            )
+        }
+        OutcomeKind::Ignored => {
+            let reason = outcome.reason.as_deref().unwrap_or("");
+            tracing::info!(
+                outcome = "ignored",
+                event_id,
+                detail_type,
+                instance_id,
+                reason,
+                "no action"
+            )
+        }
+        OutcomeKind::Failed | OutcomeKind::Rejected => {
+            let failures = outcome.failures.join("; ");
+            tracing::error!(
+                outcome = "failed",
+                event_id,
+                detail_type,
+                instance_id,
+                workflow,
+                actions,
+                failures,
+                "instance notice not fully handled; not retried"
+            )
+        }
+    }
 }

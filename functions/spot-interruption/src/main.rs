@@ -1,7 +1,20 @@
 use lambda_runtime::{Error, run, service_fn};
+use shared::env_config::EnvVars;
+use spot_interruption::{AwsFleet, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
-    run(service_fn(spot_interruption::handle)).await
+    let config = Config::from_env(&EnvVars::from_process())?;
+    let sdk_config = shared::aws::load_aws_config().await;
+    let fleet = AwsFleet::new(
+        config,
+        aws_sdk_autoscaling::Client::new(&sdk_config),
+        aws_sdk_sns::Client::new(&sdk_config),
+    );
+    let fleet = &fleet;
+    run(service_fn(move |event| {
+        spot_interruption::handle(event, fleet)
+    }))
+    .await
 }

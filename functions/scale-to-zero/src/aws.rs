@@ -1,0 +1,350 @@
+//! The AWS adapter: gathers the decisions' inputs and carries the decisions out. Every batch
+//! size here is the API's own limit, so the number of calls grows with pages, not groups.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
+use aws_sdk_cloudwatch::types::{
+    Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
+};
+use aws_sdk_sns::types::MessageAttributeValue;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::DateTime;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::config::Config;
+use crate::decision::BacklogValue;
+use crate::fleet::{GroupState, Instance, Lifecycle, MANAGED_TAG, QueueSample, WORKFLOW_TAG};
+
+/// `DescribeAutoScalingGroups` returns at most 100 groups per page.
+pub const GROUPS_PER_PAGE: i32 = 100;
+/// `GetMetricData` takes at most 500 queries per request.
+pub const QUERIES_PER_REQUEST: usize = 500;
+/// `PutMetricData` takes at most 1000 values per request.
+pub const VALUES_PER_REQUEST: usize = 1000;
+/// The metric a target-tracking policy scales the groups on.
+pub const BACKLOG_METRIC_NAME: &str = "BacklogPerInstance";
+/// How far back to look for the newest queue sample: tolerates a few missed publishes.
+const QUEUE_LOOKBACK_SECONDS: i64 = 5 * 60;
+const QUEUE_PERIOD_SECONDS: i32 = 60;
+
+/// An AWS call that failed, with what was being done.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct AwsError {
+    pub operation: String,
+    pub message: String,
+    /// Throttling, 5xx, timeout or network failure: a retry of the invocation can succeed.
+    pub transient: bool,
+}
+
+impl AwsError {
+    fn from_sdk<E>(operation: impl Into<String>, error: SdkError<E, HttpResponse>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        AwsError {
+            operation: operation.into(),
+            transient: shared::aws::is_transient(&error),
+            message: DisplayErrorContext(&error).to_string(),
+        }
+    }
+}
+
+/// The scale-to-zero notice published on `NOTIFY_TOPIC_ARN`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdleNotice {
+    /// Always `scaled-to-zero` (also a message attribute, for subscription filters).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub workflow: String,
+    pub auto_scaling_group: String,
+    pub previous_desired_capacity: u32,
+    pub desired_capacity: u32,
+    /// Scale-in-protected instances kept running.
+    pub busy_instances: u32,
+    /// What asked: the alarm's name, or `direct invoke`.
+    pub cause: String,
+}
+
+/// The clients, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct AwsFleet {
+    autoscaling: aws_sdk_autoscaling::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sns: aws_sdk_sns::Client,
+}
+
+impl AwsFleet {
+    pub fn new(
+        autoscaling: aws_sdk_autoscaling::Client,
+        cloudwatch: aws_sdk_cloudwatch::Client,
+        sns: aws_sdk_sns::Client,
+    ) -> Self {
+        AwsFleet {
+            autoscaling,
+            cloudwatch,
+            sns,
+        }
+    }
+
+    /// Every group tagged `orchestrator:managed=true`, a page of 100 per call.
+    pub async fn managed_groups(&self) -> Result<Vec<GroupState>, AwsError> {
+        self.groups_tagged(MANAGED_TAG, "true").await
+    }
+
+    /// The groups tagged with this workflow, managed or not (so an unmanaged one is named in
+    /// the logs rather than silently missing).
+    pub async fn workflow_groups(&self, workflow: &str) -> Result<Vec<GroupState>, AwsError> {
+        self.groups_tagged(WORKFLOW_TAG, workflow).await
+    }
+
+    async fn groups_tagged(&self, key: &str, value: &str) -> Result<Vec<GroupState>, AwsError> {
+        let filter = Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build();
+        let mut groups = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .autoscaling
+                .describe_auto_scaling_groups()
+                .filters(filter.clone())
+                .max_records(GROUPS_PER_PAGE)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::from_sdk(format!("DescribeAutoScalingGroups (tag {key}={value})"), e)
+                })?;
+            groups.extend(page.auto_scaling_groups().iter().map(group_state));
+            next_token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if next_token.is_none() {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// The queue metric's samples (per-minute maximum, newest first) of the last few minutes
+    /// for each workflow, in requests of up to 500 queries.
+    pub async fn queue_samples(
+        &self,
+        config: &Config,
+        workflows: &[String],
+    ) -> Result<HashMap<String, Vec<QueueSample>>, AwsError> {
+        // Whole minutes, so the periods line up with the metric's own.
+        let end = (unix_now() / 60 + 1) * 60;
+        let start = end - QUEUE_LOOKBACK_SECONDS;
+        let mut samples = HashMap::with_capacity(workflows.len());
+        for chunk in workflows.chunks(QUERIES_PER_REQUEST) {
+            let queries = chunk
+                .iter()
+                .enumerate()
+                .map(|(index, workflow)| queue_query(config, index, workflow))
+                .collect::<Vec<_>>();
+            let mut next_token = None;
+            loop {
+                let answer = self
+                    .cloudwatch
+                    .get_metric_data()
+                    .start_time(DateTime::from_secs(start))
+                    .end_time(DateTime::from_secs(end))
+                    .scan_by(ScanBy::TimestampDescending)
+                    .set_metric_data_queries(Some(queries.clone()))
+                    .set_next_token(next_token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        AwsError::from_sdk(
+                            format!("GetMetricData ({} queue metrics)", chunk.len()),
+                            e,
+                        )
+                    })?;
+                for result in answer.metric_data_results() {
+                    let Some(workflow) = result
+                        .id()
+                        .and_then(|id| id.strip_prefix('q'))
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| chunk.get(n))
+                    else {
+                        continue;
+                    };
+                    let entry: &mut Vec<QueueSample> = samples.entry(workflow.clone()).or_default();
+                    entry.extend(result.timestamps().iter().zip(result.values()).map(
+                        |(time, &value)| QueueSample {
+                            timestamp: time.secs(),
+                            value,
+                        },
+                    ));
+                }
+                // Only very long look-backs page; follow it so no datapoint is dropped.
+                next_token = answer
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned);
+                if next_token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(samples)
+    }
+
+    /// Publishes `BacklogPerInstance` per workflow, up to 1000 values per request.
+    pub async fn put_backlog(
+        &self,
+        config: &Config,
+        values: &[BacklogValue],
+    ) -> Result<(), AwsError> {
+        let now = DateTime::from_secs(unix_now());
+        for chunk in values.chunks(VALUES_PER_REQUEST) {
+            let data = chunk
+                .iter()
+                .map(|b| {
+                    MetricDatum::builder()
+                        .metric_name(BACKLOG_METRIC_NAME)
+                        .dimensions(dimension(&config.workflow_dimension, &b.workflow))
+                        .value(b.value)
+                        .unit(StandardUnit::Count)
+                        .timestamp(now)
+                        .build()
+                })
+                .collect();
+            self.cloudwatch
+                .put_metric_data()
+                .namespace(&config.queue_metric_namespace)
+                .set_metric_data(Some(data))
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::from_sdk(format!("PutMetricData ({} values)", chunk.len()), e)
+                })?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_desired_capacity(&self, group: &str, capacity: u32) -> Result<(), AwsError> {
+        self.autoscaling
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(i32::try_from(capacity).unwrap_or(i32::MAX))
+            // Ours is a deliberate decision, not a policy reacting to noise.
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(format!("SetDesiredCapacity ({group} to {capacity})"), e)
+            })?;
+        Ok(())
+    }
+
+    pub async fn publish_notice(
+        &self,
+        topic_arn: &str,
+        notice: &IdleNotice,
+    ) -> Result<(), AwsError> {
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("data_type is set")
+        };
+        let message = serde_json::to_string(notice).expect("a notice serializes");
+        self.sns
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(format!(
+                "scale-to-zero: {} idle, {} desired {} -> {}",
+                notice.workflow,
+                notice.auto_scaling_group,
+                notice.previous_desired_capacity,
+                notice.desired_capacity
+            ))
+            .message(message)
+            .message_attributes("type", attribute(notice.kind))
+            .message_attributes("workflow", attribute(&notice.workflow))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    format!("Publish (notice for {})", notice.auto_scaling_group),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+}
+
+fn queue_query(config: &Config, index: usize, workflow: &str) -> MetricDataQuery {
+    let metric = Metric::builder()
+        .namespace(&config.queue_metric_namespace)
+        .metric_name(&config.queue_metric_name)
+        .dimensions(dimension(&config.workflow_dimension, workflow))
+        .build();
+    MetricDataQuery::builder()
+        // Ids must start with a lowercase letter; the index maps the answer back.
+        .id(format!("q{index}"))
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period(QUEUE_PERIOD_SECONDS)
+                .stat("Maximum")
+                .build(),
+        )
+        .return_data(true)
+        .build()
+}
+
+fn dimension(name: &str, value: &str) -> Dimension {
+    Dimension::builder().name(name).value(value).build()
+}
+
+fn group_state(group: &AutoScalingGroup) -> GroupState {
+    let tag = |key: &str| {
+        group
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+    };
+    let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    GroupState {
+        name: group
+            .auto_scaling_group_name()
+            .unwrap_or_default()
+            .to_owned(),
+        managed: tag(MANAGED_TAG) == Some("true"),
+        workflow: tag(WORKFLOW_TAG)
+            .filter(|w| !w.trim().is_empty())
+            .map(str::to_owned),
+        min_size: count(group.min_size()),
+        max_size: count(group.max_size()),
+        desired_capacity: count(group.desired_capacity()),
+        instances: group
+            .instances()
+            .iter()
+            .map(|i| Instance {
+                id: i.instance_id().unwrap_or_default().to_owned(),
+                lifecycle: Lifecycle::from_state_name(
+                    i.lifecycle_state().map_or("", |s| s.as_str()),
+                ),
+                protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+            })
+            .collect(),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,596 @@
+//! The scaling decisions, as pure functions: group state, queue samples and the target in, a
+//! decision out. Nothing here talks to AWS; the adapter carries the decisions out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::fleet::{GroupState, QueueSample, current_depth};
+
+/// What to do with a group whose workflow looks idle (idle alarm or off-hours invoke).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdleDecision {
+    /// Set desired capacity to `to`: zero, or the busy (protected) instances and `min_size`.
+    ScaleIn {
+        from: u32,
+        to: u32,
+        busy: u32,
+    },
+    Leave(LeaveReason),
+}
+
+/// Why a group was left as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaveReason {
+    Unmanaged,
+    /// Managed, but no `orchestrator:workflow` tag.
+    NoWorkflowTag,
+    /// Another managed group carries the same workflow tag: which one to size is ambiguous.
+    SharedWorkflow {
+        groups: usize,
+    },
+    /// No usable queue sample in the look-back window: idleness cannot be confirmed.
+    NoQueueData,
+    /// The alarm is stale: work arrived since it fired.
+    QueueNotEmpty {
+        depth: f64,
+    },
+    /// Already at (or below) what scaling in would set.
+    AlreadyIdle {
+        desired: u32,
+        floor: u32,
+    },
+    /// At zero with work queued, but `max_size` is 0.
+    MaxSizeZero {
+        depth: f64,
+    },
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaveReason::Unmanaged => write!(f, "not tagged orchestrator:managed=true"),
+            LeaveReason::NoWorkflowTag => write!(f, "managed but has no orchestrator:workflow tag"),
+            LeaveReason::SharedWorkflow { groups } => write!(
+                f,
+                "{groups} managed groups share this orchestrator:workflow tag; none is sized until one remains"
+            ),
+            LeaveReason::NoQueueData => write!(
+                f,
+                "no queue depth sample in the look-back window; idleness not confirmed"
+            ),
+            LeaveReason::QueueNotEmpty { depth } => {
+                write!(f, "queue depth is {depth} now; the alarm is stale")
+            }
+            LeaveReason::AlreadyIdle { desired, floor } => write!(
+                f,
+                "desired capacity {desired} is already at or below the idle floor {floor}"
+            ),
+            LeaveReason::MaxSizeZero { depth } => {
+                write!(f, "queue depth is {depth} but max size is 0; cannot wake")
+            }
+        }
+    }
+}
+
+/// The idle decision for one group: confirm the queue is still empty, then scale in to zero,
+/// but never below the busy instances (killing a GPU mid-job is the worst outcome) nor below
+/// the group's minimum (Auto Scaling would reject it).
+pub fn decide_idle(group: &GroupState, queue: &[QueueSample]) -> IdleDecision {
+    if !group.managed {
+        return IdleDecision::Leave(LeaveReason::Unmanaged);
+    }
+    let depth = match current_depth(queue) {
+        None => return IdleDecision::Leave(LeaveReason::NoQueueData),
+        Some(depth) if depth > 0.0 => {
+            return IdleDecision::Leave(LeaveReason::QueueNotEmpty { depth });
+        }
+        Some(depth) => depth,
+    };
+    debug_assert_eq!(depth, 0.0);
+    let busy = group.busy();
+    let floor = busy.max(group.min_size);
+    if group.desired_capacity <= floor {
+        // Also covers a duplicate delivery: the first one already scaled in.
+        return IdleDecision::Leave(LeaveReason::AlreadyIdle {
+            desired: group.desired_capacity,
+            floor,
+        });
+    }
+    IdleDecision::ScaleIn {
+        from: group.desired_capacity,
+        to: floor,
+        busy,
+    }
+}
+
+/// Desired capacity for a group woken from zero: enough instances for the backlog at the
+/// target per instance, within the group's bounds.
+pub fn wake_capacity(depth: f64, target_per_instance: f64, min_size: u32, max_size: u32) -> u32 {
+    let wanted = (depth / target_per_instance).ceil();
+    // Compare as floats first: a huge backlog must cap at max, not overflow.
+    let capped = if wanted.is_nan() {
+        0.0
+    } else {
+        wanted.min(f64::from(max_size)).max(0.0)
+    };
+    (capped as u32).max(min_size).min(max_size)
+}
+
+/// Queue depth per in-service instance; the depth itself when none is in service (so a
+/// target-tracking policy still sees the backlog of a group at zero).
+pub fn backlog_per_instance(depth: f64, in_service: u32) -> f64 {
+    if in_service == 0 {
+        depth
+    } else {
+        depth / f64::from(in_service)
+    }
+}
+
+/// The managed groups of one tick, one per workflow, and the groups set aside.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roster {
+    pub by_workflow: BTreeMap<String, GroupState>,
+    pub set_aside: Vec<LeftAlone>,
+}
+
+/// A group (or workflow) left as it is, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftAlone {
+    pub group: String,
+    pub workflow: Option<String>,
+    pub reason: LeaveReason,
+}
+
+impl Roster {
+    /// Sorts groups by workflow; unmanaged, untagged and workflow-sharing groups are set aside.
+    pub fn new(groups: Vec<GroupState>) -> Roster {
+        let mut roster = Roster::default();
+        let mut by_workflow: BTreeMap<String, Vec<GroupState>> = BTreeMap::new();
+        for group in groups {
+            let reason = match (&group.workflow, group.managed) {
+                (_, false) => LeaveReason::Unmanaged,
+                (None, true) => LeaveReason::NoWorkflowTag,
+                (Some(workflow), true) => {
+                    by_workflow.entry(workflow.clone()).or_default().push(group);
+                    continue;
+                }
+            };
+            roster.set_aside.push(LeftAlone {
+                group: group.name,
+                workflow: group.workflow,
+                reason,
+            });
+        }
+        for (workflow, mut groups) in by_workflow {
+            if groups.len() == 1 {
+                roster.by_workflow.insert(workflow, groups.remove(0));
+                continue;
+            }
+            let count = groups.len();
+            roster
+                .set_aside
+                .extend(groups.into_iter().map(|g| LeftAlone {
+                    group: g.name,
+                    workflow: Some(workflow.clone()),
+                    reason: LeaveReason::SharedWorkflow { groups: count },
+                }));
+        }
+        roster
+    }
+
+    pub fn workflows(&self) -> Vec<String> {
+        self.by_workflow.keys().cloned().collect()
+    }
+}
+
+/// One `BacklogPerInstance` value to publish.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacklogValue {
+    pub workflow: String,
+    pub value: f64,
+}
+
+/// A group at zero to wake because work is queued.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wake {
+    pub group: String,
+    pub workflow: String,
+    pub to: u32,
+    pub queue_depth: f64,
+}
+
+/// Everything one schedule tick does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickPlan {
+    pub backlog: Vec<BacklogValue>,
+    pub wakes: Vec<Wake>,
+    pub left_alone: Vec<LeftAlone>,
+}
+
+/// The tick: for every workflow with a usable queue depth, its `BacklogPerInstance`; a group at
+/// zero with queued work is woken to min(max, ceil(depth / target)). A workflow without queue
+/// data gets neither (publishing a guess would steer the target-tracking policy).
+pub fn plan_tick(
+    roster: Roster,
+    samples: &HashMap<String, Vec<QueueSample>>,
+    target_per_instance: f64,
+) -> TickPlan {
+    let mut plan = TickPlan {
+        left_alone: roster.set_aside,
+        ..TickPlan::default()
+    };
+    for (workflow, group) in roster.by_workflow {
+        let queue = samples
+            .get(&workflow)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let Some(depth) = current_depth(queue) else {
+            plan.left_alone.push(LeftAlone {
+                group: group.name,
+                workflow: Some(workflow),
+                reason: LeaveReason::NoQueueData,
+            });
+            continue;
+        };
+        plan.backlog.push(BacklogValue {
+            workflow: workflow.clone(),
+            value: backlog_per_instance(depth, group.in_service()),
+        });
+        if group.desired_capacity > 0 || depth <= 0.0 {
+            continue;
+        }
+        match wake_capacity(depth, target_per_instance, group.min_size, group.max_size) {
+            0 => plan.left_alone.push(LeftAlone {
+                group: group.name,
+                workflow: Some(workflow),
+                reason: LeaveReason::MaxSizeZero { depth },
+            }),
+            to => plan.wakes.push(Wake {
+                group: group.name,
+                workflow,
+                to,
+                queue_depth: depth,
+            }),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{Instance, Lifecycle};
+
+    fn instance(id: &str, lifecycle: Lifecycle, protected: bool) -> Instance {
+        Instance {
+            id: id.into(),
+            lifecycle,
+            protected_from_scale_in: protected,
+        }
+    }
+
+    fn group(name: &str, workflow: &str, desired: u32, instances: Vec<Instance>) -> GroupState {
+        GroupState {
+            name: name.into(),
+            managed: true,
+            workflow: Some(workflow.into()),
+            min_size: 0,
+            max_size: 4,
+            desired_capacity: desired,
+            instances,
+        }
+    }
+
+    fn samples(values: &[f64]) -> Vec<QueueSample> {
+        // Oldest first; the last value is the newest.
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| QueueSample {
+                timestamp: 1_000 + 60 * i as i64,
+                value,
+            })
+            .collect()
+    }
+
+    fn in_service(n: usize) -> Vec<Instance> {
+        (0..n)
+            .map(|i| instance(&format!("i-{i}"), Lifecycle::InService, false))
+            .collect()
+    }
+
+    #[test]
+    fn current_depth_is_the_newest_usable_sample() {
+        let cases: &[(&str, Vec<QueueSample>, Option<f64>)] = &[
+            ("no data", vec![], None),
+            ("newest wins", samples(&[5.0, 0.0]), Some(0.0)),
+            (
+                "order of arrival does not matter",
+                {
+                    let mut s = samples(&[5.0, 0.0]);
+                    s.reverse();
+                    s
+                },
+                Some(0.0),
+            ),
+            ("NaN skipped", samples(&[3.0, f64::NAN]), Some(3.0)),
+            ("negative skipped", samples(&[2.0, -1.0]), Some(2.0)),
+            ("infinite skipped", samples(&[f64::INFINITY]), None),
+            ("only garbage is no data", samples(&[f64::NAN, -4.0]), None),
+        ];
+        for (name, queue, expected) in cases {
+            assert_eq!(current_depth(queue), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn idle_decisions() {
+        use IdleDecision::*;
+        use LeaveReason::*;
+        let mut unmanaged = group("g", "w", 2, in_service(2));
+        unmanaged.managed = false;
+        let mut min_one = group("g", "w", 3, in_service(3));
+        min_one.min_size = 1;
+        let cases: Vec<(&str, GroupState, Vec<QueueSample>, IdleDecision)> = vec![
+            (
+                "idle group goes to zero",
+                group("g", "w", 2, in_service(2)),
+                samples(&[0.0]),
+                ScaleIn {
+                    from: 2,
+                    to: 0,
+                    busy: 0,
+                },
+            ),
+            (
+                "unmanaged group is left",
+                unmanaged,
+                samples(&[0.0]),
+                Leave(Unmanaged),
+            ),
+            (
+                "no data is not idle",
+                group("g", "w", 2, in_service(2)),
+                vec![],
+                Leave(NoQueueData),
+            ),
+            (
+                "NaN and negative only: no data",
+                group("g", "w", 2, in_service(2)),
+                samples(&[f64::NAN, -1.0]),
+                Leave(NoQueueData),
+            ),
+            (
+                "stale alarm",
+                group("g", "w", 2, in_service(2)),
+                samples(&[0.0, 3.0]),
+                Leave(QueueNotEmpty { depth: 3.0 }),
+            ),
+            (
+                "protected instances are the floor",
+                group(
+                    "g",
+                    "w",
+                    3,
+                    vec![
+                        instance("a", Lifecycle::InService, true),
+                        instance("b", Lifecycle::InService, false),
+                        instance("c", Lifecycle::Launching, true),
+                    ],
+                ),
+                samples(&[0.0]),
+                ScaleIn {
+                    from: 3,
+                    to: 2,
+                    busy: 2,
+                },
+            ),
+            (
+                "protected but leaving or in standby is not busy",
+                group(
+                    "g",
+                    "w",
+                    1,
+                    vec![
+                        instance("a", Lifecycle::Leaving, true),
+                        instance("b", Lifecycle::Standby, true),
+                        instance("c", Lifecycle::InService, false),
+                    ],
+                ),
+                samples(&[0.0]),
+                ScaleIn {
+                    from: 1,
+                    to: 0,
+                    busy: 0,
+                },
+            ),
+            (
+                "all protected: nothing to do",
+                group(
+                    "g",
+                    "w",
+                    2,
+                    vec![
+                        instance("a", Lifecycle::InService, true),
+                        instance("b", Lifecycle::InService, true),
+                    ],
+                ),
+                samples(&[0.0]),
+                Leave(AlreadyIdle {
+                    desired: 2,
+                    floor: 2,
+                }),
+            ),
+            (
+                "min size is kept",
+                min_one,
+                samples(&[0.0]),
+                ScaleIn {
+                    from: 3,
+                    to: 1,
+                    busy: 0,
+                },
+            ),
+            (
+                "already at zero (duplicate delivery)",
+                group("g", "w", 0, vec![]),
+                samples(&[0.0]),
+                Leave(AlreadyIdle {
+                    desired: 0,
+                    floor: 0,
+                }),
+            ),
+            (
+                "zero in service, desired 1 pending",
+                group(
+                    "g",
+                    "w",
+                    1,
+                    vec![instance("a", Lifecycle::Launching, false)],
+                ),
+                samples(&[0.0]),
+                ScaleIn {
+                    from: 1,
+                    to: 0,
+                    busy: 0,
+                },
+            ),
+        ];
+        for (name, group, queue, expected) in cases {
+            assert_eq!(decide_idle(&group, &queue), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn wake_capacity_cases() {
+        // (depth, target, min, max) -> capacity
+        let cases = [
+            ((1.0, 1.0, 0, 4), 1),
+            ((3.0, 1.0, 0, 4), 3),
+            ((10.0, 1.0, 0, 4), 4),  // max cap
+            ((5.0, 2.0, 0, 4), 3),   // ceil
+            ((0.5, 1.0, 0, 4), 1),   // a fraction of a job still needs an instance
+            ((1e300, 1.0, 0, 7), 7), // no overflow
+            ((3.0, 1.0, 0, 0), 0),   // max 0
+            ((1.0, 1.0, 2, 4), 2),   // min kept
+            ((3.0, 0.5, 0, 10), 6),  // fractional target
+        ];
+        for ((depth, target, min, max), expected) in cases {
+            assert_eq!(
+                wake_capacity(depth, target, min, max),
+                expected,
+                "{depth}/{target} in [{min},{max}]"
+            );
+        }
+    }
+
+    #[test]
+    fn backlog_per_instance_cases() {
+        assert_eq!(backlog_per_instance(6.0, 3), 2.0);
+        assert_eq!(backlog_per_instance(6.0, 0), 6.0); // zero in service: the depth itself
+        assert_eq!(backlog_per_instance(0.0, 2), 0.0);
+        assert_eq!(backlog_per_instance(1.0, 4), 0.25);
+    }
+
+    #[test]
+    fn roster_sets_aside_unmanaged_untagged_and_shared_workflows() {
+        let mut unmanaged = group("u", "x", 1, vec![]);
+        unmanaged.managed = false;
+        let mut untagged = group("t", "x", 1, vec![]);
+        untagged.workflow = None;
+        let roster = Roster::new(vec![
+            group("a", "img2vid", 1, vec![]),
+            unmanaged,
+            untagged,
+            group("b1", "vid2vid", 1, vec![]),
+            group("b2", "vid2vid", 1, vec![]),
+        ]);
+        assert_eq!(roster.workflows(), ["img2vid"]);
+        let reasons: Vec<(&str, &LeaveReason)> = roster
+            .set_aside
+            .iter()
+            .map(|l| (l.group.as_str(), &l.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("u", &LeaveReason::Unmanaged),
+                ("t", &LeaveReason::NoWorkflowTag),
+                ("b1", &LeaveReason::SharedWorkflow { groups: 2 }),
+                ("b2", &LeaveReason::SharedWorkflow { groups: 2 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn tick_plans() {
+        let roster = Roster::new(vec![
+            group("busy", "busy", 3, in_service(3)),
+            group("asleep", "asleep", 0, vec![]),
+            group("flood", "flood", 0, vec![]),
+            group("quiet", "quiet", 0, vec![]),
+            group("silent", "silent", 2, in_service(2)),
+            group("broken", "broken", 0, vec![]),
+        ]);
+        let samples: HashMap<String, Vec<QueueSample>> = [
+            ("busy", samples(&[6.0])),
+            ("asleep", samples(&[2.0])),
+            ("flood", samples(&[100.0])),
+            ("quiet", samples(&[0.0])),
+            ("broken", samples(&[f64::NAN, -3.0])),
+        ]
+        .into_iter()
+        .map(|(w, s)| (w.to_owned(), s))
+        .collect();
+        let plan = plan_tick(roster, &samples, 1.0);
+        let backlog: Vec<(&str, f64)> = plan
+            .backlog
+            .iter()
+            .map(|b| (b.workflow.as_str(), b.value))
+            .collect();
+        assert_eq!(
+            backlog,
+            [
+                ("asleep", 2.0),
+                ("busy", 2.0),
+                ("flood", 100.0),
+                ("quiet", 0.0)
+            ]
+        );
+        let wakes: Vec<(&str, u32)> = plan
+            .wakes
+            .iter()
+            .map(|w| (w.group.as_str(), w.to))
+            .collect();
+        assert_eq!(wakes, [("asleep", 2), ("flood", 4)]); // flood capped at max 4
+        let left: Vec<(&str, &LeaveReason)> = plan
+            .left_alone
+            .iter()
+            .map(|l| (l.group.as_str(), &l.reason))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("broken", &LeaveReason::NoQueueData),
+                ("silent", &LeaveReason::NoQueueData)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_group_at_zero_with_max_zero_is_reported_not_woken() {
+        let mut g = group("g", "w", 0, vec![]);
+        g.max_size = 0;
+        let samples = HashMap::from([("w".to_owned(), samples(&[5.0]))]);
+        let plan = plan_tick(Roster::new(vec![g]), &samples, 1.0);
+        assert!(plan.wakes.is_empty());
+        assert_eq!(
+            plan.left_alone[0].reason,
+            LeaveReason::MaxSizeZero { depth: 5.0 }
+        );
+        assert_eq!(plan.backlog[0].value, 5.0);
+    }
+}

@@ -1,0 +1,139 @@
+//! AWS failures moto cannot produce: throttling and 5xx must fail the invocation so Lambda
+//! retries it; a permanent refusal is reported as such.
+
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, TagDescription};
+use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
+use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::MetricDataResult;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use scale_to_zero::{ScaleToZero, aws::AwsFleet, config::Config};
+use serde_json::json;
+
+fn config() -> Config {
+    Config {
+        queue_metric_namespace: "Orchestrator/Queue".into(),
+        queue_metric_name: "QueueDepth".into(),
+        workflow_dimension: "Workflow".into(),
+        target_backlog_per_instance: 1.0,
+        notify_topic_arn: "arn:aws:sns:us-east-1:123456789012:idle".into(),
+    }
+}
+
+/// An Auto Scaling (query protocol) error response, parsed by the SDK as the real one would be.
+fn autoscaling_error(status: u16, code: &str) -> HttpResponse {
+    let body = format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{code} here</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+    );
+    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+}
+
+fn function(autoscaling: &[&Rule], cloudwatch: &[&Rule]) -> ScaleToZero {
+    let autoscaling = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, autoscaling);
+    let cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cloudwatch);
+    let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, &[]);
+    ScaleToZero::new(config(), AwsFleet::new(autoscaling, cloudwatch, sns))
+}
+
+async fn invoke(function: &ScaleToZero) -> Diagnostic {
+    let tick = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let error = function
+        .handle(LambdaEvent::new(tick, Context::default()))
+        .await
+        .expect_err("the invocation must fail");
+    Diagnostic::from(error)
+}
+
+#[tokio::test]
+async fn throttled_describe_fails_the_tick_for_a_retry() {
+    let throttled = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .sequence()
+        .http_response(|| autoscaling_error(400, "Throttling"))
+        .repeatedly()
+        .build();
+    let diagnostic = invoke(&function(&[&throttled], &[])).await;
+    assert_eq!(diagnostic.error_type, "RetryableAwsError", "{diagnostic:?}");
+    assert!(
+        diagnostic
+            .error_message
+            .contains("DescribeAutoScalingGroups"),
+        "{diagnostic:?}"
+    );
+    assert!(
+        diagnostic.error_message.contains("Throttling"),
+        "{diagnostic:?}"
+    );
+}
+
+#[tokio::test]
+async fn access_denied_is_reported_as_not_worth_retrying() {
+    let denied = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .sequence()
+        .http_response(|| autoscaling_error(403, "AccessDenied"))
+        .repeatedly()
+        .build();
+    let diagnostic = invoke(&function(&[&denied], &[])).await;
+    assert_eq!(diagnostic.error_type, "AwsRequestFailed", "{diagnostic:?}");
+    assert!(
+        diagnostic.error_message.contains("AccessDenied"),
+        "{diagnostic:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_wake_still_publishes_the_backlog_and_asks_for_a_retry() {
+    let tag = |key: &str, value: &str| TagDescription::builder().key(key).value(value).build();
+    let group = AutoScalingGroup::builder()
+        .auto_scaling_group_name("gpu-img2vid")
+        .min_size(0)
+        .max_size(4)
+        .desired_capacity(0)
+        .tags(tag("orchestrator:managed", "true"))
+        .tags(tag("orchestrator:workflow", "img2vid"))
+        .build();
+    let describe =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(move || {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(group.clone())
+                .build()
+        });
+    let set_capacity = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+        .sequence()
+        .http_response(|| autoscaling_error(503, "ServiceUnavailable"))
+        .repeatedly()
+        .build();
+    let depth = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        GetMetricDataOutput::builder()
+            .metric_data_results(
+                MetricDataResult::builder()
+                    .id("q0")
+                    .timestamps(DateTime::from_secs(1_800_000_000))
+                    .values(3.0)
+                    .build(),
+            )
+            .build()
+    });
+    let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
+        .match_requests(|req| {
+            req.metric_data().len() == 1 && req.metric_data()[0].value() == Some(3.0)
+        })
+        .then_output(|| PutMetricDataOutput::builder().build());
+    let diagnostic = invoke(&function(&[&describe, &set_capacity], &[&depth, &put])).await;
+    assert_eq!(diagnostic.error_type, "RetryableAwsError", "{diagnostic:?}");
+    assert!(
+        diagnostic
+            .error_message
+            .contains("1 of 1 capacity changes failed"),
+        "{diagnostic:?}"
+    );
+    assert_eq!(
+        put.num_calls(),
+        1,
+        "the backlog is published although the wake failed"
+    );
+    assert!(set_capacity.num_calls() >= 1);
+}

@@ -1,0 +1,78 @@
+//! Configuration from the environment, read once at cold start.
+
+use shared::env_config::{ConfigError, EnvVars};
+
+/// Where fleet messages go and where `SpotInterruptions` is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `FLEET_TOPIC_ARN`: the SNS topic workers and the backend subscribe to.
+    pub fleet_topic_arn: String,
+    /// `METRIC_NAMESPACE`: the CloudWatch namespace of `SpotInterruptions`.
+    pub metric_namespace: String,
+}
+
+impl Config {
+    pub fn from_env(env: &EnvVars) -> Result<Self, ConfigError> {
+        let fleet_topic_arn = env.optional_with("FLEET_TOPIC_ARN", |raw| {
+            if raw.starts_with("arn:") && raw.contains(":sns:") {
+                Ok(raw.to_owned())
+            } else {
+                Err("expected an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)".to_owned())
+            }
+        })?;
+        Ok(Config {
+            fleet_topic_arn: fleet_topic_arn.ok_or_else(|| ConfigError::Missing {
+                name: "FLEET_TOPIC_ARN".to_owned(),
+            })?,
+            metric_namespace: env.required("METRIC_NAMESPACE")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:fleet";
+
+    #[test]
+    fn both_variables_are_read() {
+        let env = EnvVars::from_pairs([
+            ("FLEET_TOPIC_ARN", TOPIC),
+            ("METRIC_NAMESPACE", "Orchestrator"),
+        ]);
+        assert_eq!(
+            Config::from_env(&env).unwrap(),
+            Config {
+                fleet_topic_arn: TOPIC.into(),
+                metric_namespace: "Orchestrator".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_or_invalid_value_names_the_variable() {
+        let missing = Config::from_env(&EnvVars::from_pairs([("FLEET_TOPIC_ARN", TOPIC)]));
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "environment variable METRIC_NAMESPACE is required but not set"
+        );
+        let empty = Config::from_env(&EnvVars::from_pairs([
+            ("FLEET_TOPIC_ARN", ""),
+            ("METRIC_NAMESPACE", "Orchestrator"),
+        ]));
+        assert_eq!(
+            empty.unwrap_err().to_string(),
+            "environment variable FLEET_TOPIC_ARN is required but not set"
+        );
+        let not_an_arn = Config::from_env(&EnvVars::from_pairs([
+            ("FLEET_TOPIC_ARN", "fleet"),
+            ("METRIC_NAMESPACE", "Orchestrator"),
+        ]));
+        let text = not_an_arn.unwrap_err().to_string();
+        assert!(
+            text.contains("FLEET_TOPIC_ARN") && text.contains("`fleet`"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,664 @@
+//! The decision: a notice and what Auto Scaling says about the instance and its group → what
+//! to do. Plain values in, an [`ActionPlan`] out; the AWS adapter gathers the facts and carries
+//! the plan out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::fleet_message::{FleetMessage, FleetMessageKind, LifecycleAction};
+use crate::notice::{InstanceNotice, ReceivedNotice};
+
+/// The suite acts only on groups carrying this tag with the value `true`.
+pub const MANAGED_TAG: &str = "orchestrator:managed";
+/// The tag naming a managed group's workflow.
+pub const WORKFLOW_TAG: &str = "orchestrator:workflow";
+/// A Spot interruption warning comes two minutes before EC2 reclaims the instance.
+pub const INTERRUPTION_NOTICE_SECONDS: i64 = 120;
+
+/// An instance as Auto Scaling lists it (`DescribeAutoScalingInstances`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceFacts {
+    pub instance_id: String,
+    pub auto_scaling_group: String,
+    pub instance_type: String,
+    pub availability_zone: String,
+    /// `InService`, `Terminating:Wait`, `Detaching`, ...
+    pub lifecycle_state: String,
+}
+
+/// A group and its tags (`DescribeAutoScalingGroups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFacts {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What the adapter found out before deciding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// `None` when no group lists the instance: not Auto Scaling's, or already detached.
+    pub instance: Option<InstanceFacts>,
+    /// The instance's group (the one the lifecycle event names); `None` when it does not exist.
+    pub group: Option<GroupFacts>,
+}
+
+/// What the adapter looks up for a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactsNeeded {
+    /// Nothing: the notice is not one this function acts on.
+    None,
+    /// The instance, then the group Auto Scaling says it belongs to.
+    InstanceThenItsGroup { instance_id: String },
+    /// The instance and the group the event names (a lifecycle event knows its group).
+    InstanceAndGroup {
+        instance_id: String,
+        auto_scaling_group: String,
+    },
+}
+
+impl FactsNeeded {
+    pub fn for_notice(notice: &InstanceNotice) -> Self {
+        match notice {
+            InstanceNotice::SpotInterruption { instance_id }
+            | InstanceNotice::RebalanceRecommendation { instance_id } => {
+                FactsNeeded::InstanceThenItsGroup {
+                    instance_id: instance_id.clone(),
+                }
+            }
+            InstanceNotice::Terminating {
+                instance_id,
+                auto_scaling_group,
+                ..
+            } => FactsNeeded::InstanceAndGroup {
+                instance_id: instance_id.clone(),
+                auto_scaling_group: auto_scaling_group.clone(),
+            },
+            InstanceNotice::Other { .. } => FactsNeeded::None,
+        }
+    }
+}
+
+/// Detach the instance without lowering desired capacity, so the group launches its
+/// replacement now instead of after the instance is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detach {
+    pub instance_id: String,
+    pub auto_scaling_group: String,
+}
+
+/// One `SpotInterruptions` data point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterruptionCount {
+    pub workflow: String,
+    pub instance_type: String,
+    pub availability_zone: String,
+}
+
+/// Complete a terminate lifecycle action with `CONTINUE` because no worker is left to do it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleCompletion {
+    pub auto_scaling_group: String,
+    pub hook_name: String,
+    pub token: String,
+    pub instance_id: String,
+}
+
+/// What to do, in this order: publish (a repeat is harmless: subscribers dedup on `eventId`),
+/// detach (once it succeeded a retried event finds nothing to do), count, complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPlan {
+    pub fleet_message: FleetMessage,
+    pub detach: Option<Detach>,
+    pub count_interruption: Option<InterruptionCount>,
+    pub complete_lifecycle_action: Option<LifecycleCompletion>,
+}
+
+/// Why nothing is done. Every case ends the invocation successfully: a retry would find the
+/// same facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    NotHandled {
+        detail_type: String,
+    },
+    /// Not in any Auto Scaling group: not ours, or a repeated warning after the detach.
+    NotInAnyGroup {
+        instance_id: String,
+    },
+    GroupNotFound {
+        auto_scaling_group: String,
+    },
+    Unmanaged {
+        auto_scaling_group: String,
+    },
+    /// Tagged managed but without a workflow: a template mistake, left alone like any
+    /// unmanaged group, but worth a warning.
+    NoWorkflow {
+        auto_scaling_group: String,
+    },
+    /// Already on its way out of the group (a concurrent or repeated delivery detached it).
+    AlreadyDetaching {
+        instance_id: String,
+        auto_scaling_group: String,
+        lifecycle_state: String,
+    },
+}
+
+impl Ignored {
+    /// A misconfiguration someone should fix, rather than an expected no-op.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Ignored::NoWorkflow { .. })
+    }
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ignored::NotHandled { detail_type } => {
+                write!(
+                    f,
+                    "detail type `{detail_type}` is not one this function handles"
+                )
+            }
+            Ignored::NotInAnyGroup { instance_id } => write!(
+                f,
+                "instance {instance_id} is in no Auto Scaling group (not managed by one, or already detached)"
+            ),
+            Ignored::GroupNotFound { auto_scaling_group } => {
+                write!(f, "Auto Scaling group {auto_scaling_group} does not exist")
+            }
+            Ignored::Unmanaged { auto_scaling_group } => write!(
+                f,
+                "Auto Scaling group {auto_scaling_group} is not tagged {MANAGED_TAG}=true"
+            ),
+            Ignored::NoWorkflow { auto_scaling_group } => write!(
+                f,
+                "Auto Scaling group {auto_scaling_group} is tagged {MANAGED_TAG}=true but has no {WORKFLOW_TAG} tag"
+            ),
+            Ignored::AlreadyDetaching {
+                instance_id,
+                auto_scaling_group,
+                lifecycle_state,
+            } => write!(
+                f,
+                "instance {instance_id} is already leaving {auto_scaling_group} ({lifecycle_state})"
+            ),
+        }
+    }
+}
+
+/// The decision for one notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Act(Box<ActionPlan>),
+    Ignore(Ignored),
+}
+
+/// Where an instance stands in its group, as far as the decision cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// `InService` or `Standby`: the only states `DetachInstances` accepts.
+    Detachable,
+    /// Being detached or detached: a repeated delivery found our own work.
+    Detaching,
+    /// Launching, terminating, warm pool...: the group already handles it; not detachable.
+    Other,
+}
+
+impl Membership {
+    fn of(lifecycle_state: &str) -> Self {
+        match lifecycle_state {
+            "InService" | "Standby" => Membership::Detachable,
+            "Detaching" | "Detached" => Membership::Detaching,
+            _ => Membership::Other,
+        }
+    }
+}
+
+/// Decides what to do about `received`, given `facts` gathered as [`FactsNeeded`] says.
+pub fn decide(received: &ReceivedNotice, facts: &Facts) -> Decision {
+    match decide_or_ignore(received, facts) {
+        Ok(plan) => Decision::Act(Box::new(plan)),
+        Err(ignored) => Decision::Ignore(ignored),
+    }
+}
+
+fn decide_or_ignore(received: &ReceivedNotice, facts: &Facts) -> Result<ActionPlan, Ignored> {
+    let message = |kind, workflow: &str, group: &str, instance_id: &str| FleetMessage {
+        kind,
+        workflow: workflow.to_owned(),
+        auto_scaling_group: group.to_owned(),
+        instance_id: instance_id.to_owned(),
+        event_id: received.event_id.clone(),
+        time: received.time,
+        deadline: None,
+        lifecycle_action: None,
+    };
+    match &received.notice {
+        InstanceNotice::Other { detail_type } => Err(Ignored::NotHandled {
+            detail_type: detail_type.clone(),
+        }),
+        InstanceNotice::SpotInterruption { instance_id } => {
+            let instance = listed_instance(facts, instance_id)?;
+            let workflow = managed_workflow(facts, &instance.auto_scaling_group)?;
+            let membership = still_in_group(instance)?;
+            let mut fleet_message = message(
+                FleetMessageKind::SpotInterruption,
+                &workflow,
+                &instance.auto_scaling_group,
+                instance_id,
+            );
+            fleet_message.deadline = Some(received.time.plus_seconds(INTERRUPTION_NOTICE_SECONDS));
+            Ok(ActionPlan {
+                fleet_message,
+                // Launching or already terminating: the group replaces it by itself.
+                detach: (membership == Membership::Detachable).then(|| Detach {
+                    instance_id: instance_id.clone(),
+                    auto_scaling_group: instance.auto_scaling_group.clone(),
+                }),
+                count_interruption: Some(InterruptionCount {
+                    workflow,
+                    instance_type: instance.instance_type.clone(),
+                    availability_zone: instance.availability_zone.clone(),
+                }),
+                complete_lifecycle_action: None,
+            })
+        }
+        InstanceNotice::RebalanceRecommendation { instance_id } => {
+            let instance = listed_instance(facts, instance_id)?;
+            let workflow = managed_workflow(facts, &instance.auto_scaling_group)?;
+            still_in_group(instance)?;
+            // No detach: replacing on every recommendation is the thrash users of other
+            // handlers complain about; the group's capacity rebalance decides.
+            Ok(ActionPlan {
+                fleet_message: message(
+                    FleetMessageKind::RebalanceRecommendation,
+                    &workflow,
+                    &instance.auto_scaling_group,
+                    instance_id,
+                ),
+                detach: None,
+                count_interruption: None,
+                complete_lifecycle_action: None,
+            })
+        }
+        InstanceNotice::Terminating {
+            instance_id,
+            auto_scaling_group,
+            lifecycle_hook_name,
+            lifecycle_action_token,
+        } => {
+            let workflow = managed_workflow(facts, auto_scaling_group)?;
+            let mut fleet_message = message(
+                FleetMessageKind::InstanceTerminating,
+                &workflow,
+                auto_scaling_group,
+                instance_id,
+            );
+            fleet_message.lifecycle_action = Some(LifecycleAction {
+                hook_name: lifecycle_hook_name.clone(),
+                token: lifecycle_action_token.clone(),
+            });
+            // The group no longer lists the instance: no worker is left to complete the
+            // action, which would otherwise hold the group until the heartbeat times out.
+            let gone = !facts.instance.as_ref().is_some_and(|instance| {
+                instance.instance_id == *instance_id
+                    && instance.auto_scaling_group == *auto_scaling_group
+            });
+            Ok(ActionPlan {
+                fleet_message,
+                detach: None,
+                count_interruption: None,
+                complete_lifecycle_action: gone.then(|| LifecycleCompletion {
+                    auto_scaling_group: auto_scaling_group.clone(),
+                    hook_name: lifecycle_hook_name.clone(),
+                    token: lifecycle_action_token.clone(),
+                    instance_id: instance_id.clone(),
+                }),
+            })
+        }
+    }
+}
+
+fn listed_instance<'a>(facts: &'a Facts, instance_id: &str) -> Result<&'a InstanceFacts, Ignored> {
+    facts
+        .instance
+        .as_ref()
+        .filter(|instance| instance.instance_id == instance_id)
+        .ok_or_else(|| Ignored::NotInAnyGroup {
+            instance_id: instance_id.to_owned(),
+        })
+}
+
+fn still_in_group(instance: &InstanceFacts) -> Result<Membership, Ignored> {
+    match Membership::of(&instance.lifecycle_state) {
+        Membership::Detaching => Err(Ignored::AlreadyDetaching {
+            instance_id: instance.instance_id.clone(),
+            auto_scaling_group: instance.auto_scaling_group.clone(),
+            lifecycle_state: instance.lifecycle_state.clone(),
+        }),
+        membership => Ok(membership),
+    }
+}
+
+/// The workflow of `group_name` if the suite manages it.
+fn managed_workflow(facts: &Facts, group_name: &str) -> Result<String, Ignored> {
+    let group = facts
+        .group
+        .as_ref()
+        .filter(|group| group.name == group_name)
+        .ok_or_else(|| Ignored::GroupNotFound {
+            auto_scaling_group: group_name.to_owned(),
+        })?;
+    if group.tags.get(MANAGED_TAG).map(String::as_str) != Some("true") {
+        return Err(Ignored::Unmanaged {
+            auto_scaling_group: group_name.to_owned(),
+        });
+    }
+    match group.tags.get(WORKFLOW_TAG).map(|w| w.trim()) {
+        Some(workflow) if !workflow.is_empty() => Ok(workflow.to_owned()),
+        _ => Err(Ignored::NoWorkflow {
+            auto_scaling_group: group_name.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notice::EventTime;
+
+    const INSTANCE: &str = "i-0b1c2d3e4f5a6b7c8";
+    const GROUP: &str = "orchestrator-dev-img2vid";
+    const TIME: EventTime = EventTime::from_unix_seconds(1_795_348_994); // 2026-11-22T12:03:14Z
+
+    fn received(notice: InstanceNotice) -> ReceivedNotice {
+        ReceivedNotice {
+            event_id: "evt-1".into(),
+            time: TIME,
+            notice,
+        }
+    }
+
+    fn warning() -> ReceivedNotice {
+        received(InstanceNotice::SpotInterruption {
+            instance_id: INSTANCE.into(),
+        })
+    }
+
+    fn rebalance() -> ReceivedNotice {
+        received(InstanceNotice::RebalanceRecommendation {
+            instance_id: INSTANCE.into(),
+        })
+    }
+
+    fn terminating() -> ReceivedNotice {
+        received(InstanceNotice::Terminating {
+            instance_id: INSTANCE.into(),
+            auto_scaling_group: GROUP.into(),
+            lifecycle_hook_name: "drain".into(),
+            lifecycle_action_token: "token-1".into(),
+        })
+    }
+
+    fn instance(state: &str) -> Option<InstanceFacts> {
+        Some(InstanceFacts {
+            instance_id: INSTANCE.into(),
+            auto_scaling_group: GROUP.into(),
+            instance_type: "g5.xlarge".into(),
+            availability_zone: "us-east-1a".into(),
+            lifecycle_state: state.into(),
+        })
+    }
+
+    fn group(tags: &[(&str, &str)]) -> Option<GroupFacts> {
+        Some(GroupFacts {
+            name: GROUP.into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    const MANAGED: &[(&str, &str)] = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, "img2vid")];
+
+    fn facts(instance: Option<InstanceFacts>, group: Option<GroupFacts>) -> Facts {
+        Facts { instance, group }
+    }
+
+    type Summary = (&'static str, bool, bool, bool);
+
+    /// What a decision amounts to, compactly: (message type, detach?, count?, complete?) or
+    /// the reason it was ignored.
+    fn summary(decision: &Decision) -> Result<Summary, String> {
+        match decision {
+            Decision::Act(plan) => Ok((
+                plan.fleet_message.kind.as_str(),
+                plan.detach.is_some(),
+                plan.count_interruption.is_some(),
+                plan.complete_lifecycle_action.is_some(),
+            )),
+            Decision::Ignore(reason) => Err(reason.to_string()),
+        }
+    }
+
+    #[test]
+    fn decisions_table() {
+        let unmanaged = &[(MANAGED_TAG, "false"), (WORKFLOW_TAG, "img2vid")][..];
+        let untagged = &[("team", "ml")][..];
+        let no_workflow = &[(MANAGED_TAG, "true")][..];
+        let cases: Vec<(&str, ReceivedNotice, Facts, Result<Summary, &str>)> = vec![
+            (
+                "warning, in service",
+                warning(),
+                facts(instance("InService"), group(MANAGED)),
+                Ok(("spot-interruption", true, true, false)),
+            ),
+            (
+                "warning, standby",
+                warning(),
+                facts(instance("Standby"), group(MANAGED)),
+                Ok(("spot-interruption", true, true, false)),
+            ),
+            (
+                "warning, group already terminating it",
+                warning(),
+                facts(instance("Terminating:Wait"), group(MANAGED)),
+                Ok(("spot-interruption", false, true, false)),
+            ),
+            (
+                "warning, still launching",
+                warning(),
+                facts(instance("Pending"), group(MANAGED)),
+                Ok(("spot-interruption", false, true, false)),
+            ),
+            (
+                "warning, repeated while detaching",
+                warning(),
+                facts(instance("Detaching"), group(MANAGED)),
+                Err("already leaving"),
+            ),
+            (
+                "warning, repeated after the detach",
+                warning(),
+                facts(None, None),
+                Err("in no Auto Scaling group"),
+            ),
+            (
+                "warning, unmanaged group",
+                warning(),
+                facts(instance("InService"), group(unmanaged)),
+                Err("not tagged orchestrator:managed=true"),
+            ),
+            (
+                "warning, untagged group",
+                warning(),
+                facts(instance("InService"), group(untagged)),
+                Err("not tagged orchestrator:managed=true"),
+            ),
+            (
+                "warning, managed without workflow",
+                warning(),
+                facts(instance("InService"), group(no_workflow)),
+                Err("has no orchestrator:workflow"),
+            ),
+            (
+                "warning, group vanished",
+                warning(),
+                facts(instance("InService"), None),
+                Err("does not exist"),
+            ),
+            (
+                "rebalance, in service",
+                rebalance(),
+                facts(instance("InService"), group(MANAGED)),
+                Ok(("rebalance-recommendation", false, false, false)),
+            ),
+            (
+                "rebalance, unmanaged",
+                rebalance(),
+                facts(instance("InService"), group(unmanaged)),
+                Err("not tagged"),
+            ),
+            (
+                "rebalance, unknown instance",
+                rebalance(),
+                facts(None, None),
+                Err("in no Auto Scaling group"),
+            ),
+            (
+                "rebalance, detached",
+                rebalance(),
+                facts(instance("Detached"), group(MANAGED)),
+                Err("already leaving"),
+            ),
+            (
+                "terminating, worker still there",
+                terminating(),
+                facts(instance("Terminating:Wait"), group(MANAGED)),
+                Ok(("instance-terminating", false, false, false)),
+            ),
+            (
+                "terminating, instance gone",
+                terminating(),
+                facts(None, group(MANAGED)),
+                Ok(("instance-terminating", false, false, true)),
+            ),
+            (
+                "terminating, unmanaged",
+                terminating(),
+                facts(None, group(unmanaged)),
+                Err("not tagged"),
+            ),
+            (
+                "terminating, group gone",
+                terminating(),
+                facts(None, None),
+                Err("does not exist"),
+            ),
+            (
+                "another detail type",
+                received(InstanceNotice::Other {
+                    detail_type: "EC2 Instance State-change Notification".into(),
+                }),
+                Facts::default(),
+                Err("is not one this function handles"),
+            ),
+        ];
+        for (name, notice, facts, expected) in cases {
+            let decision = decide(&notice, &facts);
+            match (summary(&decision), expected) {
+                (Ok(actual), Ok(expected)) => assert_eq!(actual, expected, "{name}"),
+                (Err(reason), Err(fragment)) => {
+                    assert!(reason.contains(fragment), "{name}: {reason}")
+                }
+                (actual, expected) => panic!("{name}: got {actual:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_warning_plan_detaches_keeps_capacity_counts_and_announces_the_deadline() {
+        let Decision::Act(plan) = decide(&warning(), &facts(instance("InService"), group(MANAGED)))
+        else {
+            panic!("a managed in-service instance is acted on");
+        };
+        assert_eq!(
+            plan.detach,
+            Some(Detach {
+                instance_id: INSTANCE.into(),
+                auto_scaling_group: GROUP.into()
+            })
+        );
+        assert_eq!(
+            plan.count_interruption,
+            Some(InterruptionCount {
+                workflow: "img2vid".into(),
+                instance_type: "g5.xlarge".into(),
+                availability_zone: "us-east-1a".into(),
+            })
+        );
+        let message = plan.fleet_message;
+        assert_eq!(message.workflow, "img2vid");
+        assert_eq!(message.auto_scaling_group, GROUP);
+        assert_eq!(message.event_id, "evt-1");
+        assert_eq!(message.time.to_string(), "2026-11-22T12:03:14Z");
+        assert_eq!(
+            message.deadline.map(|d| d.to_string()).as_deref(),
+            Some("2026-11-22T12:05:14Z")
+        );
+    }
+
+    #[test]
+    fn a_lifecycle_plan_hands_hook_and_token_over_and_completes_only_for_a_gone_instance() {
+        let Decision::Act(plan) = decide(&terminating(), &facts(None, group(MANAGED))) else {
+            panic!("a managed group's lifecycle action is acted on");
+        };
+        assert_eq!(
+            plan.fleet_message.lifecycle_action,
+            Some(LifecycleAction {
+                hook_name: "drain".into(),
+                token: "token-1".into()
+            })
+        );
+        assert_eq!(plan.fleet_message.deadline, None);
+        assert_eq!(
+            plan.complete_lifecycle_action,
+            Some(LifecycleCompletion {
+                auto_scaling_group: GROUP.into(),
+                hook_name: "drain".into(),
+                token: "token-1".into(),
+                instance_id: INSTANCE.into(),
+            })
+        );
+        // Listed in another group: not the one whose action is pending, so it is gone from ours.
+        let mut elsewhere = instance("InService");
+        if let Some(i) = elsewhere.as_mut() {
+            i.auto_scaling_group = "other".into();
+        }
+        let Decision::Act(plan) = decide(&terminating(), &facts(elsewhere, group(MANAGED))) else {
+            panic!("acted on");
+        };
+        assert!(plan.complete_lifecycle_action.is_some());
+    }
+
+    #[test]
+    fn the_workflow_tag_is_trimmed_and_managed_must_be_exactly_true() {
+        let spaced = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, " img2vid ")][..];
+        let Decision::Act(plan) = decide(&warning(), &facts(instance("InService"), group(spaced)))
+        else {
+            panic!("acted on");
+        };
+        assert_eq!(plan.fleet_message.workflow, "img2vid");
+        for value in ["TRUE", "yes", "1", ""] {
+            let tags = &[(MANAGED_TAG, value), (WORKFLOW_TAG, "img2vid")][..];
+            assert!(
+                matches!(
+                    decide(&warning(), &facts(instance("InService"), group(tags))),
+                    Decision::Ignore(Ignored::Unmanaged { .. })
+                ),
+                "{MANAGED_TAG}={value:?} must not count as managed"
+            );
+        }
+    }
+}

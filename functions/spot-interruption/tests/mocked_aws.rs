@@ -1,0 +1,406 @@
+//! What moto cannot show: `CompleteLifecycleAction` (moto 5.2.5 does not implement it),
+//! throttling, 5xx and permission errors. The function runs through its real entry point
+//! with SDK clients whose responses are scripted by `aws-smithy-mocks`; everything moto can
+//! run is tested against moto in `tests/tests/spot_interruption.rs`.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_autoscaling::operation::complete_lifecycle_action::CompleteLifecycleActionOutput;
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::operation::describe_auto_scaling_instances::DescribeAutoScalingInstancesOutput;
+use aws_sdk_autoscaling::operation::detach_instances::DetachInstancesOutput;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, AutoScalingInstanceDetails, TagDescription};
+use aws_sdk_sns::operation::publish::PublishOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use serde_json::{Value, json};
+use shared::env_config::EnvVars;
+use spot_interruption::{AwsFleet, Config, SpotInterruptionError};
+
+const GROUP: &str = "orchestrator-dev-img2vid";
+const INSTANCE: &str = "i-0b1c2d3e4f5a6b7c8";
+const HOOK: &str = "drain-before-terminate";
+const TOKEN: &str = "71514b9d-6a40-4b26-8523-05e7eEXAMPLE";
+
+fn sample(name: &str) -> Value {
+    let path = format!(
+        "{}/../../events/spot-interruption/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An error answer in the query protocol Auto Scaling and SNS speak.
+fn query_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(status).unwrap(),
+        SdkBody::from(format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+             <Message>{message}</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+        )),
+    )
+}
+
+fn managed_group() -> Rule {
+    mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|req| req.auto_scaling_group_names() == [GROUP])
+        .then_output(|| {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(
+                    AutoScalingGroup::builder()
+                        .auto_scaling_group_name(GROUP)
+                        .tags(
+                            TagDescription::builder()
+                                .key("orchestrator:managed")
+                                .value("true")
+                                .build(),
+                        )
+                        .tags(
+                            TagDescription::builder()
+                                .key("orchestrator:workflow")
+                                .value("img2vid")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn instance_listed(lifecycle_state: &'static str) -> Rule {
+    mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances)
+        .match_requests(|req| req.instance_ids() == [INSTANCE])
+        .then_output(move || {
+            DescribeAutoScalingInstancesOutput::builder()
+                .auto_scaling_instances(
+                    AutoScalingInstanceDetails::builder()
+                        .instance_id(INSTANCE)
+                        .auto_scaling_group_name(GROUP)
+                        .instance_type("g5.xlarge")
+                        .availability_zone("us-east-1a")
+                        .lifecycle_state(lifecycle_state)
+                        .health_status("HEALTHY")
+                        .protected_from_scale_in(false)
+                        .build(),
+                )
+                .build()
+        })
+}
+
+fn instance_not_listed() -> Rule {
+    mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances)
+        .then_output(|| DescribeAutoScalingInstancesOutput::builder().build())
+}
+
+/// A publish rule that keeps every message body it gets.
+fn publish_ok(bodies: &Arc<Mutex<Vec<String>>>) -> Rule {
+    let bodies = Arc::clone(bodies);
+    mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|req| {
+            let attributes = req.message_attributes().cloned().unwrap_or_default();
+            attributes.get("workflow").and_then(|a| a.string_value()) == Some("img2vid")
+                && attributes.contains_key("type")
+        })
+        .then_compute_output(move |req| {
+            bodies
+                .lock()
+                .unwrap()
+                .push(req.message().unwrap_or_default().to_owned());
+            PublishOutput::builder().message_id("msg-1").build()
+        })
+}
+
+/// The function with mocked Auto Scaling and SNS clients (no SDK retries: each scripted
+/// answer is what the function sees) and its metric lines captured.
+struct Mocked {
+    fleet: AwsFleet,
+    metric_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mocked {
+    fn new(autoscaling_rules: &[&Rule], sns_rules: &[&Rule]) -> Mocked {
+        let autoscaling = mock_client!(
+            aws_sdk_autoscaling,
+            RuleMode::MatchAny,
+            autoscaling_rules,
+            |config| config
+                .retry_config(aws_sdk_autoscaling::config::retry::RetryConfig::disabled())
+        );
+        let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, sns_rules, |config| {
+            config.retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
+        });
+        let config = Config::from_env(&EnvVars::from_pairs([
+            (
+                "FLEET_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:123456789012:fleet",
+            ),
+            ("METRIC_NAMESPACE", "Orchestrator"),
+        ]))
+        .unwrap();
+        let metric_lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&metric_lines);
+        let fleet = AwsFleet::new(config, autoscaling, sns).with_metric_output(Arc::new(
+            move |line: &str| sink.lock().unwrap().push(line.to_owned()),
+        ));
+        Mocked {
+            fleet,
+            metric_lines,
+        }
+    }
+
+    async fn handle(&self, event: Value) -> Result<Value, SpotInterruptionError> {
+        spot_interruption::handle_payload(event, &self.fleet).await
+    }
+
+    fn metric_count(&self) -> usize {
+        self.metric_lines.lock().unwrap().len()
+    }
+}
+
+#[tokio::test]
+async fn a_lifecycle_action_of_a_gone_instance_is_completed_with_continue() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (managed_group(), instance_not_listed(), publish_ok(&bodies));
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .match_requests(|req| {
+            req.auto_scaling_group_name() == Some(GROUP)
+                && req.lifecycle_hook_name() == Some(HOOK)
+                && req.lifecycle_action_token() == Some(TOKEN)
+                && req.instance_id() == Some(INSTANCE)
+                && req.lifecycle_action_result() == Some("CONTINUE")
+        })
+        .then_output(|| CompleteLifecycleActionOutput::builder().build());
+    let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
+
+    let outcome = mocked
+        .handle(sample("terminate-lifecycle-action.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(
+        outcome["actions"],
+        json!(["published-fleet-message", "completed-lifecycle-action"])
+    );
+    assert_eq!(complete.num_calls(), 1);
+    // The backend still hears of it, so it requeues the worker's jobs.
+    let bodies = bodies.lock().unwrap();
+    let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(body["type"], "instance-terminating");
+    assert_eq!(body["lifecycleActionToken"], TOKEN);
+    assert_eq!(body["eventId"], "468fe059-f4b7-445f-bb22-2a4cb1e6e2a8");
+}
+
+#[tokio::test]
+async fn a_lifecycle_action_already_resolved_is_not_an_error() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (managed_group(), instance_not_listed(), publish_ok(&bodies));
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .then_http_response(|| {
+            query_error(
+                400,
+                "ValidationError",
+                "No active Lifecycle Action found with instance ID i-0b1c2d3e4f5a6b7c8",
+            )
+        });
+    let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
+
+    let outcome = mocked
+        .handle(sample("terminate-lifecycle-action.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(
+        outcome["actions"],
+        json!([
+            "published-fleet-message",
+            "lifecycle-action-already-resolved"
+        ])
+    );
+    assert_eq!(complete.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_live_worker_completes_its_own_lifecycle_action() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (
+        managed_group(),
+        instance_listed("Terminating:Wait"),
+        publish_ok(&bodies),
+    );
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .then_output(|| CompleteLifecycleActionOutput::builder().build());
+    let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
+
+    let outcome = mocked
+        .handle(sample("terminate-lifecycle-action.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["actions"], json!(["published-fleet-message"]));
+    assert_eq!(complete.num_calls(), 0);
+    assert_eq!(publish.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn throttling_fails_the_invocation_so_lambda_retries_it() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let publish = publish_ok(&bodies);
+    let throttled = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances)
+        .then_http_response(|| query_error(400, "Throttling", "Rate exceeded"));
+    let mocked = Mocked::new(&[&throttled], &[&publish]);
+
+    let error = mocked
+        .handle(sample("spot-interruption-warning.json"))
+        .await
+        .unwrap_err();
+
+    let text = error.to_string();
+    assert!(text.contains("DescribeAutoScalingInstances"), "{text}");
+    assert!(text.contains("Rate exceeded"), "{text}");
+    assert!(text.contains("Lambda retries"), "{text}");
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "TransientAwsError");
+    assert_eq!(publish.num_calls(), 0, "nothing was done");
+}
+
+#[tokio::test]
+async fn a_5xx_on_detach_fails_after_the_message_and_the_retry_finishes_the_job() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (
+        managed_group(),
+        instance_listed("InService"),
+        publish_ok(&bodies),
+    );
+    let detach = mock!(aws_sdk_autoscaling::Client::detach_instances)
+        .match_requests(|req| {
+            req.should_decrement_desired_capacity() == Some(false)
+                && req.instance_ids() == [INSTANCE]
+                && req.auto_scaling_group_name() == Some(GROUP)
+        })
+        .sequence()
+        .http_response(|| query_error(503, "ServiceUnavailable", "try again"))
+        .output(|| DetachInstancesOutput::builder().build())
+        .build();
+    let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let warning = sample("spot-interruption-warning.json");
+
+    let first = mocked.handle(warning.clone()).await.unwrap_err();
+    assert!(
+        first
+            .to_string()
+            .contains("already done: published-fleet-message"),
+        "{first}"
+    );
+    assert_eq!(
+        mocked.metric_count(),
+        0,
+        "not counted before the detach succeeded"
+    );
+
+    // Lambda's retry: the message goes out again with the same eventId (subscribers dedup),
+    // the detach succeeds, the interruption is counted once.
+    let retried = mocked.handle(warning).await.unwrap();
+    assert_eq!(retried["outcome"], "acted", "{retried}");
+    assert_eq!(detach.num_calls(), 2);
+    assert_eq!(mocked.metric_count(), 1);
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], bodies[1], "the same message, same eventId");
+}
+
+#[tokio::test]
+async fn a_permanent_publish_failure_still_replaces_the_instance() {
+    let (group, instance) = (managed_group(), instance_listed("InService"));
+    let denied = mock!(aws_sdk_sns::Client::publish).then_http_response(|| {
+        query_error(
+            403,
+            "AuthorizationError",
+            "not authorized to perform SNS:Publish",
+        )
+    });
+    let detach = mock!(aws_sdk_autoscaling::Client::detach_instances)
+        .then_output(|| DetachInstancesOutput::builder().build());
+    let mocked = Mocked::new(&[&group, &instance, &detach], &[&denied]);
+
+    let outcome = mocked
+        .handle(sample("spot-interruption-warning.json"))
+        .await
+        .expect("not retried: a retry cannot grant the permission");
+
+    assert_eq!(outcome["outcome"], "failed", "{outcome}");
+    assert_eq!(
+        outcome["actions"],
+        json!(["detached", "counted-interruption"])
+    );
+    let failure = outcome["failures"][0].as_str().unwrap();
+    assert!(
+        failure.contains("Publish") && failure.contains("not authorized"),
+        "{failure}"
+    );
+    assert_eq!(detach.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_detach_refused_because_a_concurrent_delivery_did_it_counts_nothing() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (
+        managed_group(),
+        instance_listed("InService"),
+        publish_ok(&bodies),
+    );
+    let detach =
+        mock!(aws_sdk_autoscaling::Client::detach_instances).then_http_response(|| {
+            query_error(
+                400,
+                "ValidationError",
+                "The instance i-0b1c2d3e4f5a6b7c8 is not part of Auto Scaling group orchestrator-dev-img2vid.",
+            )
+        });
+    let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+
+    let outcome = mocked
+        .handle(sample("spot-interruption-warning.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(
+        outcome["actions"],
+        json!(["published-fleet-message", "already-detached"])
+    );
+    assert_eq!(
+        mocked.metric_count(),
+        0,
+        "the delivery that detached counted"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_lookup_failure_is_reported_and_not_retried() {
+    let denied = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances)
+        .then_http_response(|| {
+            query_error(
+                403,
+                "AccessDenied",
+                "not authorized to perform autoscaling:DescribeAutoScalingInstances",
+            )
+        });
+    let mocked = Mocked::new(&[&denied], &[]);
+
+    let outcome = mocked
+        .handle(sample("spot-interruption-warning.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["outcome"], "failed", "{outcome}");
+    assert!(
+        outcome["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
+        "{outcome}"
+    );
+}

@@ -1,0 +1,564 @@
+//! scale-to-zero against moto through the real Rust SDK: idle alarms scale managed groups to
+//! zero (never below busy instances), the schedule publishes `BacklogPerInstance` and wakes
+//! groups at zero, and the calls stay batched.
+
+use harness::cloudwatch_cbor::CborBridge;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Tag};
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat};
+use harness::moto::Moto;
+use lambda_runtime::{Context, LambdaEvent};
+use scale_to_zero::{ScaleToZero, aws::AwsFleet, config::Config};
+use serde_json::{Value, json};
+use shared::env_config::EnvVars;
+
+const NAMESPACE: &str = "Orchestrator/Queue";
+const LAUNCH_CONFIGURATION: &str = "gpu-worker";
+
+/// A moto server with the notice topic subscribed by an SQS queue, one launch
+/// configuration for every group, and the function wired to it all.
+struct Stage {
+    moto: Moto,
+    _bridge: CborBridge,
+    function: ScaleToZero,
+    autoscaling: aws_sdk_autoscaling::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl Stage {
+    async fn start() -> Stage {
+        let moto = Moto::start().await;
+        let sdk = moto.sdk_config().await;
+        let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+        let bridge = CborBridge::start(moto.endpoint_url()).await;
+        let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .endpoint_url(bridge.url())
+                .disable_request_compression(true)
+                .build(),
+        );
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+        let topic_arn = sns
+            .create_topic()
+            .name("idle-notices")
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("notices")
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_arn = format!(
+            "arn:aws:sqs:{}:{}:notices",
+            harness::moto::REGION,
+            harness::moto::ACCOUNT_ID
+        );
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .unwrap();
+        autoscaling
+            .create_launch_configuration()
+            .launch_configuration_name(LAUNCH_CONFIGURATION)
+            .image_id("ami-12c6146b")
+            .instance_type("g5.xlarge")
+            .send()
+            .await
+            .unwrap();
+
+        // Configured the way main.rs does it, from (here: fixed) environment variables.
+        let config = Config::from_env(&EnvVars::from_pairs([
+            ("QUEUE_METRIC_NAMESPACE", NAMESPACE),
+            ("NOTIFY_TOPIC_ARN", topic_arn.as_str()),
+        ]))
+        .unwrap();
+        let function = ScaleToZero::new(
+            config,
+            AwsFleet::new(autoscaling.clone(), cloudwatch.clone(), sns),
+        );
+        Stage {
+            moto,
+            _bridge: bridge,
+            function,
+            autoscaling,
+            cloudwatch,
+            sqs,
+            queue_url,
+        }
+    }
+
+    /// Creates a group of `desired` in-service instances; `managed: None` leaves the tag off.
+    async fn create_group(
+        &self,
+        name: &str,
+        workflow: &str,
+        managed: Option<&str>,
+        desired: i32,
+        max: i32,
+    ) {
+        create_group(&self.autoscaling, name, workflow, managed, desired, max).await;
+    }
+
+    async fn group(&self, name: &str) -> AutoScalingGroup {
+        let answer = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .unwrap();
+        answer.auto_scaling_groups()[0].clone()
+    }
+
+    async fn put_queue_depths(&self, depths: &[(&str, f64)]) {
+        let data = depths
+            .iter()
+            .map(|(workflow, depth)| {
+                MetricDatum::builder()
+                    .metric_name("QueueDepth")
+                    .dimensions(
+                        Dimension::builder()
+                            .name("Workflow")
+                            .value(*workflow)
+                            .build(),
+                    )
+                    .value(*depth)
+                    .build()
+            })
+            .collect();
+        self.cloudwatch
+            .put_metric_data()
+            .namespace(NAMESPACE)
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn invoke(&self, payload: Value) -> Value {
+        self.function
+            .handle(LambdaEvent::new(payload, Context::default()))
+            .await
+            .unwrap_or_else(|e| panic!("invocation failed: {e}"))
+    }
+
+    /// The notices delivered to the subscribed queue so far (their SNS `Message`, parsed).
+    async fn notices(&self) -> Vec<Value> {
+        let mut notices = Vec::new();
+        loop {
+            let answer = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            if answer.messages().is_empty() {
+                return notices;
+            }
+            for message in answer.messages() {
+                let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+                assert_eq!(
+                    envelope["MessageAttributes"]["type"]["Value"], "scaled-to-zero",
+                    "{envelope}"
+                );
+                notices.push(serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap());
+            }
+        }
+    }
+
+    /// `BacklogPerInstance` as CloudWatch answers it for each workflow (newest value).
+    async fn backlog(&self, workflows: &[&str]) -> BTreeMap<String, Option<f64>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let queries = workflows.iter().enumerate().map(|(i, workflow)| {
+            let metric = Metric::builder()
+                .namespace(NAMESPACE)
+                .metric_name("BacklogPerInstance")
+                .dimensions(
+                    Dimension::builder()
+                        .name("Workflow")
+                        .value(*workflow)
+                        .build(),
+                )
+                .build();
+            MetricDataQuery::builder()
+                .id(format!("b{i}"))
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(60)
+                        .stat("Maximum")
+                        .build(),
+                )
+                .build()
+        });
+        let answer = self
+            .cloudwatch
+            .get_metric_data()
+            .start_time(DateTime::from_secs(now - 600))
+            .end_time(DateTime::from_secs(now + 120))
+            .set_metric_data_queries(Some(queries.collect()))
+            .send()
+            .await
+            .unwrap();
+        workflows
+            .iter()
+            .enumerate()
+            .map(|(i, workflow)| {
+                let result = answer
+                    .metric_data_results()
+                    .iter()
+                    .find(|r| r.id() == Some(&format!("b{i}")));
+                (
+                    workflow.to_string(),
+                    result.and_then(|r| r.values().first().copied()),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn create_group(
+    autoscaling: &aws_sdk_autoscaling::Client,
+    name: &str,
+    workflow: &str,
+    managed: Option<&str>,
+    desired: i32,
+    max: i32,
+) {
+    let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
+    let mut request = autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(LAUNCH_CONFIGURATION)
+        .min_size(0)
+        .max_size(max)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .tags(tag("orchestrator:workflow", workflow));
+    if let Some(managed) = managed {
+        request = request.tags(tag("orchestrator:managed", managed));
+    }
+    request.send().await.unwrap();
+}
+
+fn sample(name: &str) -> Value {
+    let path = format!(
+        "{}/../events/scale-to-zero/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn desired(group: &AutoScalingGroup) -> i32 {
+    group.desired_capacity().unwrap()
+}
+
+fn instance_ids(group: &AutoScalingGroup) -> Vec<String> {
+    let mut ids: Vec<String> = group
+        .instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn schedule() -> Value {
+    sample("schedule.json")
+}
+
+#[tokio::test]
+async fn idle_alarm_scales_the_managed_group_to_zero_and_sends_a_notice() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 2, 4)
+        .await;
+    assert_eq!(stage.group("gpu-img2vid").await.instances().len(), 2);
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+
+    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "gpu-img2vid", "workflow": "img2vid", "from": 2, "to": 0, "reason": "idle"}])
+    );
+    let group = stage.group("gpu-img2vid").await;
+    assert_eq!(desired(&group), 0);
+    assert!(
+        group.instances().is_empty(),
+        "instances terminated: {:?}",
+        group.instances()
+    );
+    let notices = stage.notices().await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["workflow"], "img2vid");
+    assert_eq!(notices[0]["autoScalingGroup"], "gpu-img2vid");
+    assert_eq!(notices[0]["previousDesiredCapacity"], 2);
+    assert_eq!(notices[0]["desiredCapacity"], 0);
+    assert_eq!(notices[0]["cause"], "orchestrator-dev-img2vid-idle");
+}
+
+#[tokio::test]
+async fn stale_alarm_unmanaged_group_and_ok_state_change_nothing() {
+    let stage = Stage::start().await;
+    // Stale: work arrived after the alarm fired.
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 2, 4)
+        .await;
+    stage
+        .put_queue_depths(&[("img2vid", 0.0), ("img2vid", 3.0)])
+        .await;
+    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    assert_eq!(report["changes"], json!([]));
+    assert!(
+        report["leftAlone"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("queue depth is 3"),
+        "{report}"
+    );
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 2);
+
+    // Unmanaged: tagged with the workflow but not orchestrator:managed=true.
+    stage
+        .create_group("gpu-vid2vid", "vid2vid", Some("false"), 1, 4)
+        .await;
+    stage
+        .create_group("gpu-vid2vid-legacy", "vid2vid", None, 1, 4)
+        .await;
+    stage.put_queue_depths(&[("vid2vid", 0.0)]).await;
+    let report = stage
+        .invoke(json!({"action": "scale-to-zero", "workflow": "vid2vid"}))
+        .await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    assert_eq!(report["leftAlone"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(desired(&stage.group("gpu-vid2vid").await), 1);
+    assert_eq!(desired(&stage.group("gpu-vid2vid-legacy").await), 1);
+
+    // An OK-state notification is ignored even when the queue is empty.
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+    let report = stage.invoke(sample("sns-ok-alarm.json")).await;
+    assert_eq!(
+        report["ignored"],
+        json!(["orchestrator-dev-img2vid-idle is OK"])
+    );
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 2);
+
+    assert!(stage.notices().await.is_empty());
+}
+
+#[tokio::test]
+async fn protected_busy_instances_survive() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 3, 4)
+        .await;
+    let all = instance_ids(&stage.group("gpu-img2vid").await);
+    let busy = all[..2].to_vec();
+    stage
+        .autoscaling
+        .set_instance_protection()
+        .auto_scaling_group_name("gpu-img2vid")
+        .set_instance_ids(Some(busy.clone()))
+        .protected_from_scale_in(true)
+        .send()
+        .await
+        .unwrap();
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+
+    let report = stage.invoke(sample("alarm-action.json")).await;
+
+    assert_eq!(report["changes"][0]["to"], 2, "{report}");
+    let group = stage.group("gpu-img2vid").await;
+    assert_eq!(desired(&group), 2);
+    assert_eq!(
+        instance_ids(&group),
+        busy,
+        "only the idle instance is terminated"
+    );
+    let notices = stage.notices().await;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0]["busyInstances"], 2);
+}
+
+#[tokio::test]
+async fn duplicate_alarm_delivery_leaves_the_same_state() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 2, 4)
+        .await;
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+
+    let first = stage.invoke(sample("alarm-action.json")).await;
+    let after_first = stage.group("gpu-img2vid").await;
+    let second = stage.invoke(sample("alarm-action.json")).await;
+    let after_second = stage.group("gpu-img2vid").await;
+
+    assert_eq!(first["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(second["changes"], json!([]), "{second}");
+    assert_eq!(desired(&after_first), 0);
+    assert_eq!(desired(&after_second), 0);
+    assert_eq!(instance_ids(&after_first), instance_ids(&after_second));
+    assert_eq!(stage.notices().await.len(), 1, "one notice for one change");
+}
+
+#[tokio::test]
+async fn direct_invoke_scales_an_idle_workflow_to_zero() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 1, 4)
+        .await;
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+    let report = stage.invoke(sample("direct-scale-to-zero.json")).await;
+    assert_eq!(report["changes"][0]["to"], 0, "{report}");
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 0);
+    assert_eq!(stage.notices().await[0]["cause"], "direct invoke");
+}
+
+#[tokio::test]
+async fn tick_publishes_backlog_per_workflow_and_wakes_a_group_at_zero() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 2, 4)
+        .await;
+    stage
+        .create_group("gpu-vid2vid", "vid2vid", Some("true"), 0, 3)
+        .await;
+    stage
+        .create_group("gpu-txt2img", "txt2img", Some("true"), 1, 4)
+        .await;
+    stage
+        .create_group("gpu-sd", "sd", Some("false"), 0, 4)
+        .await;
+    stage
+        .put_queue_depths(&[
+            ("img2vid", 6.0),
+            ("vid2vid", 5.0),
+            ("txt2img", 0.0),
+            ("sd", 4.0),
+        ])
+        .await;
+
+    let report = stage.invoke(schedule()).await;
+
+    assert_eq!(report["backlogPublished"], 3, "{report}");
+    let backlog = stage
+        .backlog(&["img2vid", "vid2vid", "txt2img", "sd"])
+        .await;
+    assert_eq!(backlog["img2vid"], Some(3.0), "6 queued / 2 in service");
+    assert_eq!(
+        backlog["vid2vid"],
+        Some(5.0),
+        "none in service: the depth itself"
+    );
+    assert_eq!(backlog["txt2img"], Some(0.0));
+    assert_eq!(backlog["sd"], None, "unmanaged workflows get no metric");
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "gpu-vid2vid", "workflow": "vid2vid", "from": 0, "to": 3, "reason": "wake"}])
+    );
+    assert_eq!(
+        desired(&stage.group("gpu-vid2vid").await),
+        3,
+        "5 queued, capped at max 3"
+    );
+    assert_eq!(stage.group("gpu-vid2vid").await.instances().len(), 3);
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 2);
+    assert_eq!(desired(&stage.group("gpu-txt2img").await), 1);
+    assert_eq!(
+        desired(&stage.group("gpu-sd").await),
+        0,
+        "unmanaged group is not woken"
+    );
+
+    // A second tick (duplicate delivery) wakes nothing more.
+    let again = stage.invoke(schedule()).await;
+    assert_eq!(again["changes"], json!([]), "{again}");
+}
+
+#[tokio::test]
+async fn tick_over_300_groups_stays_within_the_batched_call_bound() {
+    const GROUPS: usize = 300;
+    const WITH_WORK: usize = 10;
+    let stage = Stage::start().await;
+    let autoscaling = Arc::new(stage.autoscaling.clone());
+    // Groups at zero have no instances, so creating them is cheap; eight at a time.
+    let mut creating = tokio::task::JoinSet::new();
+    for n in 0..GROUPS {
+        if creating.len() >= 8 {
+            creating.join_next().await.unwrap().unwrap();
+        }
+        let autoscaling = autoscaling.clone();
+        creating.spawn(async move {
+            let name = format!("gpu-wf-{n:03}");
+            let workflow = format!("wf-{n:03}");
+            create_group(&autoscaling, &name, &workflow, Some("true"), 0, 2).await;
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.unwrap();
+    }
+    let workflows: Vec<String> = (0..GROUPS).map(|n| format!("wf-{n:03}")).collect();
+    let depths: Vec<(&str, f64)> = workflows
+        .iter()
+        .enumerate()
+        .map(|(n, w)| {
+            (
+                w.as_str(),
+                if n % (GROUPS / WITH_WORK) == 0 {
+                    1.0
+                } else {
+                    0.0
+                },
+            )
+        })
+        .collect();
+    for chunk in depths.chunks(1000) {
+        stage.put_queue_depths(chunk).await;
+    }
+    stage.moto.clear_recording().await;
+
+    let started = std::time::Instant::now();
+    let report = stage.invoke(schedule()).await;
+    eprintln!("tick over {GROUPS} groups took {:?}", started.elapsed());
+
+    assert_eq!(report["backlogPublished"], GROUPS, "{report}");
+    let changes = report["changes"].as_array().unwrap().len();
+    assert_eq!(changes, WITH_WORK);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for action in stage.moto.recorded_actions() {
+        let name = action.rsplit(':').next().unwrap().to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    eprintln!("API calls: {counts:?}");
+    let bound = GROUPS.div_ceil(100) + GROUPS.div_ceil(500) + GROUPS.div_ceil(1000) + changes;
+    let total: usize = counts.values().sum();
+    assert_eq!(counts.get("DescribeAutoScalingGroups"), Some(&3));
+    assert_eq!(counts.get("GetMetricData"), Some(&1));
+    assert_eq!(counts.get("PutMetricData"), Some(&1));
+    assert_eq!(counts.get("SetDesiredCapacity"), Some(&WITH_WORK));
+    assert!(total <= bound, "{total} calls > bound {bound}: {counts:?}");
+    assert_eq!(desired(&stage.group("gpu-wf-000").await), 1);
+    assert_eq!(desired(&stage.group("gpu-wf-001").await), 0);
+}

@@ -1,0 +1,877 @@
+//! spot-interruption against moto through the real Rust SDK: the function runs in-process with
+//! clients pointed at a private moto, the fleet topic has SQS queues subscribed (one plain, one
+//! behind a subscription filter on the message attributes), and what the function did is read
+//! back from Auto Scaling, SQS and moto's request recording. `SpotInterruptions` is an Embedded
+//! Metric Format line (CloudWatch Logs extracts it in AWS); the tests read those lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_autoscaling::types::Tag;
+use harness::moto::{Moto, RecordedRequest};
+use serde_json::{Value, json};
+use shared::env_config::EnvVars;
+use spot_interruption::notice::EventTime;
+use spot_interruption::{AwsFleet, Config};
+
+const NAMESPACE: &str = "Orchestrator/Test";
+const INSTANCE_TYPE: &str = "g5.xlarge";
+
+/// moto with a fleet topic, two subscribed queues, a launch configuration, and the function's
+/// clients.
+struct Fleet {
+    moto: Moto,
+    fleet: AwsFleet,
+    autoscaling: aws_sdk_autoscaling::Client,
+    sqs: aws_sdk_sqs::Client,
+    /// The metric lines the function wrote.
+    metric_lines: Arc<Mutex<Vec<String>>>,
+    /// Gets every fleet message (SNS envelope, as a standard subscription delivers it).
+    all_queue: String,
+    /// Raw delivery, filter policy `type = spot-interruption, workflow = img2vid`.
+    filtered_queue: String,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let moto = Moto::start().await;
+        let sdk = moto.sdk_config().await;
+        let autoscaling = aws_sdk_autoscaling::Client::new(&sdk);
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+        let topic_arn = sns
+            .create_topic()
+            .name("fleet-events")
+            .send()
+            .await
+            .expect("CreateTopic")
+            .topic_arn
+            .expect("topic ARN");
+        let all_queue = subscribe_queue(&sns, &sqs, &topic_arn, "fleet-all", &[]).await;
+        let filtered_queue = subscribe_queue(
+            &sns,
+            &sqs,
+            &topic_arn,
+            "img2vid-interruptions",
+            &[
+                ("RawMessageDelivery", "true"),
+                (
+                    "FilterPolicy",
+                    r#"{"type": ["spot-interruption"], "workflow": ["img2vid"]}"#,
+                ),
+            ],
+        )
+        .await;
+        autoscaling
+            .create_launch_configuration()
+            .launch_configuration_name("gpu-worker")
+            .image_id("ami-0abcdef1234567890")
+            .instance_type(INSTANCE_TYPE)
+            .send()
+            .await
+            .expect("CreateLaunchConfiguration");
+
+        let config = Config::from_env(&EnvVars::from_pairs([
+            ("FLEET_TOPIC_ARN", topic_arn.as_str()),
+            ("METRIC_NAMESPACE", NAMESPACE),
+        ]))
+        .expect("config");
+        let metric_lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&metric_lines);
+        let fleet = AwsFleet::new(config, autoscaling.clone(), sns).with_metric_output(Arc::new(
+            move |line: &str| sink.lock().unwrap().push(line.to_owned()),
+        ));
+        Fleet {
+            moto,
+            fleet,
+            autoscaling,
+            sqs,
+            metric_lines,
+            all_queue,
+            filtered_queue,
+        }
+    }
+
+    /// A group of `size` instances with `tags`; returns its instance ids.
+    async fn group(&self, name: &str, size: i32, tags: &[(&str, &str)]) -> Vec<String> {
+        let mut create = self
+            .autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_configuration_name("gpu-worker")
+            .min_size(0)
+            .max_size(size * 2)
+            .desired_capacity(size)
+            .availability_zones("us-east-1a")
+            .availability_zones("us-east-1b");
+        for (key, value) in tags {
+            create = create.tags(
+                Tag::builder()
+                    .key(*key)
+                    .value(*value)
+                    .resource_id(name)
+                    .resource_type("auto-scaling-group")
+                    .propagate_at_launch(true)
+                    .build(),
+            );
+        }
+        create.send().await.expect("CreateAutoScalingGroup");
+        let (desired, instances) = self.group_state(name).await;
+        assert_eq!((desired, instances.len()), (size, size as usize));
+        instances
+    }
+
+    /// Desired capacity and instance ids of a group.
+    async fn group_state(&self, name: &str) -> (i32, Vec<String>) {
+        let output = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .expect("DescribeAutoScalingGroups");
+        let group = &output.auto_scaling_groups()[0];
+        let instances = group
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        (group.desired_capacity().unwrap_or_default(), instances)
+    }
+
+    async fn handle(&self, event: Value) -> Value {
+        spot_interruption::handle_payload(event, &self.fleet)
+            .await
+            .unwrap_or_else(|e| panic!("the invocation failed: {e}"))
+    }
+
+    /// Every message in `queue` (drained).
+    async fn drain(&self, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut messages = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            let batch = received.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return messages;
+            }
+            for message in &batch {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DeleteMessage");
+            }
+            messages.extend(batch);
+        }
+    }
+
+    /// The fleet messages the plain subscription got: (message body, message attributes).
+    async fn fleet_messages(&self) -> Vec<(Value, BTreeMap<String, String>)> {
+        self.drain(&self.all_queue)
+            .await
+            .iter()
+            .map(|message| {
+                let envelope: Value = serde_json::from_str(message.body().unwrap_or_default())
+                    .expect("SNS envelope JSON");
+                let body: Value = serde_json::from_str(envelope["Message"].as_str().unwrap())
+                    .expect("fleet message JSON");
+                let attributes = envelope["MessageAttributes"]
+                    .as_object()
+                    .map(|attributes| {
+                        attributes
+                            .iter()
+                            .map(|(name, attribute)| {
+                                assert_eq!(attribute["Type"], "String", "{name}");
+                                (
+                                    name.clone(),
+                                    attribute["Value"].as_str().unwrap().to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (body, attributes)
+            })
+            .collect()
+    }
+
+    /// `SpotInterruptions` counted for one workflow / instance type / AZ, read from the
+    /// Embedded Metric Format lines as CloudWatch would: only a well-formed document with this
+    /// namespace, metric and dimension set counts.
+    fn interruptions(&self, workflow: &str, availability_zone: &str) -> f64 {
+        let now_millis = unix_now() * 1000;
+        self.metric_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| serde_json::from_str::<Value>(line).expect("a metric line is JSON"))
+            .filter(|doc| {
+                let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+                let timestamp = doc["_aws"]["Timestamp"].as_i64().expect("Timestamp in ms");
+                (now_millis - timestamp).abs() < 600_000
+                    && directive["Namespace"] == NAMESPACE
+                    && directive["Dimensions"]
+                        == json!([["Workflow", "InstanceType", "AvailabilityZone"]])
+                    && directive["Metrics"]
+                        == json!([{"Name": "SpotInterruptions", "Unit": "Count"}])
+                    && doc["Workflow"] == workflow
+                    && doc["InstanceType"] == INSTANCE_TYPE
+                    && doc["AvailabilityZone"] == availability_zone
+            })
+            .map(|doc| doc["SpotInterruptions"].as_f64().expect("a numeric value"))
+            .sum()
+    }
+
+    /// The Availability Zone Auto Scaling reports for an instance.
+    async fn availability_zone(&self, instance_id: &str) -> String {
+        let output = self
+            .autoscaling
+            .describe_auto_scaling_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .expect("DescribeAutoScalingInstances");
+        output.auto_scaling_instances()[0]
+            .availability_zone()
+            .expect("an AZ")
+            .to_owned()
+    }
+
+    /// The instance ids of every recorded `DetachInstances` call, with the call's
+    /// `ShouldDecrementDesiredCapacity`.
+    fn detach_calls(&self) -> Vec<(String, String)> {
+        self.moto
+            .recorded_requests()
+            .iter()
+            .filter(|r| r.action().as_deref() == Some("DetachInstances"))
+            .map(|r| {
+                (
+                    form_value(r, "InstanceIds.member.1").expect("an instance id"),
+                    form_value(r, "ShouldDecrementDesiredCapacity").unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn subscribe_queue(
+    sns: &aws_sdk_sns::Client,
+    sqs: &aws_sdk_sqs::Client,
+    topic_arn: &str,
+    name: &str,
+    attributes: &[(&str, &str)],
+) -> String {
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("queue URL");
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue ARN");
+    let mut subscribe = sns
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn);
+    for (key, value) in attributes {
+        subscribe = subscribe.attributes(*key, *value);
+    }
+    subscribe.send().await.expect("Subscribe");
+    queue_url
+}
+
+/// A form parameter of a query-protocol request (Auto Scaling).
+fn form_value(request: &RecordedRequest, name: &str) -> Option<String> {
+    let body = String::from_utf8_lossy(&request.body).into_owned();
+    body.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| value.to_owned())
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+fn sample(name: &str) -> Value {
+    let path = harness::process::workspace_root()
+        .join("events/spot-interruption")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("JSON")
+}
+
+/// A sample event for `instance_id`, with its own id and the current time.
+fn event(sample_name: &str, event_id: &str, instance_id: &str, time: EventTime) -> Value {
+    let mut event = sample(sample_name);
+    event["id"] = event_id.into();
+    event["time"] = time.to_string().into();
+    if let Some(detail) = event["detail"].as_object_mut() {
+        if detail.contains_key("instance-id") {
+            detail.insert("instance-id".into(), instance_id.into());
+        } else {
+            detail.insert("EC2InstanceId".into(), instance_id.into());
+        }
+    }
+    event
+}
+
+fn warning(event_id: &str, instance_id: &str) -> Value {
+    event(
+        "spot-interruption-warning.json",
+        event_id,
+        instance_id,
+        EventTime::from_unix_seconds(unix_now()),
+    )
+}
+
+fn managed(workflow: &str) -> [(&'static str, &str); 2] {
+    [
+        ("orchestrator:managed", "true"),
+        ("orchestrator:workflow", workflow),
+    ]
+}
+
+/// Logs written through the suite's JSON subscriber while the guard lives (this thread only).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || writer.clone()))
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_warning_detaches_the_instance_the_group_replaces_it_and_the_fleet_is_told() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-img2vid";
+    let instances = fleet.group(group, 2, &managed("img2vid")).await;
+    let interrupted = &instances[0];
+    let availability_zone = fleet.availability_zone(interrupted).await;
+    fleet.moto.clear_recording().await;
+
+    let time = EventTime::from_unix_seconds(unix_now());
+    let outcome = fleet
+        .handle(event(
+            "spot-interruption-warning.json",
+            "evt-warning-1",
+            interrupted,
+            time,
+        ))
+        .await;
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(
+        outcome["actions"],
+        json!([
+            "published-fleet-message",
+            "detached",
+            "counted-interruption"
+        ])
+    );
+    // Detached without lowering desired capacity: the group launched a replacement.
+    assert_eq!(
+        fleet.detach_calls(),
+        [(interrupted.clone(), "false".to_owned())]
+    );
+    assert_eq!(
+        fleet.moto.recorded_actions(),
+        [
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeAutoScalingGroups",
+            "sns:Publish",
+            "autoscaling:DetachInstances",
+        ],
+        "four calls per warning, in this order"
+    );
+    let (desired, now_in_group) = fleet.group_state(group).await;
+    assert_eq!(desired, 2);
+    assert_eq!(now_in_group.len(), 2, "{now_in_group:?}");
+    assert!(!now_in_group.contains(interrupted), "{now_in_group:?}");
+    assert!(now_in_group.contains(&instances[1]));
+
+    // The plain subscription: the contract's body and the two attributes.
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let (body, attributes) = &messages[0];
+    assert_eq!(
+        body,
+        &json!({
+            "type": "spot-interruption",
+            "workflow": "img2vid",
+            "autoScalingGroup": group,
+            "instanceId": interrupted,
+            "eventId": "evt-warning-1",
+            "time": time.to_string(),
+            "deadline": time.plus_seconds(120).to_string(),
+        })
+    );
+    assert_eq!(
+        attributes,
+        &BTreeMap::from([
+            ("type".to_owned(), "spot-interruption".to_owned()),
+            ("workflow".to_owned(), "img2vid".to_owned()),
+        ])
+    );
+    // A subscription filtering on those attributes gets it too, raw.
+    let filtered = fleet.drain(&fleet.filtered_queue).await;
+    assert_eq!(filtered.len(), 1);
+    let raw: Value = serde_json::from_str(filtered[0].body().unwrap()).unwrap();
+    assert_eq!(raw["eventId"], "evt-warning-1");
+
+    assert_eq!(fleet.interruptions("img2vid", &availability_zone), 1.0);
+}
+
+#[tokio::test]
+async fn a_rebalance_recommendation_only_tells_the_fleet() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-txt2img";
+    let instances = fleet.group(group, 2, &managed("txt2img")).await;
+    fleet.moto.clear_recording().await;
+
+    let time = EventTime::from_unix_seconds(unix_now());
+    let outcome = fleet
+        .handle(event(
+            "rebalance-recommendation.json",
+            "evt-rebalance-1",
+            &instances[0],
+            time,
+        ))
+        .await;
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(outcome["actions"], json!(["published-fleet-message"]));
+    assert_eq!(
+        fleet.moto.recorded_actions(),
+        [
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeAutoScalingGroups",
+            "sns:Publish",
+        ],
+        "no detach"
+    );
+    assert!(fleet.metric_lines.lock().unwrap().is_empty(), "no metric");
+    assert_eq!(fleet.group_state(group).await, (2, instances.clone()));
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 1);
+    let (body, attributes) = &messages[0];
+    assert_eq!(
+        body,
+        &json!({
+            "type": "rebalance-recommendation",
+            "workflow": "txt2img",
+            "autoScalingGroup": group,
+            "instanceId": instances[0],
+            "eventId": "evt-rebalance-1",
+            "time": time.to_string(),
+        })
+    );
+    assert_eq!(attributes["type"], "rebalance-recommendation");
+    assert_eq!(attributes["workflow"], "txt2img");
+    assert!(
+        fleet.drain(&fleet.filtered_queue).await.is_empty(),
+        "the interruption-only subscription filters it out"
+    );
+}
+
+#[tokio::test]
+async fn a_terminate_lifecycle_action_hands_hook_and_token_to_the_worker() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-img2vid";
+    let instances = fleet.group(group, 1, &managed("img2vid")).await;
+    fleet.moto.clear_recording().await;
+
+    let mut lifecycle = event(
+        "terminate-lifecycle-action.json",
+        "evt-lifecycle-1",
+        &instances[0],
+        EventTime::from_unix_seconds(unix_now()),
+    );
+    lifecycle["detail"]["AutoScalingGroupName"] = group.into();
+    let outcome = fleet.handle(lifecycle).await;
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(outcome["actions"], json!(["published-fleet-message"]));
+    let mut actions = fleet.moto.recorded_actions();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeAutoScalingInstances",
+            "sns:Publish",
+        ],
+        "the worker is still there: it completes the action itself"
+    );
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 1);
+    let (body, attributes) = &messages[0];
+    assert_eq!(body["type"], "instance-terminating");
+    assert_eq!(body["instanceId"], instances[0].as_str());
+    assert_eq!(body["autoScalingGroup"], group);
+    assert_eq!(body["lifecycleHookName"], "drain-before-terminate");
+    assert_eq!(
+        body["lifecycleActionToken"],
+        "71514b9d-6a40-4b26-8523-05e7eEXAMPLE"
+    );
+    assert!(body.get("deadline").is_none(), "{body}");
+    assert_eq!(attributes["type"], "instance-terminating");
+    assert_eq!(attributes["workflow"], "img2vid");
+}
+
+#[tokio::test]
+async fn the_same_warning_delivered_twice_detaches_once() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-img2vid";
+    let instances = fleet.group(group, 2, &managed("img2vid")).await;
+    let availability_zone = fleet.availability_zone(&instances[0]).await;
+    fleet.moto.clear_recording().await;
+
+    let first = fleet.handle(warning("evt-dup", &instances[0])).await;
+    let second = fleet.handle(warning("evt-dup", &instances[0])).await;
+
+    assert_eq!(first["outcome"], "acted", "{first}");
+    assert_eq!(second["outcome"], "ignored", "{second}");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in no Auto Scaling group"),
+        "{second}"
+    );
+    assert_eq!(fleet.detach_calls().len(), 1);
+    assert_eq!(fleet.fleet_messages().await.len(), 1);
+    assert_eq!(fleet.interruptions("img2vid", &availability_zone), 1.0);
+    let (desired, now_in_group) = fleet.group_state(group).await;
+    assert_eq!((desired, now_in_group.len()), (2, 2));
+}
+
+#[tokio::test]
+async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
+    let fleet = Fleet::start().await;
+    let unmanaged = fleet
+        .group(
+            "someone-elses",
+            1,
+            &[
+                ("orchestrator:managed", "false"),
+                ("orchestrator:workflow", "img2vid"),
+            ],
+        )
+        .await;
+    let untagged = fleet.group("untagged", 1, &[("team", "ml")]).await;
+    let no_workflow = fleet
+        .group("half-tagged", 1, &[("orchestrator:managed", "true")])
+        .await;
+    fleet.moto.clear_recording().await;
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+
+    let cases = [
+        (
+            warning("evt-u1", &unmanaged[0]),
+            "not tagged orchestrator:managed=true",
+        ),
+        (
+            warning("evt-u2", &untagged[0]),
+            "not tagged orchestrator:managed=true",
+        ),
+        (
+            warning("evt-u3", &no_workflow[0]),
+            "has no orchestrator:workflow tag",
+        ),
+        (
+            warning("evt-u4", "i-0123456789abcdef0"),
+            "in no Auto Scaling group",
+        ),
+        (
+            event(
+                "rebalance-recommendation.json",
+                "evt-u5",
+                &unmanaged[0],
+                EventTime::from_unix_seconds(unix_now()),
+            ),
+            "not tagged orchestrator:managed=true",
+        ),
+    ];
+    for (event, reason) in cases {
+        let event_id = event["id"].as_str().unwrap().to_owned();
+        let outcome = fleet.handle(event).await;
+        assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+        assert!(
+            outcome["reason"].as_str().unwrap().contains(reason),
+            "{outcome}"
+        );
+        let line = logs
+            .lines()
+            .into_iter()
+            .find(|line| line["event_id"] == event_id.as_str() && line["outcome"] == "ignored")
+            .unwrap_or_else(|| panic!("no log line for {event_id}: {:?}", logs.lines()));
+        assert!(line["reason"].as_str().unwrap().contains(reason), "{line}");
+    }
+    let warned = logs.lines().into_iter().any(|line| {
+        line["level"] == "WARN"
+            && line["event_id"] == "evt-u3"
+            && line["message"].as_str().unwrap().contains("tags")
+    });
+    assert!(
+        warned,
+        "a managed group without a workflow is a warning: {:?}",
+        logs.lines()
+    );
+
+    let actions = fleet.moto.recorded_actions();
+    assert!(
+        actions
+            .iter()
+            .all(|a| a.starts_with("autoscaling:Describe")),
+        "only lookups: {actions:?}"
+    );
+    for (group, instances) in [
+        ("someone-elses", &unmanaged),
+        ("untagged", &untagged),
+        ("half-tagged", &no_workflow),
+    ] {
+        assert_eq!(fleet.group_state(group).await, (1, instances.clone()));
+    }
+    assert!(fleet.fleet_messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_events_are_rejected_without_calls_or_panics() {
+    let fleet = Fleet::start().await;
+    fleet.moto.clear_recording().await;
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+
+    let mut no_instance = sample("spot-interruption-warning.json");
+    no_instance["detail"] = json!({"instance-action": "terminate"});
+    let mut bad_instance = sample("spot-interruption-warning.json");
+    bad_instance["detail"]["instance-id"] = "'; DROP TABLE".into();
+    let mut no_id = sample("rebalance-recommendation.json");
+    no_id.as_object_mut().unwrap().remove("id");
+    let mut no_token = sample("terminate-lifecycle-action.json");
+    no_token["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("LifecycleActionToken");
+    let mut bad_time = sample("spot-interruption-warning.json");
+    bad_time["time"] = "yesterday".into();
+    let cases = [
+        (json!(null), "malformed EventBridge event"),
+        (json!({}), "malformed EventBridge event"),
+        (json!([1, 2, 3]), "malformed EventBridge event"),
+        (
+            json!({"detail-type": "EC2 Spot Instance Interruption Warning"}),
+            "malformed EventBridge event",
+        ),
+        (no_instance, "missing field `instance-id`"),
+        (bad_instance, "not an EC2 instance id"),
+        (no_id, "has no `id`"),
+        (no_token, "missing field `LifecycleActionToken`"),
+        (bad_time, "malformed EventBridge event"),
+    ];
+    for (payload, reason) in cases {
+        let outcome = fleet.handle(payload.clone()).await;
+        assert_eq!(outcome["outcome"], "rejected", "{payload}: {outcome}");
+        assert!(
+            outcome["reason"].as_str().unwrap().contains(reason),
+            "{payload}: {outcome}"
+        );
+    }
+    let errors: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line["level"] == "ERROR" && line["outcome"] == "rejected")
+        .collect();
+    assert_eq!(
+        errors.len(),
+        9,
+        "one clear error line per event: {errors:?}"
+    );
+    assert!(
+        errors[4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `instance-id`")
+    );
+    assert_eq!(errors[1]["payload"], "an empty object");
+
+    // Another detail type is not malformed, just not ours.
+    let mut state_change = sample("rebalance-recommendation.json");
+    state_change["detail-type"] = "EC2 Instance State-change Notification".into();
+    let outcome = fleet.handle(state_change).await;
+    assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+
+    assert!(
+        fleet.moto.recorded_actions().is_empty(),
+        "{:?}",
+        fleet.moto.recorded_actions()
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_warnings_across_four_workflows_each_detach_once() {
+    const WORKFLOWS: [&str; 4] = ["img2vid", "txt2img", "upscale", "caption"];
+    const PER_GROUP: usize = 50;
+    const CONCURRENCY: usize = 8;
+    let fleet = Arc::new(Fleet::start().await);
+    let mut originals: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for workflow in WORKFLOWS {
+        let instances = fleet
+            .group(
+                &format!("orchestrator-test-{workflow}"),
+                PER_GROUP as i32,
+                &managed(workflow),
+            )
+            .await;
+        originals.insert(workflow, instances);
+    }
+    // Interleaved across workflows, as a capacity-pool interruption would arrive.
+    let mut events = Vec::new();
+    for index in 0..PER_GROUP {
+        for (workflow, instances) in &originals {
+            let event_id = format!("evt-{workflow}-{index}");
+            events.push((event_id, instances[index].clone(), *workflow));
+        }
+    }
+    fleet.moto.clear_recording().await;
+
+    let started = Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut invocations = tokio::task::JoinSet::new();
+    for (event_id, instance_id, workflow) in events {
+        let fleet = Arc::clone(&fleet);
+        let permit = Arc::clone(&limit).acquire_owned().await.unwrap();
+        invocations.spawn(async move {
+            let outcome =
+                spot_interruption::handle_payload(warning(&event_id, &instance_id), &fleet.fleet)
+                    .await;
+            drop(permit);
+            (event_id, workflow, outcome)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = invocations.join_next().await {
+        outcomes.push(joined.expect("no invocation panics"));
+    }
+    let elapsed = started.elapsed();
+    eprintln!("200 warnings handled in {elapsed:?} ({CONCURRENCY} at a time)");
+
+    for (event_id, _, outcome) in &outcomes {
+        let outcome = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{event_id}: {e}"));
+        assert_eq!(outcome["outcome"], "acted", "{event_id}: {outcome}");
+    }
+    let detached: Vec<String> = fleet
+        .detach_calls()
+        .into_iter()
+        .map(|(id, decrement)| {
+            assert_eq!(decrement, "false");
+            id
+        })
+        .collect();
+    let all_originals: BTreeSet<String> = originals.values().flatten().cloned().collect();
+    assert_eq!(detached.len(), 200, "one DetachInstances per warning");
+    assert_eq!(
+        detached.iter().cloned().collect::<BTreeSet<_>>(),
+        all_originals,
+        "every instance detached once"
+    );
+    let calls = fleet.moto.recorded_actions();
+    assert_eq!(calls.len(), 800, "four calls per warning");
+
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 200);
+    let event_ids: BTreeSet<&str> = messages
+        .iter()
+        .map(|(body, _)| body["eventId"].as_str().unwrap())
+        .collect();
+    assert_eq!(event_ids.len(), 200, "one message per event");
+    let mut per_workflow: BTreeMap<String, usize> = BTreeMap::new();
+    for (body, attributes) in &messages {
+        assert_eq!(body["type"], "spot-interruption");
+        assert_eq!(attributes["workflow"], body["workflow"].as_str().unwrap());
+        *per_workflow
+            .entry(attributes["workflow"].clone())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_workflow.values().collect::<Vec<_>>(),
+        [&50, &50, &50, &50],
+        "{per_workflow:?}"
+    );
+    assert_eq!(
+        fleet.drain(&fleet.filtered_queue).await.len(),
+        50,
+        "img2vid's interruptions only"
+    );
+
+    let mut counted = 0.0;
+    for workflow in WORKFLOWS {
+        for availability_zone in ["us-east-1a", "us-east-1b"] {
+            counted += fleet.interruptions(workflow, availability_zone);
+        }
+    }
+    assert_eq!(counted, 200.0);
+
+    // Every group is back at its desired count with none of the interrupted instances.
+    for workflow in WORKFLOWS {
+        let (desired, instances) = fleet
+            .group_state(&format!("orchestrator-test-{workflow}"))
+            .await;
+        assert_eq!(desired, PER_GROUP as i32);
+        assert!(
+            instances.iter().all(|i| !all_originals.contains(i)),
+            "{workflow}: {instances:?}"
+        );
+        assert_eq!(instances.len(), PER_GROUP, "{workflow}: {instances:?}");
+    }
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
