@@ -7,14 +7,15 @@
 //!
 //! Connecting is bounded by a timeout and every session gets a statement timeout, so a dead
 //! database fails a step in seconds rather than at the Lambda deadline. Passwords live in
-//! [`SecretString`] and never appear in `Debug` output or errors.
+//! [`SecretString`] and never appear in `Debug` output or errors, and sqlx's statement logging
+//! is off: `ALTER USER … IDENTIFIED BY '…'` must never reach a log line.
 
 use crate::custom_resource::lenient;
 use crate::env_config::{ConfigError, EnvVars};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::{
-    AssertSqlSafe, Connection, MySqlConnection, PgConnection,
+    AssertSqlSafe, ConnectOptions, Connection, MySqlConnection, PgConnection,
     mysql::{MySqlConnectOptions, MySqlSslMode},
     postgres::{PgConnectOptions, PgSslMode},
 };
@@ -316,6 +317,8 @@ fn mysql_options(
     ca: Option<&Path>,
 ) -> MySqlConnectOptions {
     let mut options = MySqlConnectOptions::new()
+        // sqlx logs statement text (slow ones at WARN); statements can carry passwords.
+        .disable_statement_logging()
         .host(&secret.host)
         .port(secret.port)
         .username(&secret.username)
@@ -344,6 +347,8 @@ fn pg_options(
 ) -> PgConnectOptions {
     let statement_timeout = settings.statement_timeout.as_millis().to_string();
     let mut options = PgConnectOptions::new()
+        // sqlx logs statement text (slow ones at WARN); statements can carry passwords.
+        .disable_statement_logging()
         .host(&secret.host)
         .port(secret.port)
         .username(&secret.username)

@@ -18,9 +18,17 @@ use serde_json::{Map, Number, Value};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
-/// Response members that are timestamps (CBOR tag 1) or doubles in the CloudWatch model.
-const TIMESTAMP_KEYS: &[&str] = &["Timestamps", "Timestamp"];
-const DOUBLE_KEYS: &[&str] = &["Values", "Value"];
+/// Response members that are timestamps (CBOR tag 1) or doubles in the CloudWatch model
+/// (GetMetricData, and DescribeAlarms' metric and composite alarms).
+const TIMESTAMP_KEYS: &[&str] = &[
+    "Timestamps",
+    "Timestamp",
+    "StateUpdatedTimestamp",
+    "StateTransitionedTimestamp",
+    "AlarmConfigurationUpdatedTimestamp",
+    "ActionsSuppressedByTimestamp",
+];
+const DOUBLE_KEYS: &[&str] = &["Values", "Value", "Threshold"];
 
 pub struct CborBridge {
     url: String,

@@ -1,42 +1,39 @@
 //! deploy-gate: pass or fail a deploy on alarms and metrics, as a CloudFormation custom
-//! resource, a CodeDeploy hook or a CI step. This version recognises its three entry points
-//! but evaluates nothing: it never passes a deploy it has not checked.
+//! resource, a CodeDeploy hook or a CI step.
+//!
+//! `entry` tells the three apart, `gate` reads the one definition they share, `bake` polls
+//! and `verdict` decides (pure); `aws` reads CloudWatch and reports through SNS and CodeDeploy.
 
+pub mod aws;
+pub mod bake;
+pub mod config;
 pub mod entry;
+pub mod gate;
+pub mod verdict;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use entry::{Entry, EntryError};
-use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde_json::{Map, Value, json};
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
 use shared::{
     BoxError,
     custom_resource::{CustomResource, Outcome, Request, Responder, ResponderError},
 };
+use tokio::time::Instant;
 
-const NOT_YET: &str = "gate checks are not implemented in this version";
+use crate::aws::{AwsError, AwsGate};
+use crate::bake::{BakeOutcome, bake};
+use crate::config::Config;
+use crate::gate::{Gate, GateDefinition, InvalidGate, NoData};
+use crate::verdict::{CheckResult, Decision};
 
-/// `Custom::DeployGate`.
-pub struct DeployGate;
-
-impl CustomResource for DeployGate {
-    type Properties = Map<String, Value>;
-
-    async fn create(&self, _: &Request, _: Self::Properties) -> Result<Outcome, BoxError> {
-        Err(NOT_YET.into())
-    }
-
-    async fn update(
-        &self,
-        _: &Request,
-        _: Self::Properties,
-        _: Option<Self::Properties>,
-    ) -> Result<Outcome, BoxError> {
-        Err(NOT_YET.into())
-    }
-
-    async fn delete(&self, _: &Request, _: Self::Properties) -> Result<Outcome, BoxError> {
-        Ok(Outcome::new())
-    }
-}
+/// Kept back before the Lambda deadline for answering (direct invoke and CodeDeploy); never
+/// more than a third of the invocation's time, as the custom-resource responder does.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+/// Assumed when the context carries no deadline (a hand-built event).
+const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +42,17 @@ pub enum GateError {
     Entry(#[from] EntryError),
     #[error(transparent)]
     CloudFormation(#[from] ResponderError),
-    #[error("deployment {deployment_id}: {NOT_YET}")]
-    HookNotImplemented { deployment_id: String },
+    #[error(transparent)]
+    InvalidGate(#[from] InvalidGate),
+    #[error(
+        "the {verdict} verdict of deployment {deployment_id} could not be given to CodeDeploy: {source}"
+    )]
+    CodeDeployUnanswered {
+        deployment_id: String,
+        verdict: &'static str,
+        #[source]
+        source: AwsError,
+    },
 }
 
 impl From<GateError> for Diagnostic {
@@ -54,34 +60,302 @@ impl From<GateError> for Diagnostic {
         match error {
             GateError::CloudFormation(inner) => inner.into(),
             GateError::Entry(_) => shared::diagnostic("UnrecognisedEvent", &error),
-            GateError::HookNotImplemented { .. } => {
-                shared::diagnostic("HookNotImplemented", &error)
+            GateError::InvalidGate(_) => shared::diagnostic("InvalidGateDefinition", &error),
+            GateError::CodeDeployUnanswered { ref source, .. } => {
+                // Transient: Lambda's retry runs the gate again and answers then.
+                let error_type = if source.transient {
+                    "RetryableAwsError"
+                } else {
+                    "AwsRequestFailed"
+                };
+                shared::diagnostic(error_type, &error)
             }
         }
     }
 }
 
-/// The Lambda entry point.
-pub async fn handle(event: LambdaEvent<Value>, responder: &Responder) -> Result<Value, GateError> {
-    let (payload, context) = event.into_parts();
-    match Entry::from_payload(payload)? {
-        Entry::CloudFormation(request) => {
-            let answered = responder
-                .respond(&DeployGate, LambdaEvent::new(request, context))
-                .await?;
-            Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
-        }
-        Entry::CodeDeployHook(hook) => {
-            let error = GateError::HookNotImplemented {
-                deployment_id: hook.deployment_id,
-            };
-            tracing::error!(%error);
-            Err(error)
-        }
-        Entry::Direct(definition) => {
-            let keys: Vec<&String> = definition.keys().collect();
-            tracing::info!(?keys, NOT_YET);
-            Ok(json!({ "verdict": "inconclusive", "reason": NOT_YET, "checks": [] }))
+/// Which entry point asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Cloudformation,
+    Codedeploy,
+    Direct,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cloudformation => "cloudformation",
+            Trigger::Codedeploy => "codedeploy",
+            Trigger::Direct => "direct",
         }
     }
+}
+
+/// The verdict: returned to CI, logged, published to `ALERT_TOPIC_ARN`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub verdict: Decision,
+    pub reason: String,
+    pub trigger: Trigger,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    pub bake_seconds: u64,
+    pub poll_seconds: u64,
+    pub no_data: NoData,
+    pub polls: u32,
+    pub elapsed_seconds: f64,
+    pub checks: Vec<CheckResult>,
+    /// Whether the verdict reached `ALERT_TOPIC_ARN` (a failed publish never changes it).
+    pub published: bool,
+}
+
+impl Verdict {
+    fn passed(&self) -> bool {
+        self.verdict == Decision::Pass
+    }
+
+    fn label(&self) -> &'static str {
+        match self.verdict {
+            Decision::Pass => "pass",
+            Decision::Fail => "fail",
+            Decision::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// Where a verdict goes besides the caller (SNS in Lambda).
+pub trait Reporter: Sync {
+    fn publish(
+        &self,
+        topic_arn: &str,
+        verdict: &Verdict,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+impl Reporter for AwsGate {
+    async fn publish(&self, topic_arn: &str, verdict: &Verdict) -> Result<(), AwsError> {
+        let subject: String = format!(
+            "deploy-gate {}: {}",
+            verdict.label(),
+            verdict.release.as_deref().unwrap_or("(no release)")
+        )
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .take(100)
+        .collect();
+        let message = serde_json::to_string(verdict).expect("a verdict serializes");
+        self.publish_verdict(
+            topic_arn,
+            &subject,
+            verdict.label(),
+            verdict.trigger.as_str(),
+            message,
+        )
+        .await
+    }
+}
+
+/// The function: configuration, AWS adapter and responder, built once per cold start.
+pub struct DeployGate {
+    config: Config,
+    aws: AwsGate,
+    responder: Responder,
+}
+
+impl DeployGate {
+    pub fn new(config: Config, aws: AwsGate, responder: Responder) -> Self {
+        DeployGate {
+            config,
+            aws,
+            responder,
+        }
+    }
+
+    /// The Lambda entry point.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, GateError> {
+        let (payload, context) = event.into_parts();
+        match Entry::from_payload(payload)? {
+            Entry::CloudFormation(request) => {
+                let answered = Box::pin(
+                    self.responder
+                        .respond(self, LambdaEvent::new(request, context)),
+                )
+                .await?;
+                Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
+            }
+            Entry::CodeDeployHook(hook) => {
+                let finish_by = answer_by(&context);
+                let mut verdict = match &self.config.hook_gate {
+                    Some(gate) => self.run(gate, Trigger::Codedeploy, finish_by).await,
+                    // Never leave a deployment waiting for the hook's timeout, never pass it unchecked.
+                    None => self.unchecked(Trigger::Codedeploy, "no gate is configured for CodeDeploy hooks: set GATE_ALARM_NAMES and/or GATE_TARGET_GROUP with GATE_LOAD_BALANCER").await,
+                };
+                verdict.deployment_id = Some(hook.deployment_id.clone());
+                self.aws
+                    .answer_hook(
+                        &hook.deployment_id,
+                        &hook.lifecycle_event_hook_execution_id,
+                        verdict.passed(),
+                    )
+                    .await
+                    .map_err(|source| GateError::CodeDeployUnanswered {
+                        deployment_id: hook.deployment_id.clone(),
+                        verdict: verdict.label(),
+                        source,
+                    })?;
+                tracing::info!(deployment_id = %hook.deployment_id, verdict = verdict.label(), "CodeDeploy told the verdict");
+                Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
+            }
+            Entry::Direct(definition) => {
+                let gate = GateDefinition::from_json(Value::Object(definition))?;
+                let verdict = self.run(&gate, Trigger::Direct, answer_by(&context)).await;
+                Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
+            }
+        }
+    }
+
+    /// Bakes, then logs and publishes the verdict.
+    async fn run(&self, gate: &Gate, trigger: Trigger, finish_by: Instant) -> Verdict {
+        tracing::info!(
+            ?trigger,
+            release = gate.release.as_deref().unwrap_or(""),
+            alarms = gate.alarm_names.len(),
+            checks = gate.checks.len(),
+            bake_seconds = gate.bake.as_secs(),
+            finish_within_ms = finish_by
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
+            "gate bake starting"
+        );
+        // Boxed: the SDK futures nest deep enough to exceed the compiler's layout recursion limit.
+        let outcome = Box::pin(bake(gate, &self.aws, finish_by)).await;
+        self.report(verdict_of(gate, trigger, outcome)).await
+    }
+
+    async fn unchecked(&self, trigger: Trigger, reason: &str) -> Verdict {
+        let verdict = Verdict {
+            verdict: Decision::Fail,
+            reason: reason.to_owned(),
+            trigger,
+            release: None,
+            deployment_id: None,
+            stack_id: None,
+            bake_seconds: 0,
+            poll_seconds: 0,
+            no_data: NoData::default(),
+            polls: 0,
+            elapsed_seconds: 0.0,
+            checks: Vec::new(),
+            published: false,
+        };
+        self.report(verdict).await
+    }
+
+    async fn report(&self, mut verdict: Verdict) -> Verdict {
+        match self
+            .aws
+            .publish(&self.config.alert_topic_arn, &verdict)
+            .await
+        {
+            Ok(()) => verdict.published = true,
+            // The deploy's fate matters more than the notice; the log still has the verdict.
+            Err(error) => tracing::error!(%error, "verdict not published"),
+        }
+        let level_fail = verdict.verdict != Decision::Pass;
+        if level_fail {
+            tracing::warn!(verdict = verdict.label(), reason = %verdict.reason, polls = verdict.polls, published = verdict.published, "gate verdict");
+        } else {
+            tracing::info!(verdict = verdict.label(), reason = %verdict.reason, polls = verdict.polls, published = verdict.published, "gate verdict");
+        }
+        verdict
+    }
+}
+
+fn verdict_of(gate: &Gate, trigger: Trigger, outcome: BakeOutcome) -> Verdict {
+    Verdict {
+        verdict: outcome.decision,
+        reason: outcome.reason,
+        trigger,
+        release: gate.release.clone(),
+        deployment_id: None,
+        stack_id: None,
+        bake_seconds: gate.bake.as_secs(),
+        poll_seconds: gate.poll.as_secs(),
+        no_data: gate.no_data,
+        polls: outcome.polls,
+        elapsed_seconds: (outcome.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        checks: outcome.checks,
+        published: false,
+    }
+}
+
+/// `Custom::DeployGate`: Create and Update bake (`Release` changes per deploy so an Update
+/// arrives every time); Delete only reads nothing and succeeds.
+impl CustomResource for DeployGate {
+    type Properties = GateDefinition;
+
+    async fn create(
+        &self,
+        request: &Request,
+        properties: GateDefinition,
+    ) -> Result<Outcome, BoxError> {
+        self.custom_resource(request, properties).await
+    }
+
+    async fn update(
+        &self,
+        request: &Request,
+        properties: GateDefinition,
+        _old: Option<GateDefinition>,
+    ) -> Result<Outcome, BoxError> {
+        self.custom_resource(request, properties).await
+    }
+
+    async fn delete(&self, _: &Request, _: GateDefinition) -> Result<Outcome, BoxError> {
+        Ok(Outcome::new().reason("nothing to delete: the gate only reads alarms and metrics"))
+    }
+}
+
+impl DeployGate {
+    async fn custom_resource(
+        &self,
+        request: &Request,
+        properties: GateDefinition,
+    ) -> Result<Outcome, BoxError> {
+        let gate = properties.validate()?;
+        let mut verdict = self
+            .run(&gate, Trigger::Cloudformation, request.answer_by())
+            .await;
+        verdict.stack_id = Some(request.stack_id.clone());
+        match verdict.verdict {
+            Decision::Pass => Ok(Outcome::new()
+                .data("Verdict", "pass")
+                .data("Release", gate.release.clone().unwrap_or_default())
+                .reason(format!("deploy gate passed: {}", verdict.reason))),
+            // CloudFormation knows only SUCCESS and FAILED; an unchecked deploy is not a pass.
+            Decision::Fail | Decision::Inconclusive => {
+                Err(format!("deploy gate {}: {}", verdict.label(), verdict.reason).into())
+            }
+        }
+    }
+}
+
+/// When a direct or CodeDeploy invocation has to have its verdict.
+fn answer_by(context: &Context) -> Instant {
+    let now = Instant::now();
+    let budget = if context.deadline == 0 {
+        UNKNOWN_DEADLINE_BUDGET
+    } else {
+        (UNIX_EPOCH + Duration::from_millis(context.deadline))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    };
+    now + budget - DEADLINE_MARGIN.min(budget / 3)
 }

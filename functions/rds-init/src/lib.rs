@@ -1,44 +1,312 @@
-//! rds-init: tenant databases, users, grants and extensions as the CloudFormation custom
-//! resource `Custom::TenantDatabases`. This version answers through the shared responder but
-//! does not provision yet: Create and Update fail with a clear reason, Delete removes nothing.
+//! rds-init: tenant databases, users, grants and extensions on RDS (MariaDB/MySQL and
+//! PostgreSQL) as the CloudFormation custom resource `Custom::TenantDatabases`.
+//!
+//! Layers: [`properties`] and [`identifier`] validate what CloudFormation sent; [`plan`]
+//! decides (pure); [`statements`] renders SQL (pure); [`secrets`] and [`server`] are the
+//! adapters to Secrets Manager and the database. [`TenantDatabases`] wires them under the
+//! shared responder, which owns the CloudFormation protocol.
 
+pub mod identifier;
+pub mod plan;
+pub mod properties;
+pub mod secrets;
+pub mod server;
+pub mod statements;
+
+use crate::identifier::{Identifier, IdentifierKind};
+use crate::plan::{Action, Plan, PreviousSpec, ServerState, plan_apply, plan_removal};
+use crate::properties::{DatabaseNames, SpecError, TenantDatabaseProperties, TenantDatabaseSpec};
+use crate::secrets::{SecretError, SecretStore};
+use crate::server::{
+    ServerError, StatementRunner, connect_with_retry, password_logs_in, read_names,
+};
 use lambda_runtime::LambdaEvent;
-use serde_json::{Map, Value};
+use secrecy::SecretString;
+use serde_json::Value;
 use shared::{
     BoxError,
     custom_resource::{Answered, CustomResource, Outcome, Request, Responder, ResponderError},
+    database::{ConnectSettings, DatabaseSecret},
+    env_config::{ConfigError, EnvVars},
 };
+use std::collections::BTreeMap;
 
-const NOT_YET: &str = "tenant database provisioning is not implemented in this version";
+/// Physical ids name the endpoint: `tenant-databases@<host>:<port>`.
+const PHYSICAL_ID_PREFIX: &str = "tenant-databases@";
+
+/// Configuration read once at cold start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub connect: ConnectSettings,
+}
+
+impl Config {
+    /// `DB_CA_BUNDLE`, `DB_CONNECT_TIMEOUT_SECONDS`, `DB_STATEMENT_TIMEOUT_SECONDS`.
+    pub fn from_env(env: &EnvVars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            connect: ConnectSettings::from_env(env)?,
+        })
+    }
+}
+
+/// Why a request failed; becomes the `Reason` CloudFormation shows.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantDatabaseError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Render(#[from] statements::MissingPassword),
+}
 
 /// `Custom::TenantDatabases`.
-pub struct TenantDatabases;
+pub struct TenantDatabases {
+    secrets: SecretStore,
+    config: Config,
+}
+
+/// The secrets a request needs, read and validated.
+struct Inputs {
+    master: DatabaseSecret,
+    spec: TenantDatabaseSpec,
+    passwords: BTreeMap<Identifier, SecretString>,
+}
+
+impl TenantDatabases {
+    pub fn new(secrets: aws_sdk_secretsmanager::Client, config: Config) -> Self {
+        Self {
+            secrets: SecretStore::new(secrets),
+            config,
+        }
+    }
+
+    /// Validates every name, then reads the master's and the users' secrets. No SQL runs
+    /// before this returns, and names are checked before any AWS call.
+    async fn inputs(
+        &self,
+        properties: &TenantDatabaseProperties,
+    ) -> Result<Inputs, TenantDatabaseError> {
+        let names = DatabaseNames::validate(properties)?;
+        let master = self.secrets.master(&properties.master_secret_arn).await?;
+        let mut usernames = Vec::new();
+        let mut passwords = BTreeMap::new();
+        for user in &properties.users {
+            let credentials = self.secrets.user(&user.secret_arn).await?;
+            usernames.push(credentials.username.clone());
+            if let Ok(name) = Identifier::parse(IdentifierKind::User, &credentials.username) {
+                passwords.insert(name, credentials.password);
+            }
+        }
+        let spec = TenantDatabaseSpec::new(properties, names, &usernames, &master.username)?;
+        Ok(Inputs {
+            master,
+            spec,
+            passwords,
+        })
+    }
+
+    /// Create and Update: converge the server to the properties.
+    async fn apply(
+        &self,
+        request: &Request,
+        properties: TenantDatabaseProperties,
+        previous: Option<TenantDatabaseProperties>,
+    ) -> Result<Outcome, TenantDatabaseError> {
+        let Inputs {
+            master,
+            spec,
+            passwords,
+        } = self.inputs(&properties).await?;
+        let previous = previous.as_ref().map(previous_spec);
+        let settings = &self.config.connect;
+        let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
+        let (databases, users, available_extensions) = read_names(&mut connection).await?;
+        let mut state = ServerState {
+            databases,
+            users,
+            available_extensions,
+            ..Default::default()
+        };
+        for user in spec
+            .users
+            .iter()
+            .filter(|u| state.users.contains(u.username.as_str()))
+        {
+            let name = user.username.as_str();
+            if let Some(password) = passwords.get(&user.username)
+                && password_logs_in(&master, settings, name, password).await
+            {
+                state.users_with_current_password.insert(name.to_owned());
+            } else if let Some(pending) = self.secrets.pending_user_password(&user.secret_arn).await
+                && password_logs_in(&master, settings, name, &pending).await
+            {
+                state.users_mid_rotation.insert(name.to_owned());
+            }
+        }
+        let plan = plan_apply(master.engine, &spec, previous.as_ref(), &state)?;
+        let mut runner = StatementRunner::new(&master, settings, connection);
+        let result = self
+            .carry_out(&master, &plan, &passwords, &mut runner)
+            .await;
+        runner.close().await;
+        result?;
+
+        let endpoint = format!("{}:{}", master.host, master.port);
+        let database_list: Vec<&str> = spec.databases.iter().map(Identifier::as_str).collect();
+        let mut reason = format!(
+            "{} on {} {endpoint}: {} step(s)",
+            match request.request_type {
+                shared::custom_resource::RequestType::Create => "created",
+                _ => "updated",
+            },
+            master.engine,
+            plan.actions.len()
+        );
+        for note in &plan.notes {
+            reason.push_str("; ");
+            reason.push_str(note);
+        }
+        Ok(Outcome::new()
+            .physical_resource_id(format!("{PHYSICAL_ID_PREFIX}{endpoint}"))
+            .data("Endpoint", master.host.clone())
+            .data("Port", master.port.to_string())
+            .data("Databases", database_list.join(","))
+            .reason(reason))
+    }
+
+    async fn carry_out(
+        &self,
+        master: &DatabaseSecret,
+        plan: &Plan,
+        passwords: &BTreeMap<Identifier, SecretString>,
+        runner: &mut StatementRunner<'_>,
+    ) -> Result<(), TenantDatabaseError> {
+        for note in &plan.notes {
+            tracing::info!(note = %note, "left alone");
+        }
+        for action in &plan.actions {
+            let statements = statements::render(master.engine, action, passwords)?;
+            if let Action::DropDatabase(database) = action {
+                runner.release(database.as_str()).await;
+            }
+            tracing::info!(action = %action, statements = statements.len(), "applying");
+            runner.run(&action.to_string(), statements).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(
+        &self,
+        request: &Request,
+        properties: TenantDatabaseProperties,
+    ) -> Result<Outcome, TenantDatabaseError> {
+        let Inputs {
+            master,
+            spec,
+            passwords,
+        } = self.inputs(&properties).await?;
+        let endpoint = format!("{}:{}", master.host, master.port);
+        let current = request.physical_resource_id.as_deref().unwrap_or_default();
+        // After a replacement (the endpoint changed) CloudFormation deletes the old id with
+        // the old properties, whose secret may now point at the new instance: never drop there.
+        if current != format!("{PHYSICAL_ID_PREFIX}{endpoint}") {
+            let reason = format!(
+                "nothing removed: resource {current} does not name the endpoint the master \
+                 secret points at now ({endpoint})"
+            );
+            tracing::warn!(%reason);
+            return Ok(Outcome::new().reason(reason));
+        }
+        let settings = &self.config.connect;
+        let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
+        let (databases, users, _) = read_names(&mut connection).await?;
+        let state = ServerState {
+            databases,
+            users,
+            ..Default::default()
+        };
+        let plan = plan_removal(&spec, &state);
+        let mut runner = StatementRunner::new(&master, settings, connection);
+        let result = self
+            .carry_out(&master, &plan, &passwords, &mut runner)
+            .await;
+        runner.close().await;
+        result?;
+        let mut reason = format!("removed from {endpoint}: {} step(s)", plan.actions.len());
+        for note in &plan.notes {
+            reason.push_str("; ");
+            reason.push_str(note);
+        }
+        Ok(Outcome::new().reason(reason))
+    }
+}
+
+/// The previous properties as far as planning needs them; names that no longer validate
+/// are skipped (nothing was ever made from them).
+fn previous_spec(properties: &TenantDatabaseProperties) -> PreviousSpec {
+    let valid = |names: &[String]| -> Vec<Identifier> {
+        names
+            .iter()
+            .filter_map(|n| Identifier::parse(IdentifierKind::Database, n).ok())
+            .collect()
+    };
+    PreviousSpec {
+        databases: valid(&properties.databases),
+        user_databases: properties
+            .users
+            .iter()
+            .map(|u| (u.secret_arn.clone(), valid(&u.databases)))
+            .collect(),
+    }
+}
 
 impl CustomResource for TenantDatabases {
-    type Properties = Map<String, Value>;
+    type Properties = TenantDatabaseProperties;
 
-    async fn create(&self, _: &Request, _: Self::Properties) -> Result<Outcome, BoxError> {
-        Err(NOT_YET.into())
+    async fn create(
+        &self,
+        request: &Request,
+        properties: Self::Properties,
+    ) -> Result<Outcome, BoxError> {
+        Ok(self.apply(request, properties, None).await?)
     }
 
     async fn update(
         &self,
-        _: &Request,
-        _: Self::Properties,
-        _: Option<Self::Properties>,
+        request: &Request,
+        properties: Self::Properties,
+        old: Option<Self::Properties>,
     ) -> Result<Outcome, BoxError> {
-        Err(NOT_YET.into())
+        Ok(self.apply(request, properties, old).await?)
     }
 
-    async fn delete(&self, _: &Request, _: Self::Properties) -> Result<Outcome, BoxError> {
-        Ok(Outcome::new().reason("nothing removed: this version creates nothing"))
+    async fn delete(
+        &self,
+        request: &Request,
+        properties: Self::Properties,
+    ) -> Result<Outcome, BoxError> {
+        if properties.remove_on_delete != Some(true) {
+            let reason = format!(
+                "kept databases {} and their users (RemoveOnDelete is not \"true\")",
+                properties.databases.join(", ")
+            );
+            tracing::info!(%reason);
+            return Ok(Outcome::new().reason(reason));
+        }
+        Ok(self.remove(request, properties).await?)
     }
 }
 
 /// The Lambda entry point.
 pub async fn handle(
     event: LambdaEvent<Value>,
+    resource: &TenantDatabases,
     responder: &Responder,
 ) -> Result<Answered, ResponderError> {
-    responder.respond(&TenantDatabases, event).await
+    responder.respond(resource, event).await
 }

@@ -13,6 +13,24 @@ pub enum RotationStep {
     FinishSecret,
 }
 
+impl RotationStep {
+    /// The name Secrets Manager uses in the event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationStep::CreateSecret => "createSecret",
+            RotationStep::SetSecret => "setSecret",
+            RotationStep::TestSecret => "testSecret",
+            RotationStep::FinishSecret => "finishSecret",
+        }
+    }
+}
+
+impl std::fmt::Display for RotationStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RotationEventError {
     #[error(transparent)]

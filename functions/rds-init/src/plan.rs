@@ -1,0 +1,455 @@
+//! Pure planning: the wanted state plus what the server has now → the actions to take, in
+//! order. No SQL runs here and no SDK type appears; [`crate::statements`] renders actions as
+//! SQL and [`crate::server`] carries them out.
+
+use crate::identifier::Identifier;
+use crate::properties::{Access, TenantDatabaseSpec};
+use shared::database::Engine;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// What the server has now, as far as planning needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerState {
+    pub databases: BTreeSet<String>,
+    /// MariaDB/MySQL: accounts for host `%`; PostgreSQL: roles.
+    pub users: BTreeSet<String>,
+    /// Existing users whose secret's current password logs in.
+    pub users_with_current_password: BTreeSet<String>,
+    /// Existing users whose secret's `AWSPENDING` password logs in: secret-rotation has set
+    /// the new password and not yet promoted it. Their password is left alone.
+    pub users_mid_rotation: BTreeSet<String>,
+    /// PostgreSQL: `pg_available_extensions`; empty on MariaDB/MySQL.
+    pub available_extensions: BTreeSet<String>,
+}
+
+/// The previous properties of an Update, as far as planning needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PreviousSpec {
+    pub databases: Vec<Identifier>,
+    /// Per user secret ARN, the databases that user had.
+    pub user_databases: BTreeMap<String, Vec<Identifier>>,
+}
+
+/// One step. `Display` describes it for logs; it never contains a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    CreateDatabase(Identifier),
+    CreateExtension {
+        database: Identifier,
+        extension: Identifier,
+    },
+    CreateUser(Identifier),
+    /// The secret's password no longer logs in: set it.
+    SetPassword(Identifier),
+    GrantAccess {
+        user: Identifier,
+        database: Identifier,
+        access: Access,
+        /// PostgreSQL: the other readwrite users of the same database, whose future tables
+        /// this user must be able to use (default privileges are per creating role).
+        table_creators: Vec<Identifier>,
+    },
+    /// The database was removed from the user's list.
+    RevokeAccess {
+        user: Identifier,
+        database: Identifier,
+    },
+    DropDatabase(Identifier),
+    DropUser(Identifier),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateDatabase(db) => write!(f, "create database `{db}`"),
+            Action::CreateExtension {
+                database,
+                extension,
+            } => write!(f, "create extension `{extension}` in database `{database}`"),
+            Action::CreateUser(user) => write!(f, "create user `{user}`"),
+            Action::SetPassword(user) => {
+                write!(f, "set the password of user `{user}` from its secret")
+            }
+            Action::GrantAccess {
+                user,
+                database,
+                access,
+                ..
+            } => write!(
+                f,
+                "grant {access} on database `{database}` to user `{user}`"
+            ),
+            Action::RevokeAccess { user, database } => {
+                write!(f, "revoke user `{user}`'s access to database `{database}`")
+            }
+            Action::DropDatabase(db) => write!(f, "drop database `{db}`"),
+            Action::DropUser(user) => write!(f, "drop user `{user}`"),
+        }
+    }
+}
+
+/// The actions and what was deliberately left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// For the log and the `Reason`: databases kept, extensions ignored, and so on.
+    pub notes: Vec<String>,
+}
+
+/// Why the wanted state cannot be reached; found before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "extension `{extension}` is not available on this PostgreSQL server \
+         (not in pg_available_extensions); install it or remove it from Extensions"
+    )]
+    UnavailableExtension { extension: String },
+}
+
+/// Create and Update: creates what is missing, sets passwords that no longer work, and
+/// (re)applies every grant, so running it twice changes nothing the second time. Nothing is
+/// dropped; what an Update removed from the lists is kept and noted.
+pub fn plan_apply(
+    engine: Engine,
+    spec: &TenantDatabaseSpec,
+    previous: Option<&PreviousSpec>,
+    state: &ServerState,
+) -> Result<Plan, PlanError> {
+    let mut plan = Plan::default();
+    let postgres = engine == Engine::Postgres;
+    if postgres {
+        if let Some(missing) = spec
+            .extensions
+            .iter()
+            .find(|e| !state.available_extensions.contains(e.as_str()))
+        {
+            return Err(PlanError::UnavailableExtension {
+                extension: missing.to_string(),
+            });
+        }
+    } else if !spec.extensions.is_empty() {
+        plan.notes.push(format!(
+            "Extensions ({}) ignored: extensions are PostgreSQL only and this is {engine}",
+            join(&spec.extensions)
+        ));
+    }
+
+    for db in &spec.databases {
+        if !state.databases.contains(db.as_str()) {
+            plan.actions.push(Action::CreateDatabase(db.clone()));
+        }
+    }
+    if postgres {
+        // IF NOT EXISTS on the statement: cheap, and no per-database state to read first.
+        for db in &spec.databases {
+            for extension in &spec.extensions {
+                plan.actions.push(Action::CreateExtension {
+                    database: db.clone(),
+                    extension: extension.clone(),
+                });
+            }
+        }
+    }
+    for user in &spec.users {
+        let name = user.username.as_str();
+        if !state.users.contains(name) {
+            plan.actions.push(Action::CreateUser(user.username.clone()));
+        } else if state.users_with_current_password.contains(name) {
+            // The secret's password works: nothing to do.
+        } else if state.users_mid_rotation.contains(name) {
+            plan.notes.push(format!(
+                "password of user `{name}` left alone: a rotation is in progress (its pending \
+                 password logs in)"
+            ));
+        } else {
+            plan.actions
+                .push(Action::SetPassword(user.username.clone()));
+        }
+    }
+    for user in &spec.users {
+        for db in &user.databases {
+            let table_creators = spec
+                .users
+                .iter()
+                .filter(|other| {
+                    postgres
+                        && other.username != user.username
+                        && other.access == Access::Readwrite
+                        && other.databases.contains(db)
+                })
+                .map(|other| other.username.clone())
+                .collect();
+            plan.actions.push(Action::GrantAccess {
+                user: user.username.clone(),
+                database: db.clone(),
+                access: user.access,
+                table_creators,
+            });
+        }
+    }
+
+    if let Some(previous) = previous {
+        let kept: Vec<&Identifier> = previous
+            .databases
+            .iter()
+            .filter(|db| !spec.databases.contains(db))
+            .collect();
+        if !kept.is_empty() {
+            let names: Vec<String> = kept.iter().map(|db| format!("`{db}`")).collect();
+            plan.notes.push(format!(
+                "database(s) {} removed from Databases are kept, with their data",
+                names.join(", ")
+            ));
+        }
+        for user in &spec.users {
+            let Some(before) = previous.user_databases.get(&user.secret_arn) else {
+                continue;
+            };
+            for db in before.iter().filter(|db| !user.databases.contains(db)) {
+                // Only a database that still exists can have grants to revoke.
+                if state.databases.contains(db.as_str()) {
+                    plan.actions.push(Action::RevokeAccess {
+                        user: user.username.clone(),
+                        database: db.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Delete with `RemoveOnDelete`: drops the listed databases, then the listed users (a
+/// PostgreSQL role cannot be dropped while it holds privileges in a database). What is
+/// already gone is skipped.
+pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState) -> Plan {
+    let mut plan = Plan::default();
+    for db in &spec.databases {
+        if state.databases.contains(db.as_str()) {
+            plan.actions.push(Action::DropDatabase(db.clone()));
+        } else {
+            plan.notes.push(format!("database `{db}` was already gone"));
+        }
+    }
+    for user in &spec.users {
+        if state.users.contains(user.username.as_str()) {
+            plan.actions.push(Action::DropUser(user.username.clone()));
+        } else {
+            plan.notes
+                .push(format!("user `{}` was already gone", user.username));
+        }
+    }
+    plan
+}
+
+fn join(names: &[Identifier]) -> String {
+    names
+        .iter()
+        .map(Identifier::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::IdentifierKind;
+    use crate::properties::UserGrant;
+
+    fn id(name: &str) -> Identifier {
+        Identifier::parse(IdentifierKind::Database, name).unwrap()
+    }
+
+    fn user(name: &str, arn: &str, dbs: &[&str], access: Access) -> UserGrant {
+        UserGrant {
+            secret_arn: arn.into(),
+            username: Identifier::parse(IdentifierKind::User, name).unwrap(),
+            databases: dbs.iter().map(|d| id(d)).collect(),
+            access,
+        }
+    }
+
+    fn spec(dbs: &[&str], extensions: &[&str], users: Vec<UserGrant>) -> TenantDatabaseSpec {
+        TenantDatabaseSpec {
+            databases: dbs.iter().map(|d| id(d)).collect(),
+            extensions: extensions
+                .iter()
+                .map(|e| Identifier::parse(IdentifierKind::Extension, e).unwrap())
+                .collect(),
+            users,
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_fresh_server_gets_databases_extensions_users_and_grants_in_order() {
+        let wanted = spec(
+            &["bp", "t1"],
+            &["pg_trgm"],
+            vec![
+                user("app", "arn:app", &["bp", "t1"], Access::Readwrite),
+                user("ro", "arn:ro", &["bp"], Access::Readonly),
+            ],
+        );
+        let state = ServerState {
+            available_extensions: set(&["pg_trgm"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap();
+        let described: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            described,
+            [
+                "create database `bp`",
+                "create database `t1`",
+                "create extension `pg_trgm` in database `bp`",
+                "create extension `pg_trgm` in database `t1`",
+                "create user `app`",
+                "create user `ro`",
+                "grant readwrite on database `bp` to user `app`",
+                "grant readwrite on database `t1` to user `app`",
+                "grant readonly on database `bp` to user `ro`",
+            ]
+        );
+        // The readonly user also gets default privileges on the readwrite user's tables.
+        assert!(matches!(
+            &plan.actions[8],
+            Action::GrantAccess { table_creators, .. } if table_creators == &[user("app", "", &[], Access::Readwrite).username]
+        ));
+    }
+
+    #[test]
+    fn a_second_run_creates_nothing_and_only_reapplies_grants() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app"]),
+            users_with_current_password: set(&["app"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &state).unwrap();
+        assert_eq!(plan.actions.len(), 1);
+        assert!(matches!(plan.actions[0], Action::GrantAccess { .. }));
+    }
+
+    #[test]
+    fn a_password_that_no_longer_logs_in_is_set_from_the_secret() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readonly)],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &state).unwrap();
+        assert_eq!(
+            plan.actions[0],
+            Action::SetPassword(wanted.users[0].username.clone())
+        );
+    }
+
+    #[test]
+    fn a_rotation_in_progress_is_not_fought() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readonly)],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app"]),
+            users_mid_rotation: set(&["app"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap();
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::SetPassword(_)))
+        );
+        assert!(
+            plan.notes[0].contains("rotation is in progress"),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn update_keeps_removed_databases_and_revokes_removed_grants() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let previous = PreviousSpec {
+            databases: vec![id("bp"), id("old")],
+            user_databases: [("arn:app".to_string(), vec![id("bp"), id("old")])].into(),
+        };
+        let state = ServerState {
+            databases: set(&["bp", "old"]),
+            users: set(&["app"]),
+            users_with_current_password: set(&["app"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::MariaDb, &wanted, Some(&previous), &state).unwrap();
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DropDatabase(_)))
+        );
+        assert_eq!(
+            plan.actions.last().unwrap().to_string(),
+            "revoke user `app`'s access to database `old`"
+        );
+        assert!(plan.notes[0].contains("`old`") && plan.notes[0].contains("kept"));
+    }
+
+    #[test]
+    fn extensions_are_checked_on_postgres_and_ignored_with_a_note_elsewhere() {
+        let wanted = spec(&["bp"], &["vector"], vec![]);
+        let err = plan_apply(Engine::Postgres, &wanted, None, &ServerState::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`vector` is not available"),
+            "{err}"
+        );
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &ServerState::default()).unwrap();
+        assert!(plan.notes[0].contains("ignored"), "{:?}", plan.notes);
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CreateExtension { .. }))
+        );
+    }
+
+    #[test]
+    fn removal_drops_databases_before_users_and_skips_what_is_gone() {
+        let wanted = spec(
+            &["bp", "gone"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app"]),
+            ..Default::default()
+        };
+        let plan = plan_removal(&wanted, &state);
+        let described: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
+        assert_eq!(described, ["drop database `bp`", "drop user `app`"]);
+        assert_eq!(plan.notes, ["database `gone` was already gone"]);
+    }
+}

@@ -1,0 +1,264 @@
+//! The `Custom::TenantDatabases` properties as CloudFormation sends them, and their validated
+//! form ([`TenantDatabaseSpec`]) that planning works from.
+
+use crate::identifier::{Identifier, IdentifierKind, InvalidIdentifier};
+use serde::Deserialize;
+use shared::custom_resource::lenient;
+use std::fmt;
+
+/// `Properties` of `Custom::TenantDatabases` (without `ServiceToken`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TenantDatabaseProperties {
+    pub master_secret_arn: String,
+    pub databases: Vec<String>,
+    /// PostgreSQL only; ignored (with a note in the log and `Reason`) on MariaDB/MySQL.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<UserProperties>,
+    #[serde(default, deserialize_with = "lenient::optional_bool")]
+    pub remove_on_delete: Option<bool>,
+}
+
+/// One app user: its secret holds `username` and `password`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct UserProperties {
+    pub secret_arn: String,
+    pub databases: Vec<String>,
+    pub access: Access,
+}
+
+/// What a user may do in its databases.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// All privileges on the databases (PostgreSQL: also on schema `public`, its tables and
+    /// sequences), so the user can create tables.
+    Readwrite,
+    /// `SELECT` on every table, including tables created later.
+    Readonly,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Readwrite => "readwrite",
+            Access::Readonly => "readonly",
+        })
+    }
+}
+
+/// System databases this resource never creates, grants on or drops.
+const RESERVED_DATABASES: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "postgres",
+    "template0",
+    "template1",
+    "rdsadmin",
+];
+
+/// Properties that cannot be carried out, found before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    Identifier(#[from] InvalidIdentifier),
+    #[error("database `{0}` is a system database this resource does not manage")]
+    ReservedDatabase(String),
+    #[error("Databases is empty: list at least one database")]
+    NoDatabases,
+    #[error("user `{user}` (secret {secret_arn}): database `{database}` is not in Databases")]
+    UnlistedDatabase {
+        user: String,
+        secret_arn: String,
+        database: String,
+    },
+    #[error("user `{user}` is listed twice (secrets {first} and {second})")]
+    DuplicateUser {
+        user: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "user `{user}` (secret {secret_arn}) is the master user; the master's password and \
+         privileges are managed by RDS, not by this resource"
+    )]
+    MasterUser { user: String, secret_arn: String },
+    #[error("user `{user}` (secret {secret_arn}) has an empty Databases list")]
+    UserWithoutDatabases { user: String, secret_arn: String },
+}
+
+/// Validated database and extension names (users are added once their secrets are read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseNames {
+    pub databases: Vec<Identifier>,
+    pub extensions: Vec<Identifier>,
+}
+
+impl DatabaseNames {
+    /// Validates `Databases` and `Extensions` and every user's `Databases` (no SQL and no AWS
+    /// call happens before this).
+    pub fn validate(properties: &TenantDatabaseProperties) -> Result<Self, SpecError> {
+        let databases = unique(&properties.databases, IdentifierKind::Database)?;
+        if databases.is_empty() {
+            return Err(SpecError::NoDatabases);
+        }
+        if let Some(reserved) = databases
+            .iter()
+            .find(|db| RESERVED_DATABASES.contains(&db.as_str().to_ascii_lowercase().as_str()))
+        {
+            return Err(SpecError::ReservedDatabase(reserved.to_string()));
+        }
+        for user in &properties.users {
+            unique(&user.databases, IdentifierKind::Database)?;
+        }
+        Ok(Self {
+            databases,
+            extensions: unique(&properties.extensions, IdentifierKind::Extension)?,
+        })
+    }
+}
+
+/// One app user as planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserGrant {
+    pub secret_arn: String,
+    pub username: Identifier,
+    pub databases: Vec<Identifier>,
+    pub access: Access,
+}
+
+/// Everything the resource should make true, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDatabaseSpec {
+    pub databases: Vec<Identifier>,
+    pub extensions: Vec<Identifier>,
+    pub users: Vec<UserGrant>,
+}
+
+impl TenantDatabaseSpec {
+    /// Combines validated names with the user names read from the users' secrets
+    /// (`usernames[i]` belongs to `properties.users[i]`).
+    pub fn new(
+        properties: &TenantDatabaseProperties,
+        names: DatabaseNames,
+        usernames: &[String],
+        master_user: &str,
+    ) -> Result<Self, SpecError> {
+        let mut users: Vec<UserGrant> = Vec::new();
+        for (user, name) in properties.users.iter().zip(usernames) {
+            let username = Identifier::parse(IdentifierKind::User, name)?;
+            if username.as_str() == master_user {
+                return Err(SpecError::MasterUser {
+                    user: name.clone(),
+                    secret_arn: user.secret_arn.clone(),
+                });
+            }
+            if let Some(first) = users.iter().find(|u| u.username == username) {
+                return Err(SpecError::DuplicateUser {
+                    user: name.clone(),
+                    first: first.secret_arn.clone(),
+                    second: user.secret_arn.clone(),
+                });
+            }
+            let databases = unique(&user.databases, IdentifierKind::Database)?;
+            if databases.is_empty() {
+                return Err(SpecError::UserWithoutDatabases {
+                    user: name.clone(),
+                    secret_arn: user.secret_arn.clone(),
+                });
+            }
+            if let Some(missing) = databases.iter().find(|db| !names.databases.contains(db)) {
+                return Err(SpecError::UnlistedDatabase {
+                    user: name.clone(),
+                    secret_arn: user.secret_arn.clone(),
+                    database: missing.to_string(),
+                });
+            }
+            users.push(UserGrant {
+                secret_arn: user.secret_arn.clone(),
+                username,
+                databases,
+                access: user.access,
+            });
+        }
+        Ok(Self {
+            databases: names.databases,
+            extensions: names.extensions,
+            users,
+        })
+    }
+}
+
+/// Validated names in their first-listed order, duplicates dropped.
+fn unique(names: &[String], kind: IdentifierKind) -> Result<Vec<Identifier>, InvalidIdentifier> {
+    let mut out: Vec<Identifier> = Vec::new();
+    for name in names {
+        let id = Identifier::parse(kind, name)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn props(value: serde_json::Value) -> TenantDatabaseProperties {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn string_typed_values_and_optional_fields_parse() {
+        let p = props(json!({
+            "MasterSecretArn": "arn:m", "Databases": ["bp"], "RemoveOnDelete": "true",
+            "Users": [{"SecretArn": "arn:u", "Databases": ["bp"], "Access": "readonly"}]
+        }));
+        assert_eq!(p.remove_on_delete, Some(true));
+        assert_eq!(p.users[0].access, Access::Readonly);
+        assert!(p.extensions.is_empty());
+        let err = serde_json::from_value::<TenantDatabaseProperties>(
+            json!({"MasterSecretArn": "a", "Databases": [], "Databse": 1}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `Databse`"), "{err}");
+    }
+
+    #[test]
+    fn hostile_names_anywhere_are_refused_before_anything_runs() {
+        let p = props(json!({"MasterSecretArn": "a", "Databases": ["bp", "x; DROP DATABASE bp"]}));
+        let err = DatabaseNames::validate(&p).unwrap_err().to_string();
+        assert!(err.contains("\"x; DROP DATABASE bp\""), "{err}");
+        let p = props(json!({"MasterSecretArn": "a", "Databases": ["bp"], "Extensions": ["a`b"]}));
+        assert!(DatabaseNames::validate(&p).is_err());
+        let p = props(json!({"MasterSecretArn": "a", "Databases": ["mysql"]}));
+        assert_eq!(
+            DatabaseNames::validate(&p).unwrap_err(),
+            SpecError::ReservedDatabase("mysql".into())
+        );
+    }
+
+    #[test]
+    fn users_are_checked_against_the_databases_and_the_master() {
+        let p = props(json!({
+            "MasterSecretArn": "a", "Databases": ["bp", "bp"],
+            "Users": [{"SecretArn": "arn:u", "Databases": ["other"], "Access": "readwrite"}]
+        }));
+        let names = DatabaseNames::validate(&p).unwrap();
+        assert_eq!(names.databases.len(), 1);
+        let err = TenantDatabaseSpec::new(&p, names.clone(), &["app".into()], "admin").unwrap_err();
+        assert!(matches!(err, SpecError::UnlistedDatabase { .. }), "{err}");
+        let err =
+            TenantDatabaseSpec::new(&p, names.clone(), &["admin".into()], "admin").unwrap_err();
+        assert!(matches!(err, SpecError::MasterUser { .. }), "{err}");
+        let err = TenantDatabaseSpec::new(&p, names, &["a'b".into()], "admin").unwrap_err();
+        assert!(err.to_string().starts_with("user name \"a'b\""), "{err}");
+    }
+}

@@ -1,0 +1,389 @@
+//! Actions rendered as SQL for each engine. Pure: identifiers are validated and quoted,
+//! passwords escaped as literals; the result is executed by [`crate::server`].
+
+use crate::identifier::{Identifier, mysql_string_literal, string_literal};
+use crate::plan::Action;
+use crate::properties::Access;
+use secrecy::{ExposeSecret, SecretString};
+use shared::database::Engine;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One SQL statement and where it runs.
+pub struct Statement {
+    /// PostgreSQL: the database to run in (extensions, schema grants); `None`: the master's
+    /// own connection.
+    pub database: Option<Identifier>,
+    pub sql: String,
+    /// The SQL holds a password: never print it.
+    pub holds_secret: bool,
+}
+
+impl Statement {
+    fn on_server(sql: String) -> Self {
+        Self {
+            database: None,
+            sql,
+            holds_secret: false,
+        }
+    }
+
+    fn in_database(database: &Identifier, sql: String) -> Self {
+        Self {
+            database: Some(database.clone()),
+            sql,
+            holds_secret: false,
+        }
+    }
+
+    fn secret(sql: String) -> Self {
+        Self {
+            holds_secret: true,
+            ..Self::on_server(sql)
+        }
+    }
+}
+
+impl fmt::Debug for Statement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sql = if self.holds_secret {
+            "<holds a password>"
+        } else {
+            &self.sql
+        };
+        f.debug_struct("Statement")
+            .field("database", &self.database)
+            .field("sql", &sql)
+            .finish()
+    }
+}
+
+/// A user's password was needed but not supplied (a bug in the caller, reported not panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("no password was read for user `{0}`")]
+pub struct MissingPassword(pub String);
+
+/// The SQL for `action` on `engine`. `passwords` holds each app user's password.
+pub fn render(
+    engine: Engine,
+    action: &Action,
+    passwords: &BTreeMap<Identifier, SecretString>,
+) -> Result<Vec<Statement>, MissingPassword> {
+    let password = |user: &Identifier| {
+        passwords
+            .get(user)
+            .map(|p| p.expose_secret().to_owned())
+            .ok_or_else(|| MissingPassword(user.to_string()))
+    };
+    Ok(if engine.is_mysql_family() {
+        mysql(action, &password)?
+    } else {
+        postgres(action, &password)?
+    })
+}
+
+type PasswordOf<'a> = dyn Fn(&Identifier) -> Result<String, MissingPassword> + 'a;
+
+fn mysql(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, MissingPassword> {
+    let s = Statement::on_server;
+    Ok(match action {
+        Action::CreateDatabase(db) => vec![s(format!(
+            "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            db.mysql_quoted()
+        ))],
+        // Planning never asks for extensions on MariaDB/MySQL.
+        Action::CreateExtension { .. } => vec![],
+        Action::CreateUser(user) => vec![Statement::secret(format!(
+            "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {}",
+            user.mysql_account(),
+            mysql_string_literal(&password(user)?)
+        ))],
+        Action::SetPassword(user) => vec![Statement::secret(format!(
+            "ALTER USER {} IDENTIFIED BY {}",
+            user.mysql_account(),
+            mysql_string_literal(&password(user)?)
+        ))],
+        Action::GrantAccess {
+            user,
+            database,
+            access: Access::Readwrite,
+            ..
+        } => vec![s(format!(
+            "GRANT ALL PRIVILEGES ON {}.* TO {}",
+            database.mysql_grant_database(),
+            user.mysql_account()
+        ))],
+        Action::GrantAccess {
+            user,
+            database,
+            access: Access::Readonly,
+            ..
+        } => {
+            // SELECT first so the REVOKE always has a grant to revoke (error 1141 otherwise).
+            let grant = format!(
+                "GRANT SELECT ON {}.* TO {}",
+                database.mysql_grant_database(),
+                user.mysql_account()
+            );
+            vec![
+                s(grant.clone()),
+                s(mysql_revoke_all(user, database)),
+                s(grant),
+            ]
+        }
+        Action::RevokeAccess { user, database } => vec![
+            s(format!(
+                "GRANT SELECT ON {}.* TO {}",
+                database.mysql_grant_database(),
+                user.mysql_account()
+            )),
+            s(mysql_revoke_all(user, database)),
+        ],
+        Action::DropDatabase(db) => {
+            vec![s(format!("DROP DATABASE IF EXISTS {}", db.mysql_quoted()))]
+        }
+        Action::DropUser(user) => vec![s(format!("DROP USER IF EXISTS {}", user.mysql_account()))],
+    })
+}
+
+fn mysql_revoke_all(user: &Identifier, database: &Identifier) -> String {
+    format!(
+        "REVOKE ALL PRIVILEGES ON {}.* FROM {}",
+        database.mysql_grant_database(),
+        user.mysql_account()
+    )
+}
+
+fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, MissingPassword> {
+    let s = Statement::on_server;
+    let d = Statement::in_database;
+    Ok(match action {
+        // PostgreSQL has no CREATE DATABASE IF NOT EXISTS: planning checked pg_database.
+        Action::CreateDatabase(db) => vec![s(format!("CREATE DATABASE {}", db.pg_quoted()))],
+        Action::CreateExtension {
+            database,
+            extension,
+        } => vec![d(
+            database,
+            format!("CREATE EXTENSION IF NOT EXISTS {}", extension.pg_quoted()),
+        )],
+        Action::CreateUser(user) => vec![Statement::secret(format!(
+            "CREATE ROLE {} WITH LOGIN PASSWORD {}",
+            user.pg_quoted(),
+            string_literal(&password(user)?)
+        ))],
+        Action::SetPassword(user) => vec![Statement::secret(format!(
+            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+            user.pg_quoted(),
+            string_literal(&password(user)?)
+        ))],
+        Action::GrantAccess {
+            user,
+            database,
+            access,
+            table_creators,
+        } => {
+            let (u, db) = (user.pg_quoted(), database.pg_quoted());
+            let mut out = Vec::new();
+            // On RDS the master is not a superuser: membership in a role lets it grant on
+            // that role's tables and set default privileges for them.
+            for creator in table_creators {
+                out.push(s(format!("GRANT {} TO CURRENT_USER", creator.pg_quoted())));
+            }
+            match access {
+                Access::Readwrite => {
+                    out.push(s(format!("GRANT ALL PRIVILEGES ON DATABASE {db} TO {u}")));
+                    for sql in [
+                        // PostgreSQL 15+ no longer lets PUBLIC create in `public`.
+                        format!("GRANT ALL ON SCHEMA public TO {u}"),
+                        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {u}"),
+                        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {u}"),
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {u}"
+                        ),
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}"
+                        ),
+                    ] {
+                        out.push(d(database, sql));
+                    }
+                    for creator in table_creators {
+                        let c = creator.pg_quoted();
+                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON TABLES TO {u}")));
+                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}")));
+                    }
+                }
+                Access::Readonly => {
+                    out.push(s(format!("REVOKE ALL ON DATABASE {db} FROM {u}")));
+                    out.push(s(format!("GRANT CONNECT ON DATABASE {db} TO {u}")));
+                    for sql in pg_revoke_in_database(&u) {
+                        out.push(d(database, sql));
+                    }
+                    out.push(d(database, format!("GRANT USAGE ON SCHEMA public TO {u}")));
+                    out.push(d(
+                        database,
+                        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {u}"),
+                    ));
+                    out.push(d(
+                        database,
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {u}"
+                        ),
+                    ));
+                    for creator in table_creators {
+                        let c = creator.pg_quoted();
+                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT SELECT ON TABLES TO {u}")));
+                    }
+                }
+            }
+            out
+        }
+        Action::RevokeAccess { user, database } => {
+            let u = user.pg_quoted();
+            let mut out = vec![s(format!(
+                "REVOKE ALL ON DATABASE {} FROM {u}",
+                database.pg_quoted()
+            ))];
+            out.extend(
+                pg_revoke_in_database(&u)
+                    .into_iter()
+                    .map(|sql| d(database, sql)),
+            );
+            out
+        }
+        Action::DropDatabase(db) => {
+            let literal = string_literal(db.as_str());
+            vec![
+                // No new sessions, then end the open ones: DROP DATABASE fails while any exist.
+                s(format!(
+                    "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+                    db.pg_quoted()
+                )),
+                s(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = {literal} AND pid <> pg_backend_pid()"
+                )),
+                s(format!("DROP DATABASE IF EXISTS {}", db.pg_quoted())),
+            ]
+        }
+        Action::DropUser(user) => vec![
+            s(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
+                string_literal(user.as_str())
+            )),
+            s(format!("DROP ROLE IF EXISTS {}", user.pg_quoted())),
+        ],
+    })
+}
+
+/// Everything a user may hold inside one database's `public` schema, revoked.
+fn pg_revoke_in_database(u: &str) -> Vec<String> {
+    vec![
+        format!("REVOKE ALL ON SCHEMA public FROM {u}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {u}"),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {u}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {u}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {u}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identifier::IdentifierKind;
+
+    fn user(name: &str) -> Identifier {
+        Identifier::parse(IdentifierKind::User, name).unwrap()
+    }
+    fn db(name: &str) -> Identifier {
+        Identifier::parse(IdentifierKind::Database, name).unwrap()
+    }
+    fn passwords() -> BTreeMap<Identifier, SecretString> {
+        [(user("app"), SecretString::from(r"it's\secret"))].into()
+    }
+
+    #[test]
+    fn mariadb_databases_are_utf8mb4_and_grants_escape_wildcards() {
+        let sql = render(
+            Engine::MariaDb,
+            &Action::CreateDatabase(db("tenant_pool_1")),
+            &passwords(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql[0].sql,
+            "CREATE DATABASE IF NOT EXISTS `tenant_pool_1` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        );
+        let grant = Action::GrantAccess {
+            user: user("app"),
+            database: db("tenant_pool_1"),
+            access: Access::Readwrite,
+            table_creators: vec![],
+        };
+        let sql = render(Engine::MariaDb, &grant, &passwords()).unwrap();
+        assert_eq!(
+            sql[0].sql,
+            r"GRANT ALL PRIVILEGES ON `tenant\_pool\_1`.* TO 'app'@'%'"
+        );
+    }
+
+    #[test]
+    fn passwords_are_escaped_and_statements_holding_them_do_not_print() {
+        let sql = render(
+            Engine::MariaDb,
+            &Action::CreateUser(user("app")),
+            &passwords(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql[0].sql,
+            r"CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'it''s\\secret'"
+        );
+        assert!(!format!("{:?}", sql[0]).contains("secret'"));
+        let sql = render(
+            Engine::Postgres,
+            &Action::SetPassword(user("app")),
+            &passwords(),
+        )
+        .unwrap();
+        assert_eq!(
+            sql[0].sql,
+            r#"ALTER ROLE "app" WITH LOGIN PASSWORD 'it''s\secret'"#
+        );
+        let err = render(
+            Engine::Postgres,
+            &Action::CreateUser(user("other")),
+            &passwords(),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn postgres_readwrite_reaches_the_public_schema_in_the_database_itself() {
+        let grant = Action::GrantAccess {
+            user: user("app"),
+            database: db("bp"),
+            access: Access::Readwrite,
+            table_creators: vec![],
+        };
+        let sql = render(Engine::Postgres, &grant, &passwords()).unwrap();
+        assert_eq!(sql[0].database, None);
+        assert!(
+            sql.iter()
+                .any(|s| s.sql == r#"GRANT ALL ON SCHEMA public TO "app""#
+                    && s.database == Some(db("bp")))
+        );
+    }
+
+    #[test]
+    fn postgres_drop_database_ends_sessions_first() {
+        let sql = render(
+            Engine::Postgres,
+            &Action::DropDatabase(db("bp")),
+            &passwords(),
+        )
+        .unwrap();
+        assert!(sql[1].sql.contains("pg_terminate_backend") && sql[1].sql.contains("'bp'"));
+        assert_eq!(sql[2].sql, r#"DROP DATABASE IF EXISTS "bp""#);
+    }
+}

@@ -1,0 +1,174 @@
+//! A secret version's JSON, held as a [`SecretString`] so it never prints.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use shared::database::DatabaseSecret;
+use std::fmt;
+
+/// What a secret is rotated as, decided by its `AWSCURRENT` JSON.
+#[derive(Debug, Clone)]
+pub enum SecretKind {
+    /// `engine: generic`: a generated key; only `password` changes.
+    Generic,
+    /// A database user that changes its own password.
+    SingleUser(DatabaseSecret),
+    /// `masterarn` present: the master alternates `<user>` / `<user>_clone`.
+    AlternatingUsers {
+        secret: DatabaseSecret,
+        master_arn: String,
+    },
+}
+
+/// Why a secret's JSON cannot be used. Never quotes a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedSecret {
+    #[error("the secret string is not JSON: {0}")]
+    NotJson(String),
+    #[error("the secret string is JSON but not an object")]
+    NotAnObject,
+    #[error("field `password` must be a string")]
+    PasswordNotAString,
+    #[error("{0}")]
+    InvalidDatabaseSecret(String),
+    #[error("the version has no SecretString (binary secrets cannot be rotated)")]
+    NoSecretString,
+}
+
+/// One secret version's `SecretString`.
+#[derive(Clone)]
+pub struct SecretDocument(SecretString);
+
+impl fmt::Debug for SecretDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDocument([REDACTED])")
+    }
+}
+
+impl SecretDocument {
+    pub fn new(secret_string: SecretString) -> Self {
+        Self(secret_string)
+    }
+
+    pub fn expose_json(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The JSON object, checked so that later errors (serde's messages quote values) can never
+    /// quote the password.
+    fn fields(&self) -> Result<Map<String, Value>, MalformedSecret> {
+        let value: Value = serde_json::from_str(self.expose_json())
+            // Syntax errors carry only a line and column.
+            .map_err(|e| MalformedSecret::NotJson(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(MalformedSecret::NotAnObject);
+        };
+        match fields.get("password") {
+            None | Some(Value::String(_)) => Ok(fields),
+            Some(_) => Err(MalformedSecret::PasswordNotAString),
+        }
+    }
+
+    pub fn kind(&self) -> Result<SecretKind, MalformedSecret> {
+        let fields = self.fields()?;
+        if fields.get("engine").and_then(Value::as_str) == Some("generic") {
+            return Ok(SecretKind::Generic);
+        }
+        let secret = self.database()?;
+        Ok(match secret.masterarn.clone() {
+            Some(master_arn) if !master_arn.trim().is_empty() => {
+                SecretKind::AlternatingUsers { secret, master_arn }
+            }
+            _ => SecretKind::SingleUser(secret),
+        })
+    }
+
+    /// The RDS-convention database secret.
+    pub fn database(&self) -> Result<DatabaseSecret, MalformedSecret> {
+        self.fields()?;
+        DatabaseSecret::from_json(self.expose_json())
+            .map_err(|e| MalformedSecret::InvalidDatabaseSecret(e.to_string()))
+    }
+
+    /// `password` as a non-empty string (generic secrets' test).
+    pub fn has_password(&self) -> Result<bool, MalformedSecret> {
+        Ok(self
+            .fields()?
+            .get("password")
+            .and_then(Value::as_str)
+            .is_some_and(|p| !p.is_empty()))
+    }
+
+    /// The same JSON with a new password (and user name), every other field kept.
+    pub fn with_credentials(
+        &self,
+        username: Option<&str>,
+        password: &SecretString,
+    ) -> Result<SecretDocument, MalformedSecret> {
+        let mut fields = self.fields()?;
+        fields.insert(
+            "password".into(),
+            Value::String(password.expose_secret().to_owned()),
+        );
+        if let Some(username) = username {
+            fields.insert("username".into(), Value::String(username.to_owned()));
+        }
+        let text = Value::Object(fields).to_string();
+        Ok(SecretDocument(SecretString::from(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(text: &str) -> SecretDocument {
+        SecretDocument::new(SecretString::from(text))
+    }
+
+    #[test]
+    fn kinds_follow_engine_and_masterarn() {
+        assert!(matches!(
+            doc(r#"{"engine":"generic","password":"x"}"#).kind(),
+            Ok(SecretKind::Generic)
+        ));
+        let single = r#"{"engine":"mariadb","host":"h","port":3306,"username":"u","password":"p"}"#;
+        assert!(matches!(doc(single).kind(), Ok(SecretKind::SingleUser(_))));
+        let multi = r#"{"engine":"postgres","host":"h","port":5432,"username":"u","password":"p","masterarn":"arn:m"}"#;
+        assert!(
+            matches!(doc(multi).kind(), Ok(SecretKind::AlternatingUsers { master_arn, .. }) if master_arn == "arn:m")
+        );
+    }
+
+    #[test]
+    fn malformed_secrets_never_quote_the_password() {
+        for text in [
+            r#"{"engine":"mysql","host":"h","port":3306,"username":"u","password":987654321}"#,
+            r#"{"engine":"mysql","host":"h","port":3306,"username":"u","password":"987654321"#,
+            r#"["987654321"]"#,
+        ] {
+            let err = doc(text).kind().unwrap_err().to_string();
+            assert!(!err.contains("987654321"), "{err}");
+        }
+        let err = doc(r#"{"engine":"mysql","port":3306,"username":"u","password":"p"}"#)
+            .kind()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `host`"), "{err}");
+    }
+
+    #[test]
+    fn new_credentials_keep_every_other_field() {
+        let current = doc(
+            r#"{"engine":"mariadb","host":"h","port":3306,"username":"u","password":"old","dbname":"bp","custom":{"a":1}}"#,
+        );
+        let pending = current
+            .with_credentials(Some("u_clone"), &SecretString::from("new"))
+            .unwrap();
+        let value: Value = serde_json::from_str(pending.expose_json()).unwrap();
+        assert_eq!(value["password"], "new");
+        assert_eq!(value["username"], "u_clone");
+        assert_eq!(value["dbname"], "bp");
+        assert_eq!(value["custom"]["a"], 1);
+        assert!(!format!("{pending:?}").contains("new"));
+    }
+}

@@ -1,0 +1,910 @@
+//! rds-init (`Custom::TenantDatabases`) end to end: the function in-process, its secrets in
+//! moto, real MariaDB and PostgreSQL servers, and its answers PUT over real HTTP to a
+//! recording stand-in for CloudFormation's pre-signed URL.
+
+use aws_sdk_secretsmanager::Client as SecretsClient;
+use harness::{
+    cfn_recorder::CfnResponseRecorder, mariadb::MariaDb, moto::Moto, postgres::Postgres,
+};
+use lambda_runtime::{Context, LambdaEvent};
+use rds_init::{Config, TenantDatabases};
+use serde_json::{Value, json};
+use shared::{
+    custom_resource::Responder,
+    database::{ConnectSettings, DatabaseSecret, DbConnection, connect},
+};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+const APP_PASSWORD: &str = "app-Pa55word-7f3a9c";
+const RO_PASSWORD: &str = "ro-Pa55word-2b8d4e";
+const STACK_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/orchestrator/1a2b";
+
+/// A database server of either engine.
+enum Server {
+    Maria(MariaDb),
+    Pg(Postgres),
+}
+
+impl Server {
+    fn engine(&self) -> &'static str {
+        match self {
+            Server::Maria(_) => "mariadb",
+            Server::Pg(_) => "postgres",
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            Server::Maria(s) => s.port(),
+            Server::Pg(s) => s.port(),
+        }
+    }
+    fn admin(&self) -> (&'static str, String) {
+        match self {
+            Server::Maria(s) => (s.admin_user(), s.admin_password().to_owned()),
+            Server::Pg(s) => (s.admin_user(), s.admin_password().to_owned()),
+        }
+    }
+    fn ca(&self) -> Option<&Path> {
+        match self {
+            Server::Maria(s) => s.ca_pem_path(),
+            Server::Pg(s) => s.ca_pem_path(),
+        }
+    }
+    fn is_postgres(&self) -> bool {
+        matches!(self, Server::Pg(_))
+    }
+
+    fn secret(&self, user: &str, password: &str) -> Value {
+        let mut secret = json!({
+            "engine": self.engine(), "host": "127.0.0.1", "port": self.port(),
+            "username": user, "password": password,
+        });
+        if self.ca().is_none() {
+            secret["ssl"] = json!(false);
+        }
+        secret
+    }
+
+    fn settings(&self) -> ConnectSettings {
+        ConnectSettings {
+            ca_bundle: self.ca().map(Path::to_path_buf),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<DbConnection, String> {
+        let secret = DatabaseSecret::from_json(&self.secret(user, password).to_string()).unwrap();
+        connect(&secret, Some(database), &self.settings())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn admin_connection(&self) -> DbConnection {
+        let (user, password) = self.admin();
+        let database = if self.is_postgres() {
+            "postgres"
+        } else {
+            "mysql"
+        };
+        self.login(user, &password, database).await.unwrap()
+    }
+
+    /// Names of databases (or users) the server has.
+    async fn names(&self, what: &str) -> Vec<String> {
+        let mut connection = self.admin_connection().await;
+        let sql = match (what, &connection) {
+            ("databases", DbConnection::MySql(_)) => {
+                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA"
+            }
+            ("databases", DbConnection::Postgres(_)) => "SELECT datname::text FROM pg_database",
+            (_, DbConnection::MySql(_)) => {
+                "SELECT CAST(User AS CHAR) FROM mysql.user WHERE Host = '%'"
+            }
+            (_, DbConnection::Postgres(_)) => "SELECT rolname::text FROM pg_roles",
+        };
+        query_strings(&mut connection, sql).await
+    }
+}
+
+async fn query_strings(connection: &mut DbConnection, sql: &'static str) -> Vec<String> {
+    match connection {
+        DbConnection::MySql(c) => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap(),
+        DbConnection::Postgres(c) => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap(),
+    }
+}
+
+/// moto with the secrets, the recorder, and the function.
+struct Fixture {
+    server: Server,
+    moto: Moto,
+    secrets: SecretsClient,
+    recorder: CfnResponseRecorder,
+    resource: TenantDatabases,
+    master_arn: String,
+    app_arn: String,
+    ro_arn: String,
+    calls: Mutex<u32>,
+}
+
+impl Fixture {
+    async fn new(server: Server) -> Fixture {
+        let (moto, recorder) = tokio::join!(Moto::start(), CfnResponseRecorder::start());
+        let secrets = SecretsClient::new(&moto.sdk_config().await);
+        let (admin, admin_password) = server.admin();
+        let master_arn =
+            create_secret(&secrets, "master", &server.secret(admin, &admin_password)).await;
+        let app_arn = create_secret(
+            &secrets,
+            "app",
+            &json!({"username": "app", "password": APP_PASSWORD}),
+        )
+        .await;
+        let ro_arn = create_secret(
+            &secrets,
+            "reporting",
+            &json!({"username": "reporting", "password": RO_PASSWORD}),
+        )
+        .await;
+        let resource = TenantDatabases::new(
+            secrets.clone(),
+            Config {
+                connect: server.settings(),
+            },
+        );
+        Fixture {
+            server,
+            moto,
+            secrets,
+            recorder,
+            resource,
+            master_arn,
+            app_arn,
+            ro_arn,
+            calls: Mutex::new(0),
+        }
+    }
+
+    fn props(&self, databases: &[&str], users: Value) -> Value {
+        let extensions: &[&str] = if self.server.is_postgres() {
+            &["pg_trgm", "citext"]
+        } else {
+            &[]
+        };
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:rds-init",
+            "MasterSecretArn": self.master_arn,
+            "Databases": databases,
+            "Extensions": extensions,
+            "Users": users,
+        })
+    }
+
+    fn app(&self, databases: &[&str], access: &str) -> Value {
+        json!({"SecretArn": self.app_arn, "Databases": databases, "Access": access})
+    }
+
+    fn reporting(&self, databases: &[&str]) -> Value {
+        json!({"SecretArn": self.ro_arn, "Databases": databases, "Access": "readonly"})
+    }
+
+    fn physical_id(&self) -> String {
+        format!("tenant-databases@127.0.0.1:{}", self.server.port())
+    }
+
+    /// Invokes the function with a `left` Lambda deadline and returns the body it PUT.
+    async fn invoke_within(
+        &self,
+        request_type: &str,
+        props: Value,
+        extra: Value,
+        left: Duration,
+    ) -> Value {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        let mut event = json!({
+            "RequestType": request_type,
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:rds-init",
+            "ResponseURL": self.recorder.response_url(&format!("call-{n}")),
+            "StackId": STACK_ID,
+            "RequestId": format!("req-{n}"),
+            "LogicalResourceId": "TenantDatabases",
+            "ResourceType": "Custom::TenantDatabases",
+            "ResourceProperties": props,
+        });
+        event
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let responder = Responder::new()
+            .unwrap()
+            .with_retries(3, Duration::from_millis(20));
+        responder
+            .respond(&self.resource, LambdaEvent::new(event, context(left)))
+            .await
+            .unwrap();
+        let requests = self
+            .recorder
+            .wait_for(n as usize, Duration::from_secs(5))
+            .await;
+        requests[n as usize - 1].json()
+    }
+
+    async fn invoke(&self, request_type: &str, props: Value, extra: Value) -> Value {
+        self.invoke_within(request_type, props, extra, Duration::from_secs(60))
+            .await
+    }
+}
+
+async fn create_secret(client: &SecretsClient, name: &str, value: &Value) -> String {
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap()
+}
+
+fn context(left: Duration) -> Context {
+    let mut context = Context::default();
+    context.request_id = "lambda-request-1".into();
+    let deadline = SystemTime::now() + left;
+    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    context
+}
+
+fn assert_success(body: &Value) {
+    assert_eq!(body["Status"], "SUCCESS", "{body:#}");
+}
+
+fn assert_failed_with(body: &Value, needle: &str) {
+    assert_eq!(body["Status"], "FAILED", "{body:#}");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(reason.contains(needle), "expected {needle:?} in: {reason}");
+}
+
+async fn try_execute(connection: &mut DbConnection, sql: &str) -> Result<(), String> {
+    connection
+        .execute(sql.to_owned())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The acceptance list for Create, on either engine: run twice, check the resulting state.
+async fn create_twice_gives_working_users_and_the_same_state(server: Server) {
+    let f = Fixture::new(server).await;
+    let props = f.props(
+        &["bp", "tenant_pool_1"],
+        json!([
+            f.app(&["bp", "tenant_pool_1"], "readwrite"),
+            f.reporting(&["tenant_pool_1"])
+        ]),
+    );
+    let body = f.invoke("Create", props.clone(), json!({})).await;
+    assert_success(&body);
+    assert_eq!(body["PhysicalResourceId"], f.physical_id());
+    assert_eq!(body["Data"]["Endpoint"], "127.0.0.1");
+    assert_eq!(body["Data"]["Port"], f.server.port().to_string());
+    assert_eq!(body["Data"]["Databases"], "bp,tenant_pool_1");
+
+    // The app user logs in with its secret's password and can create and fill a table.
+    let mut app = f
+        .server
+        .login("app", APP_PASSWORD, "tenant_pool_1")
+        .await
+        .unwrap();
+    try_execute(
+        &mut app,
+        "CREATE TABLE jobs (id INT PRIMARY KEY, name VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    try_execute(&mut app, "INSERT INTO jobs VALUES (1, 'first')")
+        .await
+        .unwrap();
+    // The readonly user reads the table created after its grant, and cannot write or create.
+    let mut ro = f
+        .server
+        .login("reporting", RO_PASSWORD, "tenant_pool_1")
+        .await
+        .unwrap();
+    let names = query_strings(&mut ro, "SELECT name FROM jobs").await;
+    assert_eq!(names, ["first"]);
+    let err = try_execute(&mut ro, "CREATE TABLE nope (id INT)")
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    let err = try_execute(&mut ro, "INSERT INTO jobs VALUES (2, 'x')")
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+    // Readonly has no access to databases it was not given.
+    if !f.server.is_postgres() {
+        assert!(
+            f.server
+                .login("reporting", RO_PASSWORD, "bp")
+                .await
+                .is_err()
+        );
+    }
+    drop((app, ro));
+
+    if f.server.is_postgres() {
+        for db in ["bp", "tenant_pool_1"] {
+            let (user, password) = f.server.admin();
+            let mut c = f.server.login(user, &password, db).await.unwrap();
+            let mut extensions =
+                query_strings(&mut c, "SELECT extname::text FROM pg_extension").await;
+            extensions.sort();
+            assert_eq!(extensions, ["citext", "pg_trgm", "plpgsql"], "{db}");
+        }
+    } else {
+        let mut c = f.server.admin_connection().await;
+        let charsets = query_strings(
+            &mut c,
+            "SELECT CAST(CONCAT(DEFAULT_CHARACTER_SET_NAME, '/', DEFAULT_COLLATION_NAME) AS CHAR) \
+             FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('bp', 'tenant_pool_1')",
+        )
+        .await;
+        assert_eq!(charsets, ["utf8mb4/utf8mb4_unicode_ci"; 2]);
+    }
+
+    // The same Create again: SUCCESS, nothing lost, logins unchanged.
+    let databases_before = f.server.names("databases").await;
+    let body = f.invoke("Create", props, json!({})).await;
+    assert_success(&body);
+    assert_eq!(body["PhysicalResourceId"], f.physical_id());
+    assert_eq!(f.server.names("databases").await, databases_before);
+    let mut app = f
+        .server
+        .login("app", APP_PASSWORD, "tenant_pool_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        query_strings(&mut app, "SELECT name FROM jobs").await,
+        ["first"]
+    );
+}
+
+#[tokio::test]
+async fn mariadb_create_twice_gives_working_users_and_the_same_state() {
+    create_twice_gives_working_users_and_the_same_state(Server::Maria(MariaDb::start().await))
+        .await;
+}
+
+#[tokio::test]
+async fn postgres_create_twice_gives_working_users_and_the_same_state() {
+    create_twice_gives_working_users_and_the_same_state(Server::Pg(Postgres::start().await)).await;
+}
+
+#[tokio::test]
+async fn tls_only_servers_are_provisioned_over_verified_tls() {
+    let (maria, pg) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
+    for server in [Server::Maria(maria), Server::Pg(pg)] {
+        let f = Fixture::new(server).await;
+        let props = f.props(&["bp"], json!([f.app(&["bp"], "readwrite")]));
+        let body = f.invoke("Create", props, json!({})).await;
+        assert_success(&body);
+        let mut app = f.server.login("app", APP_PASSWORD, "bp").await.unwrap();
+        try_execute(&mut app, "CREATE TABLE t (id INT)")
+            .await
+            .unwrap();
+    }
+}
+
+/// Update adds a database and a user, changes access, keeps what was removed.
+async fn update_adds_changes_access_and_keeps_removed(server: Server) {
+    let f = Fixture::new(server).await;
+    let old = f.props(
+        &["bp", "tenant_pool_1"],
+        json!([f.app(&["bp", "tenant_pool_1"], "readwrite")]),
+    );
+    assert_success(&f.invoke("Create", old.clone(), json!({})).await);
+
+    // Add tenant_pool_2 and the reporting user.
+    let added = f.props(
+        &["bp", "tenant_pool_1", "tenant_pool_2"],
+        json!([
+            f.app(&["bp", "tenant_pool_1", "tenant_pool_2"], "readwrite"),
+            f.reporting(&["tenant_pool_2"])
+        ]),
+    );
+    let extra = json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": old});
+    let body = f.invoke("Update", added.clone(), extra).await;
+    assert_success(&body);
+    assert_eq!(
+        body["PhysicalResourceId"],
+        f.physical_id(),
+        "same endpoint, same id"
+    );
+    assert_eq!(body["Data"]["Databases"], "bp,tenant_pool_1,tenant_pool_2");
+    let mut app = f
+        .server
+        .login("app", APP_PASSWORD, "tenant_pool_2")
+        .await
+        .unwrap();
+    try_execute(&mut app, "CREATE TABLE t (id INT)")
+        .await
+        .unwrap();
+    f.server
+        .login("reporting", RO_PASSWORD, "tenant_pool_2")
+        .await
+        .unwrap();
+
+    // Remove tenant_pool_1 from the list and make app readonly on bp: the database stays.
+    let removed = f.props(
+        &["bp", "tenant_pool_2"],
+        json!([
+            f.app(&["bp", "tenant_pool_2"], "readonly"),
+            f.reporting(&["tenant_pool_2"])
+        ]),
+    );
+    let extra = json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": added});
+    let body = f.invoke("Update", removed, extra).await;
+    assert_success(&body);
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("`tenant_pool_1`") && reason.contains("kept"),
+        "{reason}"
+    );
+    assert!(
+        f.server
+            .names("databases")
+            .await
+            .contains(&"tenant_pool_1".to_owned())
+    );
+    // The access change applies: app can no longer create tables in bp.
+    let mut app = f.server.login("app", APP_PASSWORD, "bp").await.unwrap();
+    let err = try_execute(&mut app, "CREATE TABLE t2 (id INT)")
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("denied"), "{err}");
+}
+
+#[tokio::test]
+async fn mariadb_update_adds_changes_access_and_keeps_removed() {
+    update_adds_changes_access_and_keeps_removed(Server::Maria(MariaDb::start().await)).await;
+}
+
+#[tokio::test]
+async fn postgres_update_adds_changes_access_and_keeps_removed() {
+    update_adds_changes_access_and_keeps_removed(Server::Pg(Postgres::start().await)).await;
+}
+
+/// Delete keeps by default; RemoveOnDelete drops users and databases (PostgreSQL: with a
+/// session still open on the database).
+async fn delete_keeps_unless_told_to_remove(server: Server) {
+    let f = Fixture::new(server).await;
+    let props = f.props(
+        &["bp", "tenant_pool_1"],
+        json!([f.app(&["bp", "tenant_pool_1"], "readwrite")]),
+    );
+    assert_success(&f.invoke("Create", props.clone(), json!({})).await);
+
+    let body = f
+        .invoke(
+            "Delete",
+            props.clone(),
+            json!({"PhysicalResourceId": f.physical_id()}),
+        )
+        .await;
+    assert_success(&body);
+    assert!(f.server.names("databases").await.contains(&"bp".to_owned()));
+    assert!(f.server.names("users").await.contains(&"app".to_owned()));
+
+    let _open_session = f.server.login("app", APP_PASSWORD, "bp").await.unwrap();
+    let mut remove = props;
+    remove["RemoveOnDelete"] = json!("true");
+    let body = f
+        .invoke(
+            "Delete",
+            remove,
+            json!({"PhysicalResourceId": f.physical_id()}),
+        )
+        .await;
+    assert_success(&body);
+    let databases = f.server.names("databases").await;
+    assert!(
+        !databases.iter().any(|d| d == "bp" || d == "tenant_pool_1"),
+        "{databases:?}"
+    );
+    assert!(!f.server.names("users").await.contains(&"app".to_owned()));
+}
+
+#[tokio::test]
+async fn mariadb_delete_keeps_unless_told_to_remove() {
+    delete_keeps_unless_told_to_remove(Server::Maria(MariaDb::start().await)).await;
+}
+
+#[tokio::test]
+async fn postgres_delete_keeps_unless_told_to_remove() {
+    delete_keeps_unless_told_to_remove(Server::Pg(Postgres::start().await)).await;
+}
+
+#[tokio::test]
+async fn delete_after_a_failed_create_succeeds_and_touches_nothing() {
+    let f = Fixture::new(Server::Maria(MariaDb::start().await)).await;
+    let mut props = f.props(&["bp", "x; DROP DATABASE bp"], json!([]));
+    let body = f.invoke("Create", props.clone(), json!({})).await;
+    assert_failed_with(&body, "x; DROP DATABASE bp");
+    let failed_id = body["PhysicalResourceId"].as_str().unwrap().to_owned();
+
+    props["RemoveOnDelete"] = json!("true");
+    props["Databases"] = json!(["mysql"]);
+    f.moto.clear_recording().await;
+    let body = f
+        .invoke("Delete", props, json!({"PhysicalResourceId": failed_id}))
+        .await;
+    assert_success(&body);
+    assert!(
+        f.moto.recorded_actions().is_empty(),
+        "no secret read: {:?}",
+        f.moto.recorded_actions()
+    );
+    assert!(
+        f.server
+            .names("databases")
+            .await
+            .contains(&"mysql".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn hostile_identifiers_fail_before_any_sql_or_secret_read() {
+    let (maria, pg) = tokio::join!(MariaDb::start(), Postgres::start());
+    for server in [Server::Maria(maria), Server::Pg(pg)] {
+        let f = Fixture::new(server).await;
+        assert_success(
+            &f.invoke("Create", f.props(&["bp"], json!([])), json!({}))
+                .await,
+        );
+        let before = f.server.names("databases").await;
+        for hostile in [
+            "x; DROP DATABASE bp",
+            "a'b",
+            "a`b",
+            "a\"b",
+            &"a".repeat(65),
+            "",
+        ] {
+            f.moto.clear_recording().await;
+            let body = f
+                .invoke(
+                    "Create",
+                    f.props(&["new_db", hostile], json!([])),
+                    json!({}),
+                )
+                .await;
+            assert_failed_with(&body, &format!("database name {hostile:?}"));
+            assert!(
+                f.moto.recorded_actions().is_empty(),
+                "{hostile}: secrets were read"
+            );
+        }
+        // A hostile user name arrives in a secret: refused after reading it, before any SQL.
+        let evil = create_secret(
+            &f.secrets,
+            "evil",
+            &json!({"username": "u'@'%'; DROP USER admin; --", "password": "x"}),
+        )
+        .await;
+        let body = f
+            .invoke(
+                "Create",
+                f.props(
+                    &["new_db"],
+                    json!([{"SecretArn": evil, "Databases": ["new_db"], "Access": "readwrite"}]),
+                ),
+                json!({}),
+            )
+            .await;
+        assert_failed_with(&body, "user name \"u'@'%'; DROP USER admin; --\"");
+        assert_eq!(
+            f.server.names("databases").await,
+            before,
+            "nothing was created"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_or_malformed_secrets_fail_with_a_clear_reason() {
+    let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["MasterSecretArn"] =
+        json!("arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-AbCdEf");
+    let body = f.invoke("Create", props, json!({})).await;
+    assert_failed_with(
+        &body,
+        "could not read secret arn:aws:secretsmanager:us-east-1:123456789012:secret:gone-AbCdEf",
+    );
+    assert_failed_with(&body, "ResourceNotFoundException");
+
+    let no_password = create_secret(&f.secrets, "no-password", &json!({"username": "app2"})).await;
+    let body = f
+        .invoke(
+            "Create",
+            f.props(
+                &["bp"],
+                json!([{"SecretArn": no_password, "Databases": ["bp"], "Access": "readwrite"}]),
+            ),
+            json!({}),
+        )
+        .await;
+    assert_failed_with(
+        &body,
+        &format!("secret {no_password} is malformed: missing field `password`"),
+    );
+
+    let not_json = create_secret(&f.secrets, "not-json", &json!("hunter2-not-json")).await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["MasterSecretArn"] = json!(not_json);
+    let body = f.invoke("Create", props, json!({})).await;
+    assert_failed_with(&body, "is malformed");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    assert!(!f.server.names("databases").await.contains(&"bp".to_owned()));
+}
+
+#[tokio::test]
+async fn an_unknown_extension_fails_naming_it() {
+    let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["Extensions"] = json!(["vector_not_installed"]);
+    let body = f.invoke("Create", props, json!({})).await;
+    assert_failed_with(&body, "extension `vector_not_installed` is not available");
+    assert!(
+        !f.server.names("databases").await.contains(&"bp".to_owned()),
+        "nothing created"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_before_the_deadline_with_the_connection_error() {
+    let server = MariaDb::start().await;
+    let f = Fixture::new(Server::Maria(server)).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (admin, password) = f.server.admin();
+    let mut secret = f.server.secret(admin, &password);
+    secret["port"] = json!(closed);
+    let arn = create_secret(&f.secrets, "unreachable", &secret).await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["MasterSecretArn"] = json!(arn);
+    let started = Instant::now();
+    let body = f
+        .invoke_within("Create", props, json!({}), Duration::from_secs(9))
+        .await;
+    let took = started.elapsed();
+    assert_failed_with(&body, "gave up connecting after");
+    assert_failed_with(&body, &format!("127.0.0.1:{closed}"));
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{body}"
+    );
+    // Retried until shortly before its answer-by point (6 s here: the Lambda deadline minus
+    // a third), then answered FAILED itself rather than being cut off by the timeout guard.
+    assert!(
+        took > Duration::from_secs(4) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+    assert!(
+        !body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out: the handler"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_master_password_is_not_retried_until_the_deadline() {
+    let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
+    let (admin, _) = f.server.admin();
+    let arn = create_secret(
+        &f.secrets,
+        "wrong",
+        &f.server.secret(admin, "not-the-password"),
+    )
+    .await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["MasterSecretArn"] = json!(arn);
+    let started = Instant::now();
+    let body = f.invoke("Create", props, json!({})).await;
+    assert_failed_with(&body, "gave up connecting after 3 attempt(s)");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The secret is the source of truth: a password changed in the secret is applied on the
+/// next run; a password that still logs in is left alone.
+async fn a_changed_secret_password_is_applied(server: Server) {
+    let f = Fixture::new(server).await;
+    let props = f.props(&["bp"], json!([f.app(&["bp"], "readwrite")]));
+    assert_success(&f.invoke("Create", props.clone(), json!({})).await);
+    f.secrets
+        .put_secret_value()
+        .secret_id(&f.app_arn)
+        .secret_string(json!({"username": "app", "password": "n3w-Pa55word-9e1f"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let body = f
+        .invoke(
+            "Update",
+            props.clone(),
+            json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
+        )
+        .await;
+    assert_success(&body);
+    f.server
+        .login("app", "n3w-Pa55word-9e1f", "bp")
+        .await
+        .unwrap();
+    assert!(f.server.login("app", APP_PASSWORD, "bp").await.is_err());
+
+    // Mid-rotation: secret-rotation has stored AWSPENDING and set it on the database, but
+    // not yet promoted it. rds-init must not put the current password back.
+    f.secrets
+        .put_secret_value()
+        .secret_id(&f.app_arn)
+        .secret_string(json!({"username": "app", "password": "pend1ng-Pa55word"}).to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    let mut admin = f.server.admin_connection().await;
+    let set = if f.server.is_postgres() {
+        "ALTER ROLE app PASSWORD 'pend1ng-Pa55word'"
+    } else {
+        "ALTER USER 'app'@'%' IDENTIFIED BY 'pend1ng-Pa55word'"
+    };
+    try_execute(&mut admin, set).await.unwrap();
+    let body = f
+        .invoke(
+            "Update",
+            props.clone(),
+            json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
+        )
+        .await;
+    assert_success(&body);
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("rotation is in progress"),
+        "{body}"
+    );
+    f.server
+        .login("app", "pend1ng-Pa55word", "bp")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn mariadb_a_changed_secret_password_is_applied() {
+    a_changed_secret_password_is_applied(Server::Maria(MariaDb::start().await)).await;
+}
+
+#[tokio::test]
+async fn postgres_a_changed_secret_password_is_applied() {
+    a_changed_secret_password_is_applied(Server::Pg(Postgres::start().await)).await;
+}
+
+#[tokio::test]
+async fn a_changed_endpoint_gets_a_new_physical_id_and_the_old_delete_touches_nothing() {
+    let f = Fixture::new(Server::Maria(MariaDb::start().await)).await;
+    let mut props = f.props(&["bp"], json!([]));
+    props["RemoveOnDelete"] = json!("true");
+    assert_success(&f.invoke("Create", props.clone(), json!({})).await);
+    let old_id = "tenant-databases@old-instance.example.com:3306";
+    let body = f
+        .invoke(
+            "Update",
+            props.clone(),
+            json!({"PhysicalResourceId": old_id, "OldResourceProperties": props}),
+        )
+        .await;
+    assert_success(&body);
+    assert_eq!(body["PhysicalResourceId"], f.physical_id());
+    // CloudFormation then deletes the old id with the old properties, whose secret now
+    // points at the new instance: nothing is dropped there.
+    let body = f
+        .invoke("Delete", props, json!({"PhysicalResourceId": old_id}))
+        .await;
+    assert_success(&body);
+    assert!(f.server.names("databases").await.contains(&"bp".to_owned()));
+}
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_password_appears_in_logs_or_responses() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let _guard = tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || {
+        writer.clone()
+    }));
+    let (maria, pg) = tokio::join!(MariaDb::start(), Postgres::start());
+    let mut passwords = vec![APP_PASSWORD.to_owned(), RO_PASSWORD.to_owned()];
+    for server in [Server::Maria(maria), Server::Pg(pg)] {
+        passwords.push(server.admin().1);
+        let f = Fixture::new(server).await;
+        let props = f.props(
+            &["bp"],
+            json!([f.app(&["bp"], "readwrite"), f.reporting(&["bp"])]),
+        );
+        assert_success(&f.invoke("Create", props.clone(), json!({})).await);
+        // A password change (logged as an action) and a failure that includes SQL errors.
+        f.secrets
+            .put_secret_value()
+            .secret_id(&f.app_arn)
+            .secret_string(json!({"username": "app", "password": "n3w-Pa55word-9e1f"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_success(&f.invoke("Create", props, json!({})).await);
+        let bodies: Vec<String> = f
+            .recorder
+            .requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        for password in passwords.iter().chain([&"n3w-Pa55word-9e1f".to_owned()]) {
+            for body in &bodies {
+                assert!(
+                    !body.contains(password.as_str()),
+                    "password in a response: {body}"
+                );
+            }
+        }
+    }
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("set the password of user `app` from its secret"),
+        "{text}"
+    );
+    for password in passwords.iter().chain([&"n3w-Pa55word-9e1f".to_owned()]) {
+        assert!(
+            !text.contains(password.as_str()),
+            "password {password} in the logs"
+        );
+    }
+}

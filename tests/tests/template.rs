@@ -1,0 +1,715 @@
+//! template.yaml as CloudFormation receives it: `scripts/render-template` expands Fn::ForEach
+//! (AWS::LanguageExtensions, with SAM CLI's own local processor) and runs the SAM transform
+//! (samtranslator) offline; these tests read the resulting JSON and check the wiring every
+//! function relies on, the VPC placement, the IAM guard rails, the dead-letter queues and one
+//! GPU group + idle alarm per workflow.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs scripts/render-template with the venv's Python; `overrides` are `Key=Value` parameters.
+fn render(overrides: &[&str]) -> Value {
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup first (it installs SAM CLI and aws-sam-translator \
+         into .venv/, which scripts/render-template needs)",
+        python.display()
+    );
+    let output = Command::new(&python)
+        .arg(root.join("scripts/render-template"))
+        .arg(root.join("template.yaml"))
+        .args(overrides)
+        .current_dir(&root)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("scripts/render-template runs");
+    assert!(
+        output.status.success(),
+        "scripts/render-template {overrides:?} failed ({}); run scripts/setup if the venv is \
+         incomplete:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("render-template prints JSON")
+}
+
+/// The template with its default parameters, rendered once for every test of this file.
+fn default_template() -> &'static Value {
+    static TEMPLATE: OnceLock<Value> = OnceLock::new();
+    TEMPLATE.get_or_init(|| render(&[]))
+}
+
+fn resources(template: &Value) -> &Map<String, Value> {
+    template["Resources"]
+        .as_object()
+        .expect("Resources is a map")
+}
+
+fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> {
+    resources(template)
+        .iter()
+        .filter(|(_, resource)| resource["Type"] == kind)
+        .collect()
+}
+
+fn resource<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
+    resources(template)
+        .get(logical_id)
+        .unwrap_or_else(|| panic!("resource {logical_id} is missing"))
+}
+
+fn get_att(logical_id: &str, attribute: &str) -> Value {
+    json!({ "Fn::GetAtt": [logical_id, attribute] })
+}
+
+fn reference(logical_id: &str) -> Value {
+    json!({ "Ref": logical_id })
+}
+
+/// `{"Ref": id}`, `{"Fn::Sub": "${id}"}`, or the string `"${id}"` that SAM CLI's local
+/// LanguageExtensions processor leaves of a `!Sub "${id}"` (it flattens Fn::Sub locally; the
+/// deployed template keeps Fn::Sub, CloudFormation expands Fn::ForEach itself).
+fn refers_to(value: &Value, logical_id: &str) -> bool {
+    let sub = format!("${{{logical_id}}}");
+    *value == reference(logical_id)
+        || value.as_str() == Some(sub.as_str())
+        || value["Fn::Sub"].as_str() == Some(sub.as_str())
+}
+
+/// Evaluates a condition made of Fn::Not / Fn::Equals over values the local expansion resolved
+/// (parameters are substituted by their defaults or overrides).
+fn evaluate(condition: &Value) -> bool {
+    if let Some(inner) = condition.get("Fn::Not") {
+        return !evaluate(&inner[0]);
+    }
+    if let Some(pair) = condition.get("Fn::Equals") {
+        assert!(
+            pair[0].is_string() && pair[1].is_string(),
+            "unresolved: {condition}"
+        );
+        return pair[0] == pair[1];
+    }
+    panic!("cannot evaluate condition {condition}")
+}
+
+/// A value that is a string or a list of strings, as IAM allows for Action and Resource.
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// Every statement of every identity policy: inline role policies and AWS::IAM::Policy.
+fn iam_statements(template: &Value) -> Vec<(String, &Value)> {
+    let mut statements = Vec::new();
+    for (id, role) in of_type(template, "AWS::IAM::Role") {
+        for policy in role["Properties"]["Policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for statement in one_or_many(&policy["PolicyDocument"]["Statement"]) {
+                statements.push((format!("{id}/{}", policy["PolicyName"]), statement));
+            }
+        }
+    }
+    for (id, policy) in of_type(template, "AWS::IAM::Policy") {
+        for statement in one_or_many(&policy["Properties"]["PolicyDocument"]["Statement"]) {
+            statements.push((id.clone(), statement));
+        }
+    }
+    statements
+}
+
+fn actions(statement: &Value) -> Vec<String> {
+    one_or_many(&statement["Action"])
+        .into_iter()
+        .map(|action| action.as_str().expect("actions are strings").to_owned())
+        .collect()
+}
+
+/// Read-only by name: Describe*, Get*, List* (the IAM access levels List and Read); anything
+/// else, and any wildcard, counts as a write.
+fn is_read_only(action: &str) -> bool {
+    let name = action.split_once(':').map_or(action, |(_, name)| name);
+    !name.contains('*')
+        && ["Describe", "Get", "List"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// The function's role, by the function's Role property (SAM names it <Function>Role).
+fn role_statements<'a>(template: &'a Value, function: &str) -> Vec<&'a Value> {
+    let role_ref = &resource(template, function)["Properties"]["Role"];
+    let role_id = role_ref["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{function}: Role is not a GetAtt of a role in this stack"));
+    let role = resource(template, role_id);
+    role["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| one_or_many(&policy["PolicyDocument"]["Statement"]))
+        .collect()
+}
+
+fn env_vars<'a>(template: &'a Value, function: &str) -> &'a Map<String, Value> {
+    resource(template, function)["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{function} has no environment variables"))
+}
+
+/// EventBridge rules whose targets include `function`.
+fn rules_targeting<'a>(template: &'a Value, function: &str) -> Vec<(&'a String, &'a Value)> {
+    let arn = get_att(function, "Arn");
+    of_type(template, "AWS::Events::Rule")
+        .into_iter()
+        .filter(|(_, rule)| {
+            one_or_many(&rule["Properties"]["Targets"])
+                .iter()
+                .any(|target| target["Arn"] == arn)
+        })
+        .collect()
+}
+
+const FUNCTIONS: [&str; 5] = [
+    "ScaleToZeroFunction",
+    "RdsInitFunction",
+    "SecretRotationFunction",
+    "SpotInterruptionFunction",
+    "DeployGateFunction",
+];
+
+#[test]
+fn every_function_is_rust_on_arm64_with_json_logs() {
+    let template = default_template();
+    let functions = of_type(template, "AWS::Lambda::Function");
+    let ids: BTreeSet<&str> = functions.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, FUNCTIONS.into_iter().collect(), "the five functions");
+    for (id, function) in functions {
+        let properties = &function["Properties"];
+        assert_eq!(properties["Runtime"], "provided.al2023", "{id}");
+        assert_eq!(properties["Architectures"], json!(["arm64"]), "{id}");
+        assert_eq!(properties["LoggingConfig"]["LogFormat"], "JSON", "{id}");
+        let timeout = properties["Timeout"].as_u64().expect("Timeout");
+        assert!((1..=900).contains(&timeout), "{id}: timeout {timeout}");
+    }
+}
+
+#[test]
+fn scale_to_zero_gets_the_idle_topic_the_one_minute_schedule_and_its_env() {
+    let template = default_template();
+    let subscriptions: Vec<_> = of_type(template, "AWS::SNS::Subscription")
+        .into_iter()
+        .filter(|(_, s)| s["Properties"]["Endpoint"] == get_att("ScaleToZeroFunction", "Arn"))
+        .collect();
+    assert_eq!(
+        subscriptions.len(),
+        1,
+        "one SNS subscription: {subscriptions:?}"
+    );
+    let subscription = &subscriptions[0].1["Properties"];
+    assert_eq!(subscription["Protocol"], "lambda");
+    assert_eq!(subscription["TopicArn"], reference("IdleAlarmTopic"));
+
+    let rules = rules_targeting(template, "ScaleToZeroFunction");
+    assert_eq!(rules.len(), 1, "one schedule: {rules:?}");
+    assert_eq!(
+        rules[0].1["Properties"]["ScheduleExpression"],
+        "rate(1 minute)"
+    );
+
+    let permissions: BTreeSet<String> = of_type(template, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(_, p)| p["Properties"]["FunctionName"] == reference("ScaleToZeroFunction"))
+        .map(|(_, p)| p["Properties"]["Principal"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        permissions,
+        ["events.amazonaws.com", "sns.amazonaws.com"]
+            .map(String::from)
+            .into(),
+        "SNS and EventBridge may invoke scale-to-zero"
+    );
+
+    let env = env_vars(template, "ScaleToZeroFunction");
+    for variable in [
+        "QUEUE_METRIC_NAMESPACE",
+        "QUEUE_METRIC_NAME",
+        "WORKFLOW_DIMENSION",
+        "TARGET_BACKLOG_PER_INSTANCE",
+    ] {
+        assert!(env.contains_key(variable), "scale-to-zero: {variable}");
+    }
+    assert_eq!(env["NOTIFY_TOPIC_ARN"], reference("FleetEventsTopic"));
+    assert!(
+        !resource(template, "ScaleToZeroFunction")["Properties"]["DeadLetterConfig"]["TargetArn"]
+            .is_null(),
+        "asynchronous failures of scale-to-zero go to a dead-letter queue"
+    );
+}
+
+#[test]
+fn spot_interruption_gets_the_three_ec2_and_autoscaling_events() {
+    let template = default_template();
+    let mut detail_types: Vec<(String, String)> =
+        rules_targeting(template, "SpotInterruptionFunction")
+            .into_iter()
+            .map(|(_, rule)| {
+                let pattern = &rule["Properties"]["EventPattern"];
+                (
+                    pattern["source"][0].as_str().unwrap().to_owned(),
+                    pattern["detail-type"][0].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+    detail_types.sort();
+    assert_eq!(
+        detail_types,
+        vec![
+            (
+                "aws.autoscaling".into(),
+                "EC2 Instance-terminate Lifecycle Action".into()
+            ),
+            (
+                "aws.ec2".into(),
+                "EC2 Instance Rebalance Recommendation".into()
+            ),
+            (
+                "aws.ec2".into(),
+                "EC2 Spot Instance Interruption Warning".into()
+            ),
+        ]
+    );
+    let env = env_vars(template, "SpotInterruptionFunction");
+    assert_eq!(env["FLEET_TOPIC_ARN"], reference("FleetEventsTopic"));
+    assert!(env.contains_key("METRIC_NAMESPACE"));
+
+    // The groups must have the terminate hook, or the lifecycle events never fire.
+    for (id, group) in of_type(template, "AWS::AutoScaling::AutoScalingGroup") {
+        let hooks = group["Properties"]["LifecycleHookSpecificationList"].to_string();
+        assert!(
+            hooks.contains("autoscaling:EC2_INSTANCE_TERMINATING"),
+            "{id}: {hooks}"
+        );
+    }
+}
+
+#[test]
+fn rds_init_serves_tenant_databases_after_the_database() {
+    let template = default_template();
+    let custom: Vec<_> = of_type(template, "Custom::TenantDatabases");
+    assert_eq!(custom.len(), 1);
+    let properties = &custom[0].1["Properties"];
+    assert_eq!(
+        properties["ServiceToken"],
+        get_att("RdsInitFunction", "Arn")
+    );
+    // The attachment's Ref is the secret ARN, and it exists only once the DB does.
+    assert_eq!(
+        properties["MasterSecretArn"],
+        reference("DbMasterSecretAttachment")
+    );
+    assert_eq!(
+        resource(template, "DbMasterSecretAttachment")["Properties"]["TargetId"],
+        reference("Database")
+    );
+    assert_eq!(
+        properties["Databases"],
+        json!(["bp", "tenant_pool_1", "tenant_pool_2"])
+    );
+    assert_eq!(
+        properties["Users"][0]["SecretArn"],
+        reference("AppUserSecret")
+    );
+    assert_eq!(properties["Users"][0]["Access"], "readwrite");
+
+    let database = &resource(template, "Database")["Properties"];
+    assert_eq!(database["Engine"], "mariadb");
+    assert_eq!(database["EngineVersion"], "10.11");
+    assert_eq!(database["DBInstanceClass"], "db.t4g.small");
+    assert_eq!(database["PubliclyAccessible"], false);
+}
+
+#[test]
+fn secret_rotation_rotates_both_secrets_every_30_days_app_user_alternating() {
+    let template = default_template();
+    let schedules = of_type(template, "AWS::SecretsManager::RotationSchedule");
+    let secrets: BTreeSet<String> = schedules
+        .iter()
+        .map(|(id, schedule)| {
+            let properties = &schedule["Properties"];
+            assert_eq!(
+                properties["RotationLambdaARN"],
+                get_att("SecretRotationFunction", "Arn"),
+                "{id}"
+            );
+            assert_eq!(
+                properties["RotationRules"]["AutomaticallyAfterDays"], 30,
+                "{id}"
+            );
+            properties["SecretId"]["Ref"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        ["AppUserSecret", "DbMasterSecretAttachment"]
+            .map(String::from)
+            .into()
+    );
+    let app_secret = resource(template, "AppUserSecret")["Properties"]["GenerateSecretString"]
+        ["SecretStringTemplate"]
+        .to_string();
+    assert!(app_secret.contains("masterarn"), "{app_secret}");
+    assert!(app_secret.contains("DbMasterSecret"), "{app_secret}");
+
+    let invoke = of_type(template, "AWS::Lambda::Permission")
+        .into_iter()
+        .any(|(_, p)| {
+            p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+                && p["Properties"]["FunctionName"] == get_att("SecretRotationFunction", "Arn")
+        });
+    assert!(invoke, "Secrets Manager may invoke the rotation function");
+}
+
+#[test]
+fn deploy_gate_is_optional_and_publishes_to_alerts() {
+    let template = default_template();
+    let gates = of_type(template, "Custom::DeployGate");
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].1["Condition"], "HasGateAlarms");
+    assert!(
+        !evaluate(&template["Conditions"]["HasGateAlarms"]),
+        "no gate without GateAlarmNames: {}",
+        template["Conditions"]["HasGateAlarms"]
+    );
+    assert_eq!(
+        env_vars(template, "DeployGateFunction")["ALERT_TOPIC_ARN"],
+        reference("AlertsTopic")
+    );
+
+    let gated = render(&["GateAlarmNames=api-5xx,api-latency"]);
+    let gates = of_type(&gated, "Custom::DeployGate");
+    assert_eq!(gates.len(), 1);
+    let properties = &gates[0].1["Properties"];
+    assert_eq!(
+        properties["ServiceToken"],
+        get_att("DeployGateFunction", "Arn")
+    );
+    assert_eq!(gates[0].1["Condition"], "HasGateAlarms");
+    assert!(
+        evaluate(&gated["Conditions"]["HasGateAlarms"]),
+        "GateAlarmNames set -> gate"
+    );
+}
+
+#[test]
+fn only_the_two_database_functions_run_in_the_private_subnets() {
+    let template = default_template();
+    let private = json!([reference("PrivateSubnetA"), reference("PrivateSubnetB")]);
+    for function in FUNCTIONS {
+        let vpc = &resource(template, function)["Properties"]["VpcConfig"];
+        if matches!(function, "RdsInitFunction" | "SecretRotationFunction") {
+            assert_eq!(vpc["SubnetIds"], private, "{function}");
+            assert_eq!(
+                vpc["SecurityGroupIds"],
+                json!([reference("FunctionSecurityGroup")]),
+                "{function}"
+            );
+        } else {
+            assert!(vpc.is_null(), "{function} must not run in the VPC: {vpc}");
+        }
+    }
+    // Private means: out through the NAT gateway, not the internet gateway.
+    let routes = of_type(template, "AWS::EC2::Route");
+    assert!(routes.iter().any(|(_, r)| {
+        r["Properties"]["RouteTableId"] == reference("PrivateRouteTable")
+            && r["Properties"]["NatGatewayId"] == reference("NatGateway")
+    }));
+    // The database accepts 3306 from the functions' group and nothing else.
+    let ingress: Vec<_> = of_type(template, "AWS::EC2::SecurityGroupIngress")
+        .into_iter()
+        .filter(|(_, r)| r["Properties"]["GroupId"] == reference("DatabaseSecurityGroup"))
+        .collect();
+    assert_eq!(ingress.len(), 1);
+    let rule = &ingress[0].1["Properties"];
+    assert_eq!(
+        rule["SourceSecurityGroupId"],
+        reference("FunctionSecurityGroup")
+    );
+    assert_eq!(
+        (rule["FromPort"].as_u64(), rule["ToPort"].as_u64()),
+        (Some(3306), Some(3306))
+    );
+    assert!(
+        resource(template, "DatabaseSecurityGroup")["Properties"]["SecurityGroupIngress"].is_null()
+    );
+}
+
+#[test]
+fn auto_scaling_writes_require_the_managed_tag() {
+    let template = default_template();
+    let mut seen = BTreeSet::new();
+    for (policy, statement) in iam_statements(template) {
+        for action in actions(statement) {
+            if !action.starts_with("autoscaling:") || is_read_only(&action) {
+                continue;
+            }
+            assert_eq!(
+                statement["Condition"]["StringEquals"]["autoscaling:ResourceTag/orchestrator:managed"],
+                "true",
+                "{policy}: {action} without the orchestrator:managed=true condition: {statement}"
+            );
+            seen.insert(action);
+        }
+    }
+    for action in [
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:DetachInstances",
+        "autoscaling:CompleteLifecycleAction",
+    ] {
+        assert!(
+            seen.contains(action),
+            "{action} is granted somewhere: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn no_policy_grants_a_write_action_on_star_without_a_condition() {
+    let template = default_template();
+    let statements = iam_statements(template);
+    assert!(
+        statements.len() >= 10,
+        "policies were found: {}",
+        statements.len()
+    );
+    for (policy, statement) in statements {
+        if statement["Effect"] != "Allow" || !statement["Condition"].is_null() {
+            continue;
+        }
+        let on_star = one_or_many(&statement["Resource"])
+            .iter()
+            .any(|resource| resource.as_str() == Some("*"));
+        if !on_star {
+            continue;
+        }
+        for action in actions(statement) {
+            assert!(
+                is_read_only(&action),
+                "{policy}: {action} on \"*\" without a condition: {statement}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_only_managed_policies_are_the_lambda_service_ones() {
+    let template = default_template();
+    for (id, role) in of_type(template, "AWS::IAM::Role") {
+        for arn in role["Properties"]["ManagedPolicyArns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let arn = arn.to_string();
+            assert!(
+                arn.ends_with("policy/service-role/AWSLambdaBasicExecutionRole\"")
+                    || arn.ends_with("policy/service-role/AWSLambdaVPCAccessExecutionRole\""),
+                "{id}: unexpected managed policy {arn}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metric_writes_and_secret_access_are_scoped() {
+    let template = default_template();
+    for (policy, statement) in iam_statements(template) {
+        let actions = actions(statement);
+        if actions.iter().any(|a| a == "cloudwatch:PutMetricData") {
+            assert!(
+                !statement["Condition"]["StringEquals"]["cloudwatch:namespace"].is_null(),
+                "{policy}: PutMetricData without a namespace condition"
+            );
+        }
+        let secret_actions: Vec<_> = actions
+            .iter()
+            .filter(|a| {
+                a.starts_with("secretsmanager:") && *a != "secretsmanager:GetRandomPassword"
+            })
+            .collect();
+        if !secret_actions.is_empty() {
+            for resource in one_or_many(&statement["Resource"]) {
+                assert!(
+                    *resource == reference("DbMasterSecret")
+                        || *resource == reference("AppUserSecret"),
+                    "{policy}: {secret_actions:?} on {resource} (only the suite's secrets)"
+                );
+            }
+        }
+    }
+    // The namespaces are the ones the functions write to.
+    let namespace_of = |function: &str| {
+        role_statements(template, function)
+            .into_iter()
+            .find(|s| actions(s).iter().any(|a| a == "cloudwatch:PutMetricData"))
+            .map(|s| s["Condition"]["StringEquals"]["cloudwatch:namespace"].clone())
+    };
+    assert_eq!(
+        namespace_of("ScaleToZeroFunction"),
+        Some(json!("Orchestrator/Queue"))
+    );
+    assert_eq!(
+        namespace_of("SpotInterruptionFunction"),
+        Some(json!("Orchestrator/Fleet"))
+    );
+}
+
+#[test]
+fn eventbridge_targets_have_a_dead_letter_queue_and_a_retry_policy() {
+    let template = default_template();
+    let rules = of_type(template, "AWS::Events::Rule");
+    assert!(
+        rules.len() >= 4,
+        "schedule + three EC2/ASG rules: {}",
+        rules.len()
+    );
+    let dlq_arn = get_att("EventDeadLetterQueue", "Arn");
+    for (id, rule) in &rules {
+        for target in one_or_many(&rule["Properties"]["Targets"]) {
+            assert_eq!(target["DeadLetterConfig"]["Arn"], dlq_arn, "{id}");
+            assert!(
+                target["RetryPolicy"]["MaximumRetryAttempts"].is_u64(),
+                "{id}"
+            );
+        }
+    }
+    // EventBridge may write to the queue, for exactly these rules.
+    let policy = &resource(template, "EventDeadLetterQueuePolicy")["Properties"]["PolicyDocument"];
+    let allowed: BTreeSet<String> =
+        one_or_many(&policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"])
+            .into_iter()
+            .map(|arn| arn["Fn::GetAtt"][0].as_str().unwrap().to_owned())
+            .collect();
+    let rule_ids: BTreeSet<String> = rules.iter().map(|(id, _)| (*id).clone()).collect();
+    assert_eq!(allowed, rule_ids);
+    // Every dead-letter queue has a depth alarm on the alerts topic.
+    for queue in ["EventDeadLetterQueue", "FunctionDeadLetterQueue"] {
+        let alarmed = of_type(template, "AWS::CloudWatch::Alarm")
+            .into_iter()
+            .any(|(_, a)| {
+                a["Properties"]["Dimensions"][0]["Value"] == get_att(queue, "QueueName")
+                    && a["Properties"]["AlarmActions"] == json!([reference("AlertsTopic")])
+            });
+        assert!(alarmed, "{queue} has a depth alarm");
+    }
+}
+
+/// One launch template, group, scaling policy and idle alarm per workflow, tagged and wired.
+fn assert_one_group_and_alarm_per_workflow(template: &Value, workflows: &[&str]) {
+    let groups = of_type(template, "AWS::AutoScaling::AutoScalingGroup");
+    assert_eq!(groups.len(), workflows.len(), "groups: {groups:?}");
+    let idle_alarms: Vec<_> = of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, a)| a["Properties"]["AlarmActions"] == json!([reference("IdleAlarmTopic")]))
+        .collect();
+    assert_eq!(idle_alarms.len(), workflows.len(), "idle alarms");
+    assert_eq!(
+        of_type(template, "AWS::AutoScaling::ScalingPolicy").len(),
+        workflows.len()
+    );
+    for workflow in workflows {
+        let group = &resource(template, &format!("WorkerGroup{workflow}"))["Properties"];
+        assert_eq!(group["MinSize"], "0", "{workflow}");
+        assert_eq!(group["CapacityRebalance"], true, "{workflow}");
+        let distribution = &group["MixedInstancesPolicy"]["InstancesDistribution"];
+        assert_eq!(distribution["OnDemandBaseCapacity"], 0, "{workflow}");
+        assert_eq!(
+            distribution["OnDemandPercentageAboveBaseCapacity"], 0,
+            "{workflow}: 100% Spot"
+        );
+        let tags = group["Tags"].as_array().expect("Tags");
+        for (key, value) in [
+            ("orchestrator:managed", "true"),
+            ("orchestrator:workflow", *workflow),
+        ] {
+            assert!(
+                tags.iter().any(|t| t["Key"] == key
+                    && t["Value"] == value
+                    && t["PropagateAtLaunch"] == true),
+                "{workflow}: tag {key}={value} propagated at launch: {tags:?}"
+            );
+        }
+        let alarm = &resource(template, &format!("WorkerIdleAlarm{workflow}"))["Properties"];
+        assert_eq!(alarm["MetricName"], "QueueDepth", "{workflow}");
+        assert_eq!(alarm["Dimensions"][0]["Value"], *workflow, "{workflow}");
+        assert_eq!(alarm["Threshold"], 0, "{workflow}");
+        assert_eq!(alarm["ComparisonOperator"], "LessThanOrEqualToThreshold");
+        let minutes =
+            alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
+        assert_eq!(minutes, 15 * 60, "{workflow}: 15 minutes");
+        assert_eq!(alarm["TreatMissingData"], "notBreaching", "{workflow}");
+
+        let policy = &resource(template, &format!("WorkerBacklogPolicy{workflow}"))["Properties"];
+        let metric = &policy["TargetTrackingConfiguration"]["CustomizedMetricSpecification"];
+        assert_eq!(metric["MetricName"], "BacklogPerInstance", "{workflow}");
+        assert_eq!(metric["Dimensions"][0]["Value"], *workflow, "{workflow}");
+    }
+}
+
+#[test]
+fn one_spot_group_and_idle_alarm_per_default_workflow() {
+    assert_one_group_and_alarm_per_workflow(default_template(), &["img2vid", "vid2vid"]);
+}
+
+#[test]
+fn three_workflows_give_three_groups_and_alarms() {
+    let template = render(&["Workflows=img2vid,vid2vid,txt2img"]);
+    assert_one_group_and_alarm_per_workflow(&template, &["img2vid", "vid2vid", "txt2img"]);
+    let outputs = template["Outputs"].as_object().expect("Outputs");
+    for workflow in ["img2vid", "vid2vid", "txt2img"] {
+        assert!(
+            outputs.contains_key(&format!("WorkerGroup{workflow}Name")),
+            "{workflow}"
+        );
+    }
+}
+
+#[test]
+fn function_errors_and_throttles_alarm_on_the_alerts_topic() {
+    let template = default_template();
+    for function in FUNCTIONS {
+        for metric in ["Errors", "Throttles"] {
+            let alarm = &resource(template, &format!("{function}{metric}"))["Properties"];
+            assert_eq!(alarm["MetricName"], metric);
+            let dimension = &alarm["Dimensions"][0]["Value"];
+            assert!(
+                refers_to(dimension, function),
+                "{function}{metric}: {dimension}"
+            );
+            assert_eq!(alarm["AlarmActions"], json!([reference("AlertsTopic")]));
+        }
+    }
+    let rotation_failed = &resource(template, "RotationFailedRule")["Properties"];
+    assert_eq!(
+        rotation_failed["Targets"][0]["Arn"],
+        reference("AlertsTopic")
+    );
+}
