@@ -244,9 +244,9 @@ async fn single_user_rotation_on_both_engines_with_hostile_passwords_and_no_pass
     let lines = Lines::default();
     let writer = lines.clone();
     // As main.rs installs it.
-    let _guard = tracing::subscriber::set_default(secret_rotation::without_statement_text(
-        shared::telemetry::json_subscriber(move || writer.clone()),
-    ));
+    let _guard = tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || {
+        writer.clone()
+    }));
     let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
     let maria_admin = maria.admin_pool().await;
     sqlx::query("CREATE USER 'app'@'%' IDENTIFIED BY 'Old-password-1'")

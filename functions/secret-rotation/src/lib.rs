@@ -23,19 +23,6 @@ use serde_json::{Value, json};
 use shared::database::{ConnectError, DatabaseSecret};
 use step::{RotationEventError, RotationRequest, RotationStep};
 
-/// The log subscriber with sqlx's statement events (`sqlx::query`: DEBUG, and WARN for a
-/// statement slower than 1 s) removed: they print the SQL text, and the password statements
-/// carry the new password as a literal.
-pub fn without_statement_text<S>(subscriber: S) -> impl tracing::Subscriber + Send + Sync
-where
-    S: tracing::Subscriber + Send + Sync,
-{
-    use tracing_subscriber::layer::SubscriberExt;
-    subscriber.with(tracing_subscriber::filter::filter_fn(|metadata| {
-        !metadata.target().starts_with("sqlx::query")
-    }))
-}
-
 /// Why a rotation step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -622,41 +609,5 @@ fn same_database(
                 current.port
             ),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn sqlx_statement_text_never_reaches_the_logs() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber =
-            super::without_statement_text(shared::telemetry::json_subscriber(move || {
-                writer.clone()
-            }));
-        tracing::subscriber::with_default(subscriber, || {
-            // What sqlx logs for a slow statement, at a level the default filter lets through.
-            tracing::warn!(target: "sqlx::query", statement = "SET PASSWORD = PASSWORD('hunter2')", "slow statement");
-            tracing::warn!("an ordinary warning");
-        });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        assert!(text.contains("an ordinary warning"), "{text}");
-        assert!(!text.contains("hunter2"), "{text}");
     }
 }

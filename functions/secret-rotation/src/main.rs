@@ -4,10 +4,8 @@ use shared::env_config::EnvVars;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // shared::telemetry's JSON subscriber, minus sqlx's statement text (it would carry passwords).
-    let _ = tracing::subscriber::set_global_default(secret_rotation::without_statement_text(
-        shared::telemetry::json_subscriber(std::io::stdout),
-    ));
+    // sqlx's statement logging is off in shared::database, so no password reaches a log line.
+    shared::telemetry::init_tracing();
     let config = RotationConfig::from_env(&EnvVars::from_process())?;
     let aws = shared::aws::load_aws_config().await;
     let rotator = Rotator::new(aws_sdk_secretsmanager::Client::new(&aws), config);
