@@ -1,6 +1,7 @@
 //! deploy-gate against moto through the real Rust SDK (CloudWatch through the CBOR bridge):
 //! alarms set with `SetAlarmState`, ALB metrics put with `PutMetricData`, verdicts read back
-//! from an SQS queue subscribed to the alert topic, CloudFormation answers over real HTTP.
+//! from an SQS queue subscribed to the alert topic, CloudFormation answers over real HTTP,
+//! stack statuses read from a real moto stack.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ struct Stage {
     _bridge: CborBridge,
     function: DeployGate,
     cloudwatch: aws_sdk_cloudwatch::Client,
+    cloudformation: aws_sdk_cloudformation::Client,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
 }
@@ -39,6 +41,7 @@ impl Stage {
         );
         let sns = aws_sdk_sns::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);
         let topic_arn = sns
             .create_topic()
             .name("alerts")
@@ -79,6 +82,7 @@ impl Stage {
                 cloudwatch.clone(),
                 sns,
                 aws_sdk_codedeploy::Client::new(&sdk),
+                cloudformation.clone(),
             ),
             Responder::new()
                 .unwrap()
@@ -89,6 +93,7 @@ impl Stage {
             _bridge: bridge,
             function,
             cloudwatch,
+            cloudformation,
             sqs,
             queue_url,
         }
@@ -449,4 +454,83 @@ async fn custom_resource_fails_with_reasons_succeeds_on_pass_and_deletes_nothing
         "Delete reads nothing: {:?}",
         stage.moto.recorded_actions()
     );
+}
+
+#[tokio::test]
+async fn an_update_of_a_stack_that_is_not_rolling_back_is_still_gated() {
+    let stage = Stage::start().await;
+    let recorder = CfnResponseRecorder::start().await;
+    // A real stack, so DescribeStacks answers with a status (CREATE_COMPLETE) rather than an error.
+    let stack_id = stage
+        .cloudformation
+        .create_stack()
+        .stack_name("orchestrator")
+        .template_body(json!({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .stack_id
+        .unwrap();
+    let status = stage
+        .cloudformation
+        .describe_stacks()
+        .stack_name(&stack_id)
+        .send()
+        .await
+        .unwrap()
+        .stacks()[0]
+        .stack_status()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(
+        status.ends_with("_COMPLETE") && !status.contains("ROLLBACK"),
+        "{status}"
+    );
+    stage.alarm("api-5xx", StateValue::Alarm).await;
+    stage.moto.clear_recording().await;
+    let properties = json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:gate",
+        "Release": "2026.11.22-2", "AlarmNames": ["api-5xx"], "BakeSeconds": "2", "PollSeconds": "1",
+    });
+    let update = json!({
+        "RequestType": "Update",
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:gate",
+        "ResponseURL": recorder.response_url("update"),
+        "StackId": stack_id,
+        "RequestId": "req-update",
+        "LogicalResourceId": "DeployGate",
+        "PhysicalResourceId": "DeployGate-req-create",
+        "ResourceType": "Custom::DeployGate",
+        "ResourceProperties": properties,
+        "OldResourceProperties": properties,
+    });
+
+    stage
+        .function
+        .handle(LambdaEvent::new(update, context(Duration::from_secs(60))))
+        .await
+        .unwrap();
+
+    let answers: Vec<Value> = recorder.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["Status"], "FAILED", "{}", answers[0]);
+    let reason = answers[0]["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("breached") && reason.contains("alarm:api-5xx"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("could not be read"),
+        "the status was read: {reason}"
+    );
+    assert_eq!(answers[0]["PhysicalResourceId"], "DeployGate-req-create");
+    let calls = stage.moto.recorded_actions();
+    assert!(
+        calls.iter().any(|a| a == "cloudformation:DescribeStacks"),
+        "the stack status was asked for: {calls:?}"
+    );
+    let published = stage.published().await;
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].1, "fail");
 }

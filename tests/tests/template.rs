@@ -420,6 +420,30 @@ fn deploy_gate_is_optional_and_publishes_to_alerts() {
 }
 
 #[test]
+fn deploy_gate_reads_the_status_of_its_own_stack_only() {
+    let template = default_template();
+    // Any grant of a CloudFormation action, anywhere: only the gate's DescribeStacks.
+    let grants: Vec<(String, &Value)> = iam_statements(template)
+        .into_iter()
+        .filter(|(_, s)| actions(s).iter().any(|a| a.starts_with("cloudformation:")))
+        .collect();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    let (policy, statement) = &grants[0];
+    assert!(policy.starts_with("DeployGateFunctionRole/"), "{policy}");
+    assert_eq!(statement["Effect"], "Allow");
+    assert_eq!(actions(statement), ["cloudformation:DescribeStacks"]);
+    assert_eq!(
+        one_or_many(&statement["Resource"]),
+        [&reference("AWS::StackId")],
+        "{policy}: scoped to the stack the gate belongs to"
+    );
+    assert!(
+        role_statements(template, "DeployGateFunction").contains(statement),
+        "the function's own role has it"
+    );
+}
+
+#[test]
 fn only_the_two_database_functions_run_in_the_private_subnets() {
     let template = default_template();
     let private = json!([reference("PrivateSubnetA"), reference("PrivateSubnetB")]);

@@ -1,5 +1,6 @@
-//! The AWS adapter: reads alarm states and ALB metrics for the pure verdict, publishes
-//! verdicts and answers CodeDeploy. Nothing here decides anything.
+//! The AWS adapter: reads alarm states and ALB metrics for the pure verdict and the stack
+//! status for the rollback check, publishes verdicts and answers CodeDeploy. Nothing here
+//! decides anything.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,6 +64,7 @@ pub struct AwsGate {
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
     codedeploy: aws_sdk_codedeploy::Client,
+    cloudformation: aws_sdk_cloudformation::Client,
 }
 
 impl Observer for AwsGate {
@@ -86,12 +88,37 @@ impl AwsGate {
         cloudwatch: aws_sdk_cloudwatch::Client,
         sns: aws_sdk_sns::Client,
         codedeploy: aws_sdk_codedeploy::Client,
+        cloudformation: aws_sdk_cloudformation::Client,
     ) -> Self {
         AwsGate {
             cloudwatch,
             sns,
             codedeploy,
+            cloudformation,
         }
+    }
+
+    /// The status name of the stack (`UPDATE_ROLLBACK_IN_PROGRESS`, …); a stack
+    /// `DescribeStacks` does not return is an error.
+    pub async fn stack_status(&self, stack_id: &str) -> Result<String, AwsError> {
+        let operation = || format!("DescribeStacks ({stack_id})");
+        let answer = self
+            .cloudformation
+            .describe_stacks()
+            .stack_name(stack_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(operation(), e))?;
+        answer
+            .stacks()
+            .iter()
+            .find_map(|stack| stack.stack_status())
+            .map(|status| status.as_str().to_owned())
+            .ok_or_else(|| AwsError {
+                operation: operation(),
+                message: "no such stack".to_owned(),
+                transient: false,
+            })
     }
 
     /// States of the named alarms (metric and composite) that exist.

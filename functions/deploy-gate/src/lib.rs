@@ -2,13 +2,15 @@
 //! resource, a CodeDeploy hook or a CI step.
 //!
 //! `entry` tells the three apart, `gate` reads the one definition they share, `bake` polls
-//! and `verdict` decides (pure); `aws` reads CloudWatch and reports through SNS and CodeDeploy.
+//! and `verdict` decides (pure), `rollback` lets CloudFormation's rollbacks through (pure);
+//! `aws` reads CloudWatch and CloudFormation and reports through SNS and CodeDeploy.
 
 pub mod aws;
 pub mod bake;
 pub mod config;
 pub mod entry;
 pub mod gate;
+pub mod rollback;
 pub mod verdict;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +29,7 @@ use crate::aws::{AwsError, AwsGate};
 use crate::bake::{BakeOutcome, bake};
 use crate::config::Config;
 use crate::gate::{Gate, GateDefinition, InvalidGate, NoData};
+use crate::rollback::{StackStatus, UpdateGating, update_gating};
 use crate::verdict::{CheckResult, Decision};
 
 /// Kept back before the Lambda deadline for answering (direct invoke and CodeDeploy); never
@@ -34,6 +37,8 @@ use crate::verdict::{CheckResult, Decision};
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// Assumed when the context carries no deadline (a hand-built event).
 const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
+/// Longest the stack status may take to read; a slow answer must not eat the bake's time.
+const STACK_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,7 @@ impl Verdict {
             Decision::Pass => "pass",
             Decision::Fail => "fail",
             Decision::Inconclusive => "inconclusive",
+            Decision::Skipped => "skipped",
         }
     }
 }
@@ -297,7 +303,8 @@ fn verdict_of(gate: &Gate, trigger: Trigger, outcome: BakeOutcome) -> Verdict {
 }
 
 /// `Custom::DeployGate`: Create and Update bake (`Release` changes per deploy so an Update
-/// arrives every time); Delete only reads nothing and succeeds.
+/// arrives every time), except an Update while the stack rolls back; Delete reads nothing and
+/// succeeds (a rolled-back Create arrives as a Delete).
 impl CustomResource for DeployGate {
     type Properties = GateDefinition;
 
@@ -306,7 +313,7 @@ impl CustomResource for DeployGate {
         request: &Request,
         properties: GateDefinition,
     ) -> Result<Outcome, BoxError> {
-        self.custom_resource(request, properties).await
+        self.custom_resource(request, properties, None).await
     }
 
     async fn update(
@@ -315,7 +322,17 @@ impl CustomResource for DeployGate {
         properties: GateDefinition,
         _old: Option<GateDefinition>,
     ) -> Result<Outcome, BoxError> {
-        self.custom_resource(request, properties).await
+        let status = self.stack_status(&request.stack_id).await;
+        match update_gating(&status) {
+            UpdateGating::SkipRollback => Ok(self.skip_rollback(request, properties).await),
+            UpdateGating::Gate { status_unread } => {
+                if let Some(why) = &status_unread {
+                    tracing::warn!(stack_id = %request.stack_id, %why, "the stack status could not be read; gating the update as usual");
+                }
+                self.custom_resource(request, properties, status_unread.as_deref())
+                    .await
+            }
+        }
     }
 
     async fn delete(&self, _: &Request, _: GateDefinition) -> Result<Outcome, BoxError> {
@@ -324,10 +341,13 @@ impl CustomResource for DeployGate {
 }
 
 impl DeployGate {
+    /// Bakes. `status_unread` (why the stack status is unknown) goes into a FAILED reason:
+    /// if this was a rollback, it tells the operator why the gate blocked it.
     async fn custom_resource(
         &self,
         request: &Request,
         properties: GateDefinition,
+        status_unread: Option<&str>,
     ) -> Result<Outcome, BoxError> {
         let gate = properties.validate()?;
         let mut verdict = self
@@ -340,10 +360,58 @@ impl DeployGate {
                 .data("Release", gate.release.clone().unwrap_or_default())
                 .reason(format!("deploy gate passed: {}", verdict.reason))),
             // CloudFormation knows only SUCCESS and FAILED; an unchecked deploy is not a pass.
-            Decision::Fail | Decision::Inconclusive => {
-                Err(format!("deploy gate {}: {}", verdict.label(), verdict.reason).into())
+            Decision::Fail | Decision::Inconclusive | Decision::Skipped => {
+                let mut reason = format!("deploy gate {}: {}", verdict.label(), verdict.reason);
+                if let Some(why) = status_unread {
+                    reason.push_str(&format!(
+                        " (the stack status could not be read, so a rollback would be gated too: {why})"
+                    ));
+                }
+                Err(reason.into())
             }
         }
+    }
+
+    /// The request's stack status; any failure, a slow answer included, is `Unreadable`.
+    async fn stack_status(&self, stack_id: &str) -> StackStatus {
+        match tokio::time::timeout(STACK_STATUS_TIMEOUT, self.aws.stack_status(stack_id)).await {
+            Ok(Ok(status)) => StackStatus::Known(status),
+            Ok(Err(error)) => StackStatus::Unreadable(error.to_string()),
+            Err(_) => StackStatus::Unreadable(format!(
+                "DescribeStacks ({stack_id}) took longer than {} s",
+                STACK_STATUS_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// SUCCESS without a bake while CloudFormation rolls back a failed update: gating the old
+    /// properties can only strand the stack in `UPDATE_ROLLBACK_FAILED`. Logged and published
+    /// like a verdict; the physical id stays.
+    async fn skip_rollback(&self, request: &Request, properties: GateDefinition) -> Outcome {
+        let reason = format!(
+            "skipped: stack rolling back ({}); the deploy gate does not block a rollback",
+            rollback::ROLLING_BACK
+        );
+        let verdict = Verdict {
+            verdict: Decision::Skipped,
+            reason: reason.clone(),
+            trigger: Trigger::Cloudformation,
+            release: properties.release.clone(),
+            deployment_id: None,
+            stack_id: Some(request.stack_id.clone()),
+            bake_seconds: 0,
+            poll_seconds: 0,
+            no_data: NoData::default(),
+            polls: 0,
+            elapsed_seconds: 0.0,
+            checks: Vec::new(),
+            published: false,
+        };
+        self.report(verdict).await;
+        Outcome::new()
+            .data("Verdict", "skipped")
+            .data("Release", properties.release.unwrap_or_default())
+            .reason(format!("deploy gate {reason}"))
     }
 }
 

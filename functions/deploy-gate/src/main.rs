@@ -14,6 +14,7 @@ async fn main() -> Result<(), Error> {
             aws_sdk_cloudwatch::Client::new(&sdk),
             aws_sdk_sns::Client::new(&sdk),
             aws_sdk_codedeploy::Client::new(&sdk),
+            aws_sdk_cloudformation::Client::new(&sdk),
         ),
         Responder::new()?,
     );

@@ -307,13 +307,15 @@ fn metric_result(
     result
 }
 
-/// `pass`, `fail` or `inconclusive`.
+/// `pass`, `fail` or `inconclusive`; `skipped` when the gate did not run at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Pass,
     Fail,
     Inconclusive,
+    /// Never from [`decide`]: a CloudFormation rollback is let through unbaked (`rollback`).
+    Skipped,
 }
 
 /// The decision after a poll: `Some` when the bake can stop (a breach or a permanent error

@@ -73,6 +73,7 @@ fn function(
         mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cloudwatch),
         mock_client!(aws_sdk_sns, RuleMode::MatchAny, sns),
         mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, codedeploy),
+        mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[]),
     );
     DeployGate::new(config, aws, Responder::new().unwrap())
 }
