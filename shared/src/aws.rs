@@ -3,6 +3,7 @@
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Error codes AWS services use for throttling (the SDK's own retry list, plus the Auto
@@ -31,6 +32,31 @@ const THROTTLING_CODES: &[&str] = &[
 /// stand-in needs no code path of its own, so what runs locally is what runs in AWS.
 pub async fn load_aws_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// An AWS call that failed, with what was being done: the adapters' error, so handlers can
+/// tell a retryable failure from one to report.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct AwsError {
+    pub operation: String,
+    pub message: String,
+    /// Throttling, 5xx, timeout or network failure: a retry can succeed ([`is_transient`]).
+    pub transient: bool,
+}
+
+impl AwsError {
+    /// `operation` names the call and what it was about (`DescribeStacks (<stack id>)`).
+    pub fn from_sdk<E>(operation: impl Into<String>, error: SdkError<E, HttpResponse>) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        AwsError {
+            operation: operation.into(),
+            transient: is_transient(&error),
+            message: DisplayErrorContext(&error).to_string(),
+        }
+    }
 }
 
 /// Whether an AWS call failed for a reason a later retry can fix: throttling, a 5xx, a
@@ -75,6 +101,19 @@ mod tests {
         assert!(is_transient(
             &SdkError::<ErrorMetadata, HttpResponse>::timeout_error("slow")
         ));
+    }
+
+    #[test]
+    fn an_sdk_error_keeps_the_operation_the_code_and_whether_to_retry() {
+        let throttled = AwsError::from_sdk("Publish (verdict)", service_error("Throttling", 400));
+        assert!(throttled.transient);
+        let denied = AwsError::from_sdk("DescribeStacks (s)", service_error("AccessDenied", 403));
+        assert!(!denied.transient);
+        let text = denied.to_string();
+        assert!(
+            text.starts_with("DescribeStacks (s) failed: ") && text.contains("AccessDenied"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -69,6 +69,17 @@ impl CborBridge {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// A CloudWatch client with `sdk`'s region and credentials that talks to moto through the
+    /// bridge (request compression off: the bridge reads plain CBOR only).
+    pub fn cloudwatch_client(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(sdk)
+                .endpoint_url(self.url())
+                .disable_request_compression(true)
+                .build(),
+        )
+    }
 }
 
 async fn forward(

@@ -33,12 +33,7 @@ impl Stage {
         let moto = Moto::start().await;
         let sdk = moto.sdk_config().await;
         let bridge = CborBridge::start(moto.endpoint_url()).await;
-        let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
-            aws_sdk_cloudwatch::config::Builder::from(&sdk)
-                .endpoint_url(bridge.url())
-                .disable_request_compression(true)
-                .build(),
-        );
+        let cloudwatch = bridge.cloudwatch_client(&sdk);
         let sns = aws_sdk_sns::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let cloudformation = aws_sdk_cloudformation::Client::new(&sdk);

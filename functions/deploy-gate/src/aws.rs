@@ -10,44 +10,19 @@ use aws_sdk_cloudwatch::types::{
 };
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
 use aws_sdk_sns::types::MessageAttributeValue;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::DateTime;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::bake::Observer;
 use crate::gate::{Gate, TargetGroup};
 use crate::verdict::{AlarmState, ApiFailure, Datapoint, Observation, Series};
+/// Re-exported: the handler names its adapter's error `aws::AwsError`.
+pub use shared::aws::AwsError;
 
 pub const ALB_NAMESPACE: &str = "AWS/ApplicationELB";
 /// `DescribeAlarms` takes at most 100 names per request.
 const ALARMS_PER_REQUEST: usize = 100;
 /// ALB publishes per minute.
 const PERIOD_SECONDS: i32 = 60;
-
-/// An AWS call that failed, with what was being done.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} failed: {message}")]
-pub struct AwsError {
-    pub operation: String,
-    pub message: String,
-    /// Throttling, 5xx, timeout or network failure: a retry can succeed.
-    pub transient: bool,
-}
-
-impl AwsError {
-    fn from_sdk<E>(operation: impl Into<String>, error: SdkError<E, HttpResponse>) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        AwsError {
-            operation: operation.into(),
-            transient: shared::aws::is_transient(&error),
-            message: DisplayErrorContext(&error).to_string(),
-        }
-    }
-}
 
 impl From<AwsError> for ApiFailure {
     fn from(error: AwsError) -> Self {

@@ -9,15 +9,13 @@ use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
 };
 use aws_sdk_sns::types::MessageAttributeValue;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::DateTime;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
 use crate::decision::BacklogValue;
 use crate::fleet::{GroupState, Instance, Lifecycle, MANAGED_TAG, QueueSample, WORKFLOW_TAG};
+/// Re-exported: the handler names its adapter's error `aws::AwsError`.
+pub use shared::aws::AwsError;
 
 /// `DescribeAutoScalingGroups` returns at most 100 groups per page.
 pub const GROUPS_PER_PAGE: i32 = 100;
@@ -30,29 +28,6 @@ pub const BACKLOG_METRIC_NAME: &str = "BacklogPerInstance";
 /// How far back to look for the newest queue sample: tolerates a few missed publishes.
 const QUEUE_LOOKBACK_SECONDS: i64 = 5 * 60;
 const QUEUE_PERIOD_SECONDS: i32 = 60;
-
-/// An AWS call that failed, with what was being done.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} failed: {message}")]
-pub struct AwsError {
-    pub operation: String,
-    pub message: String,
-    /// Throttling, 5xx, timeout or network failure: a retry of the invocation can succeed.
-    pub transient: bool,
-}
-
-impl AwsError {
-    fn from_sdk<E>(operation: impl Into<String>, error: SdkError<E, HttpResponse>) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        AwsError {
-            operation: operation.into(),
-            transient: shared::aws::is_transient(&error),
-            message: DisplayErrorContext(&error).to_string(),
-        }
-    }
-}
 
 /// The scale-to-zero notice published on `NOTIFY_TOPIC_ARN`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
