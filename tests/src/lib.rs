@@ -15,4 +15,5 @@ pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod process;
+pub mod scenario;
 pub mod tls;

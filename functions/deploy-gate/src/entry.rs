@@ -57,10 +57,15 @@ mod tests {
 
     #[test]
     fn each_sample_is_told_apart() {
-        assert!(matches!(
-            Entry::from_payload(sample("cfn-create.json")).unwrap(),
-            Entry::CloudFormation(_)
-        ));
+        for cloudformation in ["cfn-create.json", "cfn-update.json", "cfn-delete.json"] {
+            assert!(
+                matches!(
+                    Entry::from_payload(sample(cloudformation)).unwrap(),
+                    Entry::CloudFormation(_)
+                ),
+                "{cloudformation}"
+            );
+        }
         let Entry::CodeDeployHook(hook) =
             Entry::from_payload(sample("codedeploy-hook.json")).unwrap()
         else {
