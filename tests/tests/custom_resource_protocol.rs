@@ -133,9 +133,7 @@ fn context(left: Duration) -> Context {
 }
 
 fn responder() -> Responder {
-    Responder::new()
-        .unwrap()
-        .with_retries(5, Duration::from_millis(20))
+    Responder::new().with_retries(5, Duration::from_millis(20))
 }
 
 async fn invoke(

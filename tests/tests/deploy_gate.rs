@@ -79,9 +79,7 @@ impl Stage {
                 aws_sdk_codedeploy::Client::new(&sdk),
                 cloudformation.clone(),
             ),
-            Responder::new()
-                .unwrap()
-                .with_retries(5, Duration::from_millis(20)),
+            Responder::new().with_retries(5, Duration::from_millis(20)),
         );
         Stage {
             moto,

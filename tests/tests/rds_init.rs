@@ -228,9 +228,7 @@ impl Fixture {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        let responder = Responder::new()
-            .unwrap()
-            .with_retries(3, Duration::from_millis(20));
+        let responder = Responder::new().with_retries(3, Duration::from_millis(20));
         responder
             .respond(&self.resource, LambdaEvent::new(event, context(left)))
             .await

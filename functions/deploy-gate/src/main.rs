@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
             aws_sdk_codedeploy::Client::new(&sdk),
             aws_sdk_cloudformation::Client::new(&sdk),
         ),
-        Responder::new()?,
+        Responder::new(),
     );
     let function = &function;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

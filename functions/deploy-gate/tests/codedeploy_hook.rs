@@ -75,7 +75,7 @@ fn function(
         mock_client!(aws_sdk_codedeploy, RuleMode::MatchAny, codedeploy),
         mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &[]),
     );
-    DeployGate::new(config, aws, Responder::new().unwrap())
+    DeployGate::new(config, aws, Responder::new())
 }
 
 const GATE: &[(&str, &str)] = &[("GATE_ALARM_NAMES", "api-5xx"), ("GATE_BAKE_SECONDS", "0")];

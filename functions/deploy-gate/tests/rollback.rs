@@ -136,9 +136,7 @@ fn function(cloudformation: &[&Rule], cloudwatch: &[&Rule], sns: &[&Rule]) -> De
     DeployGate::new(
         config,
         aws,
-        Responder::new()
-            .unwrap()
-            .with_retries(1, Duration::from_millis(10)),
+        Responder::new().with_retries(1, Duration::from_millis(10)),
     )
 }
 

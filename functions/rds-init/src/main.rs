@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&EnvVars::from_process())?;
     let aws = shared::aws::load_aws_config().await;
     let resource = TenantDatabases::new(aws_sdk_secretsmanager::Client::new(&aws), config);
-    let responder = Responder::new()?;
+    let responder = Responder::new();
     run(service_fn(|event| {
         rds_init::handle(event, &resource, &responder)
     }))

@@ -1,6 +1,7 @@
 //! PUTs the response to the pre-signed `ResponseURL`, retrying what a retry can fix.
 
 use crate::error_chain;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -16,25 +17,43 @@ pub enum DeliveryError {
     /// Connection errors or 5xx until the attempts or the time ran out.
     #[error("no response delivered after {attempts} attempt(s); last error: {last_error}")]
     GaveUp { attempts: u32, last_error: String },
+    /// The TLS backend could not be set up (no attempt was made).
+    #[error("could not build the HTTP client for CloudFormation responses: {0}")]
+    NoHttpClient(String),
 }
 
 /// How responses are sent: one HTTP client per cold start, bounded retries.
+///
+/// The client is built on the first response, not at cold start: building it loads the
+/// system root certificates a second time (the SDK's client has its own copy), a third of
+/// the Init phase, which invocations that never answer CloudFormation (deploy-gate from CI or
+/// CodeDeploy) should not pay, and a custom resource's first answer hardly notices.
 #[derive(Debug, Clone)]
 pub(crate) struct ResponseDelivery {
-    client: reqwest::Client,
+    client: OnceLock<reqwest::Client>,
     pub max_attempts: u32,
     pub first_backoff: Duration,
     pub attempt_timeout: Duration,
 }
 
 impl ResponseDelivery {
-    pub(crate) fn new() -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            client: reqwest::Client::builder().build()?,
+    pub(crate) fn new() -> Self {
+        Self {
+            client: OnceLock::new(),
             max_attempts: 5,
             first_backoff: Duration::from_millis(200),
             attempt_timeout: Duration::from_secs(5),
-        })
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, DeliveryError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let built = reqwest::Client::builder()
+            .build()
+            .map_err(|e| DeliveryError::NoHttpClient(error_chain(&e)))?;
+        Ok(self.client.get_or_init(|| built))
     }
 
     /// Sends `body`; returns the number of attempts it took. Gives up at `give_up_at`.
@@ -44,6 +63,7 @@ impl ResponseDelivery {
         body: String,
         give_up_at: Instant,
     ) -> Result<u32, DeliveryError> {
+        let client = self.client()?;
         let mut last_error = String::new();
         let mut backoff = self.first_backoff;
         for attempt in 1..=self.max_attempts {
@@ -55,8 +75,7 @@ impl ResponseDelivery {
                     last_error,
                 });
             }
-            let sent = self
-                .client
+            let sent = client
                 .put(url)
                 // The URL is pre-signed for an empty content type: anything else fails the signature.
                 .header(reqwest::header::CONTENT_TYPE, "")
@@ -98,4 +117,18 @@ impl ResponseDelivery {
 /// The URL without its query string, which holds the pre-signed signature: safe to log.
 pub(crate) fn loggable_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_client_is_built_on_the_first_response_not_at_cold_start() {
+        let delivery = ResponseDelivery::new();
+        assert!(delivery.client.get().is_none());
+        let first: *const reqwest::Client = delivery.client().unwrap();
+        let again: *const reqwest::Client = delivery.client().unwrap();
+        assert_eq!(first, again, "one client per cold start");
+    }
 }

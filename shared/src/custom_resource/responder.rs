@@ -71,8 +71,6 @@ pub enum ResponderError {
         #[source]
         source: DeliveryError,
     },
-    #[error("could not build the HTTP client for CloudFormation responses: {0}")]
-    HttpClient(#[from] reqwest::Error),
 }
 
 impl From<ResponderError> for lambda_runtime::Diagnostic {
@@ -80,7 +78,6 @@ impl From<ResponderError> for lambda_runtime::Diagnostic {
         let error_type = match error {
             ResponderError::NotARequest(_) => "NotACustomResourceRequest",
             ResponderError::Undelivered { .. } => "CloudFormationResponseUndelivered",
-            ResponderError::HttpClient(_) => "HttpClientUnavailable",
         };
         crate::diagnostic(error_type, &error)
     }
@@ -104,12 +101,18 @@ pub struct Responder {
     deadline_margin: Duration,
 }
 
+impl Default for Responder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Responder {
-    pub fn new() -> Result<Self, ResponderError> {
-        Ok(Self {
-            delivery: ResponseDelivery::new()?,
+    pub fn new() -> Self {
+        Self {
+            delivery: ResponseDelivery::new(),
             deadline_margin: DEFAULT_DEADLINE_MARGIN,
-        })
+        }
     }
 
     /// How long before the Lambda deadline the handler is stopped and FAILED is sent
