@@ -105,9 +105,11 @@ impl LocalLambda {
             .env_clear()
             .envs(env)
             .env("AWS_LAMBDA_RUNTIME_API", proxy.runtime_api())
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string());
+        if !env.contains_key("AWS_LAMBDA_FUNCTION_NAME") {
+            command.env("AWS_LAMBDA_FUNCTION_NAME", name);
+        }
         let log = self.log_path(name);
         let process = ServerProcess::spawn(command, &log, StopSignal::Terminate)
             .map_err(|e| format!("spawn {}: {e}", binary.display()))?;

@@ -54,7 +54,7 @@ struct World {
 }
 
 pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), Stop> {
-    let (moto, bridge, db, pg) = n
+    let (moto, bridge, db, pg, bundle) = n
         .step("stand-ins up: moto, MariaDB, PostgreSQL", async {
             let (moto, db, pg) = tokio::join!(
                 Moto::start(),
@@ -62,28 +62,25 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
                 Postgres::start_tls_only()
             );
             let bridge = CborBridge::start(moto.endpoint_url()).await;
+            // DbCaBundle: the functions verify both servers' certificates against this
+            // bundle, as they would against the RDS CA bundle.
+            let bundle = options.log_dir.join("db-ca-bundle.pem");
+            let mut pem = String::new();
+            for ca in [db.ca_pem_path(), pg.ca_pem_path()].into_iter().flatten() {
+                pem.push_str(&std::fs::read_to_string(ca).map_err(|e| e.to_string())?);
+            }
+            std::fs::write(&bundle, pem).map_err(|e| format!("{}: {e}", bundle.display()))?;
             let detail = format!(
                 "moto {}; MariaDB :{} and PostgreSQL :{}, both TLS-only with password auth",
                 moto.endpoint_url(),
                 db.port(),
                 pg.port()
             );
-            Ok(((moto, bridge, db, pg), detail))
+            let bundle = bundle.display().to_string();
+            Ok(((moto, bridge, db, pg, bundle), detail))
         })
         .await?;
     let sdk = moto.sdk_config().await;
-    // DbCaBundle: the functions verify the databases' certificates against this bundle, as
-    // they would against the RDS CA bundle.
-    let bundle = options.log_dir.join("db-ca-bundle.pem");
-    let mut pem = String::new();
-    for ca in [db.ca_pem_path(), pg.ca_pem_path()].into_iter().flatten() {
-        pem.push_str(&std::fs::read_to_string(ca).unwrap_or_default());
-    }
-    if let Err(e) = std::fs::write(&bundle, pem) {
-        eprintln!("write {}: {e}", bundle.display());
-        return Err(Stop);
-    }
-    let bundle = bundle.display().to_string();
     let given = [("Stage", STAGE), ("DbCaBundle", bundle.as_str())];
 
     let (template, stack_id) = n
@@ -337,6 +334,7 @@ impl World {
                 })
                 .unwrap_or_default();
             for (key, value) in [
+                ("AWS_LAMBDA_FUNCTION_NAME", name.as_str()),
                 ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
                 // aws-sdk-cloudwatch speaks RPC v2 CBOR, which moto does not: the bridge translates.
                 ("AWS_ENDPOINT_URL_CLOUDWATCH", self.bridge.url()),
