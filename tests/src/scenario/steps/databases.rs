@@ -191,41 +191,28 @@ impl World {
     /// a recording stand-in for CloudFormation's pre-signed URL.
     pub(super) async fn postgres_tenant(&self) -> Result<((), String), String> {
         let secrets = self.secrets();
-        let base = json!({"engine": "postgres", "host": self.pg.host(), "port": self.pg.port()});
-        let with = |extra: Value| {
-            let mut value = base.clone();
-            value
-                .as_object_mut()
-                .into_iter()
-                .for_each(|m| m.extend(extra.as_object().cloned().unwrap_or_default()));
-            value
-        };
-        let named = |name: &str| json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}")});
-        let master = create_secret(
-            &secrets,
-            &named("master"),
-            &with(json!({"username": self.pg.admin_user(), "password": self.pg.admin_password()})),
-        )
-        .await?;
-        let app_password = random_hex(16);
-        let app = create_secret(
-            &secrets,
-            &named("app"),
-            &with(json!({"username": "app", "password": app_password})),
-        )
-        .await?;
-        let reporting_password = random_hex(16);
-        let reporting = create_secret(
-            &secrets,
-            &named("reporting"),
-            &with(json!({"username": "reporting", "password": reporting_password})),
-        )
-        .await?;
+        let users = [
+            (
+                "master",
+                self.pg.admin_user(),
+                self.pg.admin_password().to_owned(),
+            ),
+            ("app", "app", random_hex(16)),
+            ("reporting", "reporting", random_hex(16)),
+        ];
+        let mut arns = Vec::new();
+        for (name, user, password) in &users {
+            let value = json!({"engine": "postgres", "host": self.pg.host(), "port": self.pg.port(),
+                               "username": user, "password": password});
+            let properties = json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}")});
+            arns.push(create_secret(&secrets, &properties, &value).await?);
+        }
+        let (app_password, reporting_password) = (&users[1].2, &users[2].2);
         let mut event = self.sample("rds-init/create-postgres.json")?;
         let properties = &mut event["ResourceProperties"];
-        properties["MasterSecretArn"] = json!(master);
-        properties["Users"][0]["SecretArn"] = json!(app);
-        properties["Users"][1]["SecretArn"] = json!(reporting);
+        properties["MasterSecretArn"] = json!(arns[0]);
+        properties["Users"][0]["SecretArn"] = json!(arns[1]);
+        properties["Users"][1]["SecretArn"] = json!(arns[2]);
         // pgvector is not packaged for every PostgreSQL the stand-in may use.
         if !Postgres::has_pgvector() {
             properties["Extensions"] = json!(["pg_trgm", "citext"]);
@@ -269,7 +256,7 @@ impl World {
         if let Some(missing) = wanted.iter().find(|e| !installed.iter().any(|i| i == *e)) {
             return Err(format!("extension {missing} not installed in {database}"));
         }
-        let mut app_conn = connect("app", &app_password).await?;
+        let mut app_conn = connect("app", app_password).await?;
         for statement in [
             "CREATE TABLE IF NOT EXISTS tenants (id int PRIMARY KEY)",
             "INSERT INTO tenants VALUES (1) ON CONFLICT DO NOTHING",
@@ -279,7 +266,7 @@ impl World {
                 .await
                 .map_err(|e| format!("app: {statement}: {e}"))?;
         }
-        let mut reporting_conn = connect("reporting", &reporting_password).await?;
+        let mut reporting_conn = connect("reporting", reporting_password).await?;
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
             .fetch_one(&mut reporting_conn)
             .await
