@@ -2,6 +2,7 @@
 //! shared `Responder` PUTs its answers to a local server that records them.
 
 use harness::cfn_recorder::{CfnResponseRecorder, RecordedRequest, Reply};
+use harness::log_capture::CapturedLogs;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ use shared::{
     },
 };
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -681,22 +682,8 @@ async fn an_event_without_a_response_url_is_an_error_and_sends_nothing() {
 
 #[tokio::test]
 async fn logs_never_contain_the_pre_signed_signature() {
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let _guard = tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || {
-        writer.clone()
-    }));
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
 
     let recorder = CfnResponseRecorder::start().await;
     recorder.script([Reply::Status(500)]);
@@ -712,7 +699,7 @@ async fn logs_never_contain_the_pre_signed_signature() {
     .await
     .unwrap();
 
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("answered CloudFormation"), "{text}");
     assert!(
         text.contains("/cloudformation-custom-resource-response/log"),

@@ -3,6 +3,7 @@
 //! recording stand-in for CloudFormation's pre-signed URL.
 
 use aws_sdk_secretsmanager::Client as SecretsClient;
+use harness::log_capture::CapturedLogs;
 use harness::{
     cfn_recorder::CfnResponseRecorder, mariadb::MariaDb, moto::Moto, postgres::Postgres,
 };
@@ -15,7 +16,7 @@ use shared::{
 };
 use std::{
     path::Path,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -840,26 +841,10 @@ async fn a_changed_endpoint_gets_a_new_physical_id_and_the_old_delete_touches_no
     assert!(f.server.names("databases").await.contains(&"bp".to_owned()));
 }
 
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_password_appears_in_logs_or_responses() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let _guard = tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || {
-        writer.clone()
-    }));
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
     let (maria, pg) = tokio::join!(MariaDb::start(), Postgres::start());
     let mut passwords = vec![APP_PASSWORD.to_owned(), RO_PASSWORD.to_owned()];
     for server in [Server::Maria(maria), Server::Pg(pg)] {
@@ -894,7 +879,7 @@ async fn no_password_appears_in_logs_or_responses() {
             }
         }
     }
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("set the password of user `app` from its secret"),
         "{text}"

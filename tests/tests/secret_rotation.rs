@@ -3,13 +3,13 @@
 //! that `RotateSecret` started (moto runs no rotation function itself).
 
 use aws_sdk_secretsmanager::Client;
+use harness::log_capture::CapturedLogs;
 use harness::{mariadb::MariaDb, moto::Moto, postgres::Postgres, tls::TestCa};
 use lambda_runtime::Diagnostic;
 use secret_rotation::{RotationError, Rotator, config::RotationConfig};
 use serde_json::{Value, json};
 use shared::env_config::EnvVars;
 use sqlx::Connection;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
@@ -219,34 +219,11 @@ fn db_secret(engine: &str, port: u16, user: &str, password: &str) -> Value {
            "password": password, "ssl": false, "kept": {"owner": "team-a"}})
 }
 
-/// Captures the JSON log lines the function writes.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn single_user_rotation_on_both_engines_with_hostile_passwords_and_no_password_in_logs() {
-    let lines = Lines::default();
-    let writer = lines.clone();
     // As main.rs installs it.
-    let _guard = tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || {
-        writer.clone()
-    }));
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
     let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
     let maria_admin = maria.admin_pool().await;
     sqlx::query("CREATE USER 'app'@'%' IDENTIFIED BY 'Old-password-1'")
@@ -349,7 +326,7 @@ async fn single_user_rotation_on_both_engines_with_hostile_passwords_and_no_pass
         );
         assert!(!logs_in(new_password).await);
     }
-    let text = lines.text();
+    let text = logs.text();
     assert!(text.contains("rotation step done"), "{text}");
     for password in &passwords {
         assert!(

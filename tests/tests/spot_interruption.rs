@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_autoscaling::types::Tag;
+use harness::log_capture::CapturedLogs;
 use harness::moto::{Moto, RecordedRequest};
 use serde_json::{Value, json};
 use shared::env_config::EnvVars;
@@ -355,35 +356,6 @@ fn managed(workflow: &str) -> [(&'static str, &str); 2] {
         ("orchestrator:managed", "true"),
         ("orchestrator:workflow", workflow),
     ]
-}
-
-/// Logs written through the suite's JSON subscriber while the guard lives (this thread only).
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLogs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        tracing::subscriber::set_default(shared::telemetry::json_subscriber(move || writer.clone()))
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
-            .collect()
-    }
 }
 
 #[tokio::test]
