@@ -16,6 +16,19 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// An SDK error as a step's reason: the operation and the error's whole chain (the
+/// `DisplayErrorContext` every SDK crate re-exports).
+pub(crate) fn aws_error<E: std::error::Error>(
+    operation: impl std::fmt::Display,
+) -> impl FnOnce(E) -> String {
+    move |e| {
+        format!(
+            "{operation}: {}",
+            aws_sdk_cloudwatch::error::DisplayErrorContext(e)
+        )
+    }
+}
+
 /// One narrated step.
 #[derive(Debug, Clone)]
 pub struct StepResult {

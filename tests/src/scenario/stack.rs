@@ -8,6 +8,7 @@ use std::path::Path;
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use serde_json::{Value, json};
 
+use super::aws_error;
 use crate::moto::{ACCOUNT_ID, REGION};
 
 /// The SSM parameter the local stack reads the worker AMI id from.
@@ -90,12 +91,7 @@ pub async fn create(
                 .build(),
         );
     }
-    let out = request.send().await.map_err(|e| {
-        format!(
-            "CreateStack: {}",
-            aws_sdk_cloudformation::error::DisplayErrorContext(e)
-        )
-    })?;
+    let out = request.send().await.map_err(aws_error("CreateStack"))?;
     out.stack_id
         .ok_or_else(|| "CreateStack returned no stack id".to_owned())
 }
@@ -110,12 +106,7 @@ pub async fn status(
         .stack_name(stack_id)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "DescribeStacks: {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(aws_error("DescribeStacks"))?
         .stacks
         .unwrap_or_default()
         .into_iter()
@@ -134,12 +125,7 @@ pub async fn physical_ids(
         .stack_name(stack_id)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "DescribeStackResources: {}",
-                aws_sdk_cloudformation::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(aws_error("DescribeStackResources"))?
         .stack_resources
         .unwrap_or_default();
     Ok(resources
@@ -151,16 +137,9 @@ pub async fn physical_ids(
 /// Where moto's CloudFormation takes a custom resource's response (what the pre-signed S3
 /// URL is on AWS).
 pub fn response_url(moto_url: &str, stack_id: &str) -> String {
-    let encoded: String = stack_id
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("{moto_url}/cloudformation_{REGION}/cfnresponse?stack={encoded}")
+    let base = format!("{moto_url}/cloudformation_{REGION}/cfnresponse");
+    reqwest::Url::parse_with_params(&base, [("stack", stack_id)])
+        .map_or(base, |url| url.to_string())
 }
 
 /// A resource's `Properties` with `Ref` and `Fn::GetAtt …Arn` resolved the way CloudFormation

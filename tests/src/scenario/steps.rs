@@ -36,6 +36,29 @@ const FUNCTIONS: [(&str, &str); 5] = [
 /// Queue depths the backend reports: img2vid goes idle later, vid2vid keeps working.
 const BACKLOG: [(&str, f64); 2] = [("img2vid", 3.0), ("vid2vid", 2.0)];
 
+/// The SDK clients the steps use, built once (CloudWatch through the CBOR bridge).
+struct Clients {
+    cloudformation: aws_sdk_cloudformation::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sns: aws_sdk_sns::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    fn new(sdk: &SdkConfig, bridge: &CborBridge) -> Clients {
+        Clients {
+            cloudformation: aws_sdk_cloudformation::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            autoscaling: aws_sdk_autoscaling::Client::new(sdk),
+            cloudwatch: bridge.cloudwatch_client(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        }
+    }
+}
+
 /// Everything the steps share.
 struct World {
     moto: Moto,
@@ -44,7 +67,7 @@ struct World {
     pg: Postgres,
     /// Takes the responses of the custom resource outside the stack (PostgreSQL).
     recorder: CfnResponseRecorder,
-    sdk: SdkConfig,
+    clients: Clients,
     lambda: LocalLambda,
     root: std::path::PathBuf,
     template: Value,
@@ -96,13 +119,14 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
             Ok((lambda, "functions poll it under their own names".to_owned()))
         })
         .await?;
+    let clients = Clients::new(&sdk, &bridge);
     let mut world = World {
         moto,
         bridge,
         db,
         pg,
         recorder: CfnResponseRecorder::start().await,
-        sdk,
+        clients,
         lambda,
         root: options.root.clone(),
         template,
@@ -253,17 +277,12 @@ fn unsigned_authorization(service: &str) -> String {
 }
 
 impl World {
-    fn cloudformation(&self) -> aws_sdk_cloudformation::Client {
-        aws_sdk_cloudformation::Client::new(&self.sdk)
-    }
-    fn secrets(&self) -> aws_sdk_secretsmanager::Client {
-        aws_sdk_secretsmanager::Client::new(&self.sdk)
-    }
-    fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
-        aws_sdk_autoscaling::Client::new(&self.sdk)
-    }
-    fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
-        self.bridge.cloudwatch_client(&self.sdk)
+    /// A string parameter's effective value (default or given).
+    fn parameter(&self, name: &str) -> &str {
+        self.parameters
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     /// A resource's physical id.

@@ -10,6 +10,7 @@ use super::{STACK, STAGE, World, uuid_like};
 use crate::moto::{ACCOUNT_ID, REGION};
 use crate::postgres::Postgres;
 use crate::process::random_hex;
+use crate::scenario::aws_error;
 use aws_sdk_cloudformation::types::StackStatus;
 
 use crate::scenario::stack;
@@ -19,23 +20,23 @@ impl World {
     /// them (moto's CloudFormation skips secrets): the master as the SecretTargetAttachment
     /// leaves it (host and port added), the app secret pointing at it with `masterarn`.
     pub(super) async fn create_secrets(&mut self) -> Result<((), String), String> {
-        self.ids = stack::physical_ids(&self.cloudformation(), &self.stack_id).await?;
-        let secrets = self.secrets();
+        self.ids = stack::physical_ids(&self.clients.cloudformation, &self.stack_id).await?;
+        let secrets = &self.clients.secrets;
         let master_props = self.properties("DbMasterSecret")?;
         let master = json!({
             "engine": "mariadb", "host": self.db.host(), "port": self.db.port(),
             "username": self.db.admin_user(), "password": self.db.admin_password(),
             "dbInstanceIdentifier": self.id("Database")?,
         });
-        let master_arn = create_secret(&secrets, &master_props, &master).await?;
+        let master_arn = create_secret(secrets, &master_props, &master).await?;
         let app_props = self.properties("AppUserSecret")?;
-        let password = random_password(&secrets, &app_props).await?;
+        let password = random_password(secrets, &app_props).await?;
         let app = json!({
             "engine": "mariadb", "host": self.db.host(), "port": self.db.port(),
             "username": self.parameters["AppDbUsername"], "password": password,
             "dbname": self.parameters["TenantDatabases"][0], "masterarn": master_arn,
         });
-        let app_arn = create_secret(&secrets, &app_props, &app).await?;
+        let app_arn = create_secret(secrets, &app_props, &app).await?;
         for (logical, arn) in [
             ("DbMasterSecret", &master_arn),
             ("DbMasterSecretAttachment", &master_arn),
@@ -65,14 +66,14 @@ impl World {
         event["RequestId"] = json!(format!("local-{}", random_hex(8)));
         event["LogicalResourceId"] = json!(logical);
         self.invoke("rds-init", &event).await?;
-        let cloudformation = self.cloudformation();
-        let mut status = stack::status(&cloudformation, &self.stack_id).await?;
+        let cloudformation = &self.clients.cloudformation;
+        let mut status = stack::status(cloudformation, &self.stack_id).await?;
         for _ in 0..50 {
             if status != StackStatus::CreateInProgress {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            status = stack::status(&cloudformation, &self.stack_id).await?;
+            status = stack::status(cloudformation, &self.stack_id).await?;
         }
         if status != StackStatus::CreateComplete {
             return Err(format!(
@@ -136,18 +137,14 @@ impl World {
 
     async fn secret(&self, logical: &str, stage: &str) -> Result<Value, String> {
         let value = self
-            .secrets()
+            .clients
+            .secrets
             .get_secret_value()
             .secret_id(self.id(logical)?)
             .version_stage(stage)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "GetSecretValue {logical} {stage}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(aws_error(format!("GetSecretValue {logical} {stage}")))?;
         serde_json::from_str(value.secret_string().unwrap_or(""))
             .map_err(|e| format!("{logical}: {e}"))
     }
@@ -190,7 +187,7 @@ impl World {
     /// PostgreSQL sample): extensions, a readwrite and a readonly user; the response goes to
     /// a recording stand-in for CloudFormation's pre-signed URL.
     pub(super) async fn postgres_tenant(&self) -> Result<((), String), String> {
-        let secrets = self.secrets();
+        let secrets = &self.clients.secrets;
         let users = [
             (
                 "master",
@@ -205,7 +202,7 @@ impl World {
             let value = json!({"engine": "postgres", "host": self.pg.host(), "port": self.pg.port(),
                                "username": user, "password": password});
             let properties = json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}")});
-            arns.push(create_secret(&secrets, &properties, &value).await?);
+            arns.push(create_secret(secrets, &properties, &value).await?);
         }
         let (app_password, reporting_password) = (&users[1].2, &users[2].2);
         let mut event = self.sample("rds-init/create-postgres.json")?;
@@ -290,7 +287,7 @@ impl World {
     /// Starts a rotation as Secrets Manager does (RotateSecret names the template's rotation
     /// function) and invokes the four steps with the new version's token.
     async fn rotate(&self, logical: &str) -> Result<String, String> {
-        let secrets = self.secrets();
+        let secrets = &self.clients.secrets;
         let arn = self.id(logical)?.to_owned();
         let token = secrets
             .rotate_secret()
@@ -306,12 +303,7 @@ impl World {
             )
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "RotateSecret: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?
+            .map_err(aws_error("RotateSecret"))?
             .version_id
             .ok_or("RotateSecret returned no version")?;
         for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
@@ -331,12 +323,7 @@ impl World {
             .remove_from_version_id(&token)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "UpdateSecretVersionStage: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(aws_error("UpdateSecretVersionStage"))?;
         Ok(token)
     }
 
@@ -419,12 +406,7 @@ async fn create_secret(
     request
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "CreateSecret {name}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(aws_error(format!("CreateSecret {name}")))?
         .arn
         .ok_or_else(|| format!("CreateSecret {name}: no ARN"))
 }
@@ -441,12 +423,7 @@ async fn random_password(
         .set_exclude_characters(spec["ExcludeCharacters"].as_str().map(str::to_owned))
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "GetRandomPassword: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(aws_error("GetRandomPassword"))?
         .random_password
         .ok_or_else(|| "GetRandomPassword: no password".to_owned())
 }

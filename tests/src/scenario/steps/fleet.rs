@@ -11,21 +11,18 @@ use serde_json::{Value, json};
 
 use super::{BACKLOG, STACK, World, rfc3339_now, uuid_like};
 use crate::moto::{ACCOUNT_ID, REGION};
+use crate::scenario::aws_error;
 
 impl World {
     async fn group(&self, workflow: &str) -> Result<AutoScalingGroup, String> {
         let name = format!("{STACK}-{workflow}");
-        self.autoscaling()
+        self.clients
+            .autoscaling
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(&name)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "DescribeAutoScalingGroups: {}",
-                    aws_sdk_autoscaling::error::DisplayErrorContext(e)
-                )
-            })?
+            .map_err(aws_error("DescribeAutoScalingGroups"))?
             .auto_scaling_groups
             .unwrap_or_default()
             .into_iter()
@@ -37,15 +34,9 @@ impl World {
     /// the backlog and the drained queue go into different minutes).
     async fn put_queue_depth(&self, depths: &[(&str, f64)], age: Duration) -> Result<(), String> {
         let at = SystemTime::now() - age;
-        let namespace = self.parameters["QueueMetricNamespace"]
-            .as_str()
-            .unwrap_or_default();
-        let metric = self.parameters["QueueMetricName"]
-            .as_str()
-            .unwrap_or_default();
-        let dimension = self.parameters["WorkflowDimension"]
-            .as_str()
-            .unwrap_or_default();
+        let namespace = self.parameter("QueueMetricNamespace");
+        let metric = self.parameter("QueueMetricName");
+        let dimension = self.parameter("WorkflowDimension");
         let data = depths
             .iter()
             .map(|(workflow, depth)| {
@@ -62,18 +53,14 @@ impl World {
                     .build()
             })
             .collect();
-        self.cloudwatch()
+        self.clients
+            .cloudwatch
             .put_metric_data()
             .namespace(namespace)
             .set_metric_data(Some(data))
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "PutMetricData: {}",
-                    aws_sdk_cloudwatch::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(aws_error("PutMetricData"))?;
         Ok(())
     }
 
@@ -102,15 +89,15 @@ impl World {
             .ok_or("the stack has no schedule rule for scale-to-zero")?;
         event["resources"] = json!([format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule}")]);
         let report = self.invoke("scale-to-zero", &event).await?;
+        let target: f64 = self
+            .parameter("TargetBacklogPerInstance")
+            .parse()
+            .unwrap_or(1.0);
         let mut woken = Vec::new();
         for (workflow, depth) in BACKLOG {
             let group = self.group(workflow).await?;
             let desired = group.desired_capacity.unwrap_or(0);
             let instances = group.instances.map_or(0, |i| i.len());
-            let target = self.parameters["TargetBacklogPerInstance"]
-                .as_str()
-                .and_then(|t| t.parse::<f64>().ok())
-                .unwrap_or(1.0);
             let expected = ((depth / target).ceil() as i32).min(group.max_size.unwrap_or(0));
             if desired != expected {
                 return Err(format!(
@@ -121,22 +108,14 @@ impl World {
         }
         let published = report["backlogPublished"].as_u64().unwrap_or(0);
         let listed = self
-            .cloudwatch()
+            .clients
+            .cloudwatch
             .list_metrics()
-            .namespace(
-                self.parameters["QueueMetricNamespace"]
-                    .as_str()
-                    .unwrap_or_default(),
-            )
+            .namespace(self.parameter("QueueMetricNamespace"))
             .metric_name("BacklogPerInstance")
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "ListMetrics: {}",
-                    aws_sdk_cloudwatch::error::DisplayErrorContext(e)
-                )
-            })?
+            .map_err(aws_error("ListMetrics"))?
             .metrics
             .unwrap_or_default()
             .len();
@@ -160,8 +139,8 @@ impl World {
         self.put_queue_depth(&[("img2vid", 0.0)], Duration::ZERO)
             .await?;
         let alarm = self.put_alarm("WorkerIdleAlarmimg2vid").await?;
-        let cloudwatch = self.cloudwatch();
-        set_alarm_state(&cloudwatch, &alarm.name, StateValue::Alarm).await?;
+        let cloudwatch = &self.clients.cloudwatch;
+        set_alarm_state(cloudwatch, &alarm.name, StateValue::Alarm).await?;
         let topic = self.id("IdleAlarmTopic")?.to_owned();
         let message = json!({
             "AlarmName": alarm.name, "AlarmDescription": alarm.properties["AlarmDescription"],
@@ -227,7 +206,8 @@ impl World {
                 .or_else(|| p[key].as_str().and_then(|s| s.parse().ok()))
         };
         let mut request = self
-            .cloudwatch()
+            .clients
+            .cloudwatch
             .put_metric_alarm()
             .alarm_name(&name)
             .set_alarm_description(p["AlarmDescription"].as_str().map(str::to_owned))
@@ -260,12 +240,10 @@ impl World {
         {
             request = request.alarm_actions(action);
         }
-        request.send().await.map_err(|e| {
-            format!(
-                "PutMetricAlarm {name}: {}",
-                aws_sdk_cloudwatch::error::DisplayErrorContext(e)
-            )
-        })?;
+        request
+            .send()
+            .await
+            .map_err(aws_error(format!("PutMetricAlarm {name}")))?;
         Ok(Alarm {
             name,
             properties: p,
@@ -275,10 +253,10 @@ impl World {
     /// EC2 warns that a vid2vid instance will be reclaimed; spot-interruption detaches it (the
     /// group launches a replacement at once) and tells the fleet on the fleet topic.
     pub(super) async fn spot_warning(&self) -> Result<((), String), String> {
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let sqs = &self.clients.sqs;
         let queue = subscribe_queue(
-            &aws_sdk_sns::Client::new(&self.sdk),
-            &sqs,
+            &self.clients.sns,
+            sqs,
             self.id("FleetEventsTopic")?,
             "local-fleet-listener",
         )
@@ -323,12 +301,7 @@ impl World {
                 .max_number_of_messages(10)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
-                        "ReceiveMessage: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    )
-                })?
+                .map_err(aws_error("ReceiveMessage"))?
                 .messages
                 .unwrap_or_default();
             told = messages
@@ -373,12 +346,7 @@ pub(super) async fn set_alarm_state(
         .state_reason(format!("local scenario: {}", state.as_str()))
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "SetAlarmState {name}: {}",
-                aws_sdk_cloudwatch::error::DisplayErrorContext(e)
-            )
-        })?;
+        .map_err(aws_error(format!("SetAlarmState {name}")))?;
     Ok(())
 }
 
@@ -393,12 +361,7 @@ async fn subscribe_queue(
         .queue_name(name)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "CreateQueue: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(aws_error("CreateQueue"))?
         .queue_url
         .ok_or("CreateQueue: no URL")?;
     sns.subscribe()
@@ -407,6 +370,6 @@ async fn subscribe_queue(
         .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"))
         .send()
         .await
-        .map_err(|e| format!("Subscribe: {}", aws_sdk_sns::error::DisplayErrorContext(e)))?;
+        .map_err(aws_error("Subscribe"))?;
     Ok(url)
 }

@@ -10,7 +10,7 @@ use crate::process::random_hex;
 impl World {
     /// The function-error alarms of the template gate a CI deploy: all OK, the gate passes.
     pub(super) async fn gate_passes(&self) -> Result<(Vec<String>, String), String> {
-        let cloudwatch = self.cloudwatch();
+        let cloudwatch = &self.clients.cloudwatch;
         let mut names = Vec::new();
         for logical in [
             "ScaleToZeroFunctionErrors",
@@ -18,7 +18,7 @@ impl World {
         ] {
             let alarm = self.put_alarm(logical).await?;
             // What CloudWatch reports once it has evaluated zero errors.
-            set_alarm_state(&cloudwatch, &alarm.name, StateValue::Ok).await?;
+            set_alarm_state(cloudwatch, &alarm.name, StateValue::Ok).await?;
             names.push(alarm.name);
         }
         let verdict = self.gate(&names).await?;
@@ -30,7 +30,7 @@ impl World {
 
     pub(super) async fn gate_fails(&self, names: &[String]) -> Result<((), String), String> {
         let firing = &names[0];
-        set_alarm_state(&self.cloudwatch(), firing, StateValue::Alarm).await?;
+        set_alarm_state(&self.clients.cloudwatch, firing, StateValue::Alarm).await?;
         let verdict = self.gate(names).await?;
         if verdict["verdict"] != "fail" {
             return Err(format!("expected fail, got {verdict}"));
