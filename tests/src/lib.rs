@@ -11,6 +11,7 @@
 pub mod cfn_recorder;
 pub mod cloudwatch_cbor;
 pub mod database;
+pub mod iam;
 pub mod log_capture;
 pub mod mariadb;
 pub mod moto;

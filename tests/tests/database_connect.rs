@@ -1,10 +1,13 @@
 //! `shared::database::connect` against real servers: verified TLS by default, plaintext only
 //! when the secret says `ssl: false`, no downgrade, bounded waits, clear errors without the
-//! password.
+//! password. The default trust (system roots + RDS authorities) refuses the harness's CA;
+//! `DB_CA_BUNDLE` adds to it.
 
 use harness::{mariadb::MariaDb, postgres::Postgres, tls::TestCa};
 use serde_json::json;
 use shared::database::{ConnectError, ConnectSettings, DatabaseSecret, DbConnection, connect};
+use shared::env_config::EnvVars;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn secret(
@@ -23,12 +26,23 @@ fn secret(
     DatabaseSecret::from_json(&value.to_string()).unwrap()
 }
 
-fn settings(ca: Option<&std::path::Path>) -> ConnectSettings {
-    ConnectSettings {
-        ca_bundle: ca.map(|p| p.to_path_buf()),
+/// `ca` is `DB_CA_BUNDLE`: added to the default trust (system roots + RDS authorities).
+fn settings(ca: Option<&Path>) -> ConnectSettings {
+    let settings = ConnectSettings {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(1),
+        ..ConnectSettings::default()
+    };
+    match ca {
+        Some(ca) => settings.trusting(ca).expect("the test CA is a PEM bundle"),
+        None => settings,
     }
+}
+
+/// Settings as a function builds them at cold start, from its environment.
+fn settings_from_env(ca_bundle: Option<&Path>) -> ConnectSettings {
+    let pairs = ca_bundle.map(|path| ("DB_CA_BUNDLE", path.to_str().unwrap()));
+    ConnectSettings::from_env(&EnvVars::from_pairs(pairs)).unwrap()
 }
 
 /// Whether the session really runs over TLS, asked of the server itself.
@@ -83,7 +97,8 @@ async fn without_ssl_in_the_secret_tls_is_required_and_verified() {
         );
         connection.close().await.unwrap();
 
-        // A certificate from any other CA is refused.
+        // A certificate from any other CA is refused (DB_CA_BUNDLE naming another CA only adds
+        // that CA to the default trust).
         let stranger = TestCa::new();
         let err = connect(
             &secret(engine, port, user, password, Some(true)),
@@ -98,6 +113,64 @@ async fn without_ssl_in_the_secret_tls_is_required_and_verified() {
             "{engine}: {text}"
         );
         assert!(!err.is_authentication_failure());
+    }
+}
+
+#[tokio::test]
+async fn the_default_trust_refuses_an_unknown_ca_and_db_ca_bundle_adds_to_it() {
+    let (maria, postgres) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
+    for (engine, port, user, password, ca) in [
+        (
+            "mariadb",
+            maria.port(),
+            maria.admin_user(),
+            maria.admin_password(),
+            maria.ca_pem_path(),
+        ),
+        (
+            "postgres",
+            postgres.port(),
+            postgres.admin_user(),
+            postgres.admin_password(),
+            postgres.ca_pem_path(),
+        ),
+    ] {
+        // No DB_CA_BUNDLE: system roots + RDS authorities, neither of which signed the
+        // harness's certificate. UnknownIssuer also shows every trusted certificate loaded.
+        let default = settings_from_env(None);
+        let err = connect(&secret(engine, port, user, password, None), None, &default)
+            .await
+            .expect_err("a certificate from an unknown CA is refused by default");
+        let text = err.to_string();
+        assert!(
+            text.contains("over verified TLS") && text.contains("UnknownIssuer"),
+            "{engine}: {text}"
+        );
+        assert!(!err.is_authentication_failure(), "{engine}: {text}");
+
+        // DB_CA_BUNDLE = the harness CA: added to the default trust, and the server verifies.
+        let added = settings_from_env(ca);
+        let (default_trust, trust) = (&default.trust, &added.trust);
+        assert_eq!(trust.count(), default_trust.count() + 1, "{engine}");
+        assert!(trust.pem().starts_with(default_trust.pem()), "{engine}");
+        let mut connection = connect(&secret(engine, port, user, password, None), None, &added)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert!(
+            session_uses_tls(&mut connection).await,
+            "{engine} session is not encrypted"
+        );
+        connection.close().await.unwrap();
+
+        // Trusting the server does not let a wrong password in.
+        let err = connect(
+            &secret(engine, port, user, "not-the-password-91c2", None),
+            None,
+            &added,
+        )
+        .await
+        .expect_err("a wrong password still fails");
+        assert!(err.is_authentication_failure(), "{engine}: {err}");
     }
 }
 

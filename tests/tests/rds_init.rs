@@ -71,10 +71,14 @@ impl Server {
     }
 
     fn settings(&self) -> ConnectSettings {
-        ConnectSettings {
-            ca_bundle: self.ca().map(Path::to_path_buf),
+        let settings = ConnectSettings {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            ..ConnectSettings::default()
+        };
+        match self.ca() {
+            Some(ca) => settings.trusting(ca).expect("the test CA is a PEM bundle"),
+            None => settings,
         }
     }
 

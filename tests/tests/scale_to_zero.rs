@@ -1,8 +1,10 @@
 //! scale-to-zero against moto through the real Rust SDK: idle alarms scale managed groups to
 //! zero (never below busy instances), the schedule publishes `BacklogPerInstance` and wakes
-//! groups at zero, and the calls stay batched.
+//! groups at zero, and the calls stay batched. Two stacks share the account with the same
+//! workflow slugs: each function touches only its own stack's groups.
 
 use harness::cloudwatch_cbor::CborBridge;
+use harness::log_capture::CapturedLogs;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,13 +19,20 @@ use shared::env_config::EnvVars;
 
 const NAMESPACE: &str = "Orchestrator/Queue";
 const LAUNCH_CONFIGURATION: &str = "gpu-worker";
+/// The stack the stage's function serves (`ORCHESTRATOR_STACK`); groups are tagged with it.
+const STACK: &str = "orch-a";
+/// Another stack in the same account and region, with the same workflow slugs.
+const OTHER_STACK: &str = "orch-b";
 
 /// A moto server with the notice topic subscribed by an SQS queue, one launch
 /// configuration for every group, and the function wired to it all.
 struct Stage {
     moto: Moto,
     _bridge: CborBridge,
+    /// The function of [`STACK`].
     function: ScaleToZero,
+    fleet: AwsFleet,
+    topic_arn: String,
     autoscaling: aws_sdk_autoscaling::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
     sqs: aws_sdk_sqs::Client,
@@ -77,20 +86,14 @@ impl Stage {
             .await
             .unwrap();
 
-        // Configured the way main.rs does it, from (here: fixed) environment variables.
-        let config = Config::from_env(&EnvVars::from_pairs([
-            ("QUEUE_METRIC_NAMESPACE", NAMESPACE),
-            ("NOTIFY_TOPIC_ARN", topic_arn.as_str()),
-        ]))
-        .unwrap();
-        let function = ScaleToZero::new(
-            config,
-            AwsFleet::new(autoscaling.clone(), cloudwatch.clone(), sns),
-        );
+        let fleet = AwsFleet::new(autoscaling.clone(), cloudwatch.clone(), sns);
+        let function = function_of(STACK, &topic_arn, &fleet);
         Stage {
             moto,
             _bridge: bridge,
             function,
+            fleet,
+            topic_arn,
             autoscaling,
             cloudwatch,
             sqs,
@@ -98,7 +101,13 @@ impl Stage {
         }
     }
 
-    /// Creates a group of `desired` in-service instances; `managed: None` leaves the tag off.
+    /// The function configured for `stack`, on the same clients and notice topic.
+    fn function_of(&self, stack: &str) -> ScaleToZero {
+        function_of(stack, &self.topic_arn, &self.fleet)
+    }
+
+    /// Creates a group of [`STACK`] with `desired` in-service instances; `managed: None`
+    /// leaves the tag off.
     async fn create_group(
         &self,
         name: &str,
@@ -107,7 +116,26 @@ impl Stage {
         desired: i32,
         max: i32,
     ) {
-        create_group(&self.autoscaling, name, workflow, managed, desired, max).await;
+        self.create_stack_group(Some(STACK), name, workflow, managed, desired, max)
+            .await;
+    }
+
+    /// Creates a group tagged `orchestrator:stack=<stack>` (`None` leaves the tag off).
+    async fn create_stack_group(
+        &self,
+        stack: Option<&str>,
+        name: &str,
+        workflow: &str,
+        managed: Option<&str>,
+        desired: i32,
+        max: i32,
+    ) {
+        let tags = GroupTags {
+            managed,
+            stack,
+            workflow,
+        };
+        create_group(&self.autoscaling, name, tags, desired, max).await;
     }
 
     async fn group(&self, name: &str) -> AutoScalingGroup {
@@ -147,10 +175,7 @@ impl Stage {
     }
 
     async fn invoke(&self, payload: Value) -> Value {
-        self.function
-            .handle(LambdaEvent::new(payload, Context::default()))
-            .await
-            .unwrap_or_else(|e| panic!("invocation failed: {e}"))
+        invoke(&self.function, payload).await
     }
 
     /// The notices delivered to the subscribed queue so far (their SNS `Message`, parsed).
@@ -233,11 +258,47 @@ impl Stage {
     }
 }
 
+/// Configured the way main.rs does it, from (here: fixed) environment variables.
+fn function_of(stack: &str, topic_arn: &str, fleet: &AwsFleet) -> ScaleToZero {
+    let config = Config::from_env(&EnvVars::from_pairs([
+        ("QUEUE_METRIC_NAMESPACE", NAMESPACE),
+        ("NOTIFY_TOPIC_ARN", topic_arn),
+        ("ORCHESTRATOR_STACK", stack),
+    ]))
+    .unwrap();
+    ScaleToZero::new(config, fleet.clone())
+}
+
+async fn invoke(function: &ScaleToZero, payload: Value) -> Value {
+    function
+        .handle(LambdaEvent::new(payload, Context::default()))
+        .await
+        .unwrap_or_else(|e| panic!("invocation failed: {e}"))
+}
+
+/// A group's suite tags; `None` leaves a tag off.
+#[derive(Clone, Copy)]
+struct GroupTags<'a> {
+    managed: Option<&'a str>,
+    stack: Option<&'a str>,
+    workflow: &'a str,
+}
+
+impl<'a> GroupTags<'a> {
+    /// Tagged as `stack` manages a group.
+    fn managed_by(stack: &'a str, workflow: &'a str) -> Self {
+        GroupTags {
+            managed: Some("true"),
+            stack: Some(stack),
+            workflow,
+        }
+    }
+}
+
 async fn create_group(
     autoscaling: &aws_sdk_autoscaling::Client,
     name: &str,
-    workflow: &str,
-    managed: Option<&str>,
+    tags: GroupTags<'_>,
     desired: i32,
     max: i32,
 ) {
@@ -250,9 +311,12 @@ async fn create_group(
         .max_size(max)
         .desired_capacity(desired)
         .availability_zones("us-east-1a")
-        .tags(tag("orchestrator:workflow", workflow));
-    if let Some(managed) = managed {
+        .tags(tag("orchestrator:workflow", tags.workflow));
+    if let Some(managed) = tags.managed {
         request = request.tags(tag("orchestrator:managed", managed));
+    }
+    if let Some(stack) = tags.stack {
+        request = request.tags(tag("orchestrator:stack", stack));
     }
     request.send().await.unwrap();
 }
@@ -496,19 +560,31 @@ async fn tick_publishes_backlog_per_workflow_and_wakes_a_group_at_zero() {
 async fn tick_over_300_groups_stays_within_the_batched_call_bound() {
     const GROUPS: usize = 300;
     const WITH_WORK: usize = 10;
+    /// Another stack's groups, with the first slugs: Auto Scaling filters them out, so they
+    /// cost no describe page (client-side filtering would need a fourth).
+    const OTHER_STACK_GROUPS: usize = 100;
     let stage = Stage::start().await;
     let autoscaling = Arc::new(stage.autoscaling.clone());
     // Groups at zero have no instances, so creating them is cheap; eight at a time.
     let mut creating = tokio::task::JoinSet::new();
-    for n in 0..GROUPS {
+    for n in 0..GROUPS + OTHER_STACK_GROUPS {
         if creating.len() >= 8 {
             creating.join_next().await.unwrap().unwrap();
         }
         let autoscaling = autoscaling.clone();
         creating.spawn(async move {
-            let name = format!("gpu-wf-{n:03}");
-            let workflow = format!("wf-{n:03}");
-            create_group(&autoscaling, &name, &workflow, Some("true"), 0, 2).await;
+            let (stack, name, workflow) = if n < GROUPS {
+                (STACK, format!("gpu-wf-{n:03}"), format!("wf-{n:03}"))
+            } else {
+                let n = n - GROUPS;
+                (
+                    OTHER_STACK,
+                    format!("orch-b-wf-{n:03}"),
+                    format!("wf-{n:03}"),
+                )
+            };
+            let tags = GroupTags::managed_by(stack, &workflow);
+            create_group(&autoscaling, &name, tags, 0, 2).await;
         });
     }
     while let Some(done) = creating.join_next().await {
@@ -556,4 +632,213 @@ async fn tick_over_300_groups_stays_within_the_batched_call_bound() {
     assert!(total <= bound, "{total} calls > bound {bound}: {counts:?}");
     assert_eq!(desired(&stage.group("gpu-wf-000").await), 1);
     assert_eq!(desired(&stage.group("gpu-wf-001").await), 0);
+    assert_eq!(
+        desired(&stage.group("orch-b-wf-000").await),
+        0,
+        "another stack's group with the same slug and work queued is not woken"
+    );
+    assert_eq!(report["leftAlone"], json!([]), "nothing ambiguous");
+}
+
+/// Desired capacity, and each instance with its lifecycle state and scale-in protection:
+/// everything a function of another stack must not change.
+fn snapshot(group: &AutoScalingGroup) -> (i32, Vec<(String, String, bool)>) {
+    let mut instances: Vec<(String, String, bool)> = group
+        .instances()
+        .iter()
+        .map(|i| {
+            (
+                i.instance_id().unwrap().to_owned(),
+                i.lifecycle_state().unwrap().as_str().to_owned(),
+                i.protected_from_scale_in().unwrap(),
+            )
+        })
+        .collect();
+    instances.sort();
+    (desired(group), instances)
+}
+
+#[tokio::test]
+async fn idle_alarm_of_one_stack_leaves_the_other_stacks_group_of_the_same_workflow_alone() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("orch-a-img2vid", "img2vid", Some("true"), 2, 4)
+        .await;
+    stage
+        .create_stack_group(
+            Some(OTHER_STACK),
+            "orch-b-img2vid",
+            "img2vid",
+            Some("true"),
+            2,
+            4,
+        )
+        .await;
+    let theirs = instance_ids(&stage.group("orch-b-img2vid").await);
+    stage
+        .autoscaling
+        .set_instance_protection()
+        .auto_scaling_group_name("orch-b-img2vid")
+        .instance_ids(&theirs[0])
+        .protected_from_scale_in(true)
+        .send()
+        .await
+        .unwrap();
+    let before = snapshot(&stage.group("orch-b-img2vid").await);
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+    let logs = CapturedLogs::default();
+    let guard = logs.install();
+
+    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "orch-a-img2vid", "workflow": "img2vid", "from": 2, "to": 0, "reason": "idle"}])
+    );
+    assert_eq!(
+        report["leftAlone"],
+        json!([{"group": "orch-b-img2vid", "workflow": "img2vid",
+                "reason": "other stack (orchestrator:stack=orch-b)"}])
+    );
+    assert_eq!(desired(&stage.group("orch-a-img2vid").await), 0);
+    assert_eq!(snapshot(&stage.group("orch-b-img2vid").await), before);
+    let logged = logs.lines().into_iter().any(|line| {
+        line["group"] == "orch-b-img2vid"
+            && line["stack"] == STACK
+            && line["reason"] == "other stack (orchestrator:stack=orch-b)"
+    });
+    assert!(
+        logged,
+        "the other stack's group is logged: {:?}",
+        logs.lines()
+    );
+    let notices = stage.notices().await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["autoScalingGroup"], "orch-a-img2vid");
+
+    // The off-hours direct invoke takes the same path.
+    let report = stage.invoke(sample("direct-scale-to-zero.json")).await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    assert_eq!(report["leftAlone"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(snapshot(&stage.group("orch-b-img2vid").await), before);
+    drop(guard);
+
+    // The other stack's own function does scale its group in (keeping the busy instance).
+    let report = invoke(&stage.function_of(OTHER_STACK), sample("alarm-action.json")).await;
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "orch-b-img2vid", "workflow": "img2vid", "from": 2, "to": 1, "reason": "idle"}])
+    );
+    assert_eq!(
+        report["leftAlone"][0]["reason"], "other stack (orchestrator:stack=orch-a)",
+        "{report}"
+    );
+    assert_eq!(
+        instance_ids(&stage.group("orch-b-img2vid").await),
+        theirs[..1]
+    );
+}
+
+#[tokio::test]
+async fn tick_of_one_stack_wakes_its_own_groups_and_never_the_other_stacks() {
+    let stage = Stage::start().await;
+    for workflow in ["img2vid", "vid2vid"] {
+        stage
+            .create_group(&format!("orch-a-{workflow}"), workflow, Some("true"), 0, 4)
+            .await;
+        stage
+            .create_stack_group(
+                Some(OTHER_STACK),
+                &format!("orch-b-{workflow}"),
+                workflow,
+                Some("true"),
+                0,
+                4,
+            )
+            .await;
+    }
+    stage
+        .put_queue_depths(&[("img2vid", 2.0), ("vid2vid", 1.0)])
+        .await;
+    stage.moto.clear_recording().await;
+
+    let report = stage.invoke(schedule()).await;
+
+    assert_eq!(
+        report["changes"],
+        json!([
+            {"group": "orch-a-img2vid", "workflow": "img2vid", "from": 0, "to": 2, "reason": "wake"},
+            {"group": "orch-a-vid2vid", "workflow": "vid2vid", "from": 0, "to": 1, "reason": "wake"},
+        ])
+    );
+    assert_eq!(
+        report["leftAlone"],
+        json!([]),
+        "nothing is ambiguous: {report}"
+    );
+    assert_eq!(report["backlogPublished"], 2);
+    let describes = stage
+        .moto
+        .recorded_actions()
+        .iter()
+        .filter(|a| a.ends_with(":DescribeAutoScalingGroups"))
+        .count();
+    assert_eq!(describes, 1);
+    for (group, wanted) in [("orch-a-img2vid", 2), ("orch-a-vid2vid", 1)] {
+        let group = stage.group(group).await;
+        assert_eq!(
+            (desired(&group), group.instances().len()),
+            (wanted, wanted as usize)
+        );
+    }
+    for group in ["orch-b-img2vid", "orch-b-vid2vid"] {
+        assert_eq!(snapshot(&stage.group(group).await), (0, vec![]), "{group}");
+    }
+
+    // The other stack's tick wakes its own, and leaves ours as they are.
+    let report = invoke(&stage.function_of(OTHER_STACK), schedule()).await;
+    let woken: Vec<&str> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(woken, ["orch-b-img2vid", "orch-b-vid2vid"], "{report}");
+    assert_eq!(report["leftAlone"], json!([]), "{report}");
+    assert_eq!(desired(&stage.group("orch-a-img2vid").await), 2);
+    assert_eq!(desired(&stage.group("orch-a-vid2vid").await), 1);
+}
+
+#[tokio::test]
+async fn a_managed_group_without_a_stack_tag_is_left_alone() {
+    let stage = Stage::start().await;
+    stage
+        .create_stack_group(None, "legacy-img2vid", "img2vid", Some("true"), 1, 4)
+        .await;
+    stage
+        .create_stack_group(None, "legacy-vid2vid", "vid2vid", Some("true"), 0, 4)
+        .await;
+    let before = snapshot(&stage.group("legacy-img2vid").await);
+    stage
+        .put_queue_depths(&[("img2vid", 0.0), ("vid2vid", 3.0)])
+        .await;
+
+    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    assert_eq!(
+        report["leftAlone"],
+        json!([{"group": "legacy-img2vid", "workflow": "img2vid",
+                "reason": "other stack (tagged orchestrator:managed=true but no orchestrator:stack tag)"}])
+    );
+    assert_eq!(snapshot(&stage.group("legacy-img2vid").await), before);
+
+    let report = stage.invoke(schedule()).await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    assert_eq!(report["backlogPublished"], 0, "{report}");
+    assert_eq!(
+        snapshot(&stage.group("legacy-vid2vid").await),
+        (0, vec![]),
+        "not woken"
+    );
+    assert!(stage.notices().await.is_empty());
 }

@@ -2,7 +2,8 @@
 //! clients pointed at a private moto, the fleet topic has SQS queues subscribed (one plain, one
 //! behind a subscription filter on the message attributes), and what the function did is read
 //! back from Auto Scaling, SQS and moto's request recording. `SpotInterruptions` is an Embedded
-//! Metric Format line (CloudWatch Logs extracts it in AWS); the tests read those lines.
+//! Metric Format line (CloudWatch Logs extracts it in AWS); the tests read those lines. The
+//! function serves one stack; another stack's groups share the account and the workflow slugs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,10 @@ use spot_interruption::{AwsFleet, Config};
 
 const NAMESPACE: &str = "Orchestrator/Test";
 const INSTANCE_TYPE: &str = "g5.xlarge";
+/// The stack the function serves (`ORCHESTRATOR_STACK`).
+const STACK: &str = "orch-a";
+/// Another stack in the same account and region.
+const OTHER_STACK: &str = "orch-b";
 
 /// moto with a fleet topic, two subscribed queues, a launch configuration, and the function's
 /// clients.
@@ -77,6 +82,7 @@ impl Fleet {
         let config = Config::from_env(&EnvVars::from_pairs([
             ("FLEET_TOPIC_ARN", topic_arn.as_str()),
             ("METRIC_NAMESPACE", NAMESPACE),
+            ("ORCHESTRATOR_STACK", STACK),
         ]))
         .expect("config");
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
@@ -351,9 +357,16 @@ fn warning(event_id: &str, instance_id: &str) -> Value {
     )
 }
 
-fn managed(workflow: &str) -> [(&'static str, &str); 2] {
+/// The tags of a group the function's own stack manages.
+fn managed(workflow: &str) -> [(&'static str, &str); 3] {
+    managed_by(STACK, workflow)
+}
+
+/// The tags of a group `stack` manages.
+fn managed_by<'a>(stack: &'a str, workflow: &'a str) -> [(&'static str, &'a str); 3] {
     [
         ("orchestrator:managed", "true"),
+        ("orchestrator:stack", stack),
         ("orchestrator:workflow", workflow),
     ]
 }
@@ -578,7 +591,24 @@ async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
         .await;
     let untagged = fleet.group("untagged", 1, &[("team", "ml")]).await;
     let no_workflow = fleet
-        .group("half-tagged", 1, &[("orchestrator:managed", "true")])
+        .group(
+            "half-tagged",
+            1,
+            &[
+                ("orchestrator:managed", "true"),
+                ("orchestrator:stack", STACK),
+            ],
+        )
+        .await;
+    let no_stack = fleet
+        .group(
+            "stackless",
+            1,
+            &[
+                ("orchestrator:managed", "true"),
+                ("orchestrator:workflow", "img2vid"),
+            ],
+        )
         .await;
     fleet.moto.clear_recording().await;
     let logs = CapturedLogs::default();
@@ -600,6 +630,10 @@ async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
         (
             warning("evt-u4", "i-0123456789abcdef0"),
             "in no Auto Scaling group",
+        ),
+        (
+            warning("evt-u6", &no_stack[0]),
+            "other stack (tagged orchestrator:managed=true but no orchestrator:stack tag)",
         ),
         (
             event(
@@ -626,16 +660,18 @@ async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
             .unwrap_or_else(|| panic!("no log line for {event_id}: {:?}", logs.lines()));
         assert!(line["reason"].as_str().unwrap().contains(reason), "{line}");
     }
-    let warned = logs.lines().into_iter().any(|line| {
-        line["level"] == "WARN"
-            && line["event_id"] == "evt-u3"
-            && line["message"].as_str().unwrap().contains("tags")
-    });
-    assert!(
-        warned,
-        "a managed group without a workflow is a warning: {:?}",
-        logs.lines()
-    );
+    for event_id in ["evt-u3", "evt-u6"] {
+        let warned = logs.lines().into_iter().any(|line| {
+            line["level"] == "WARN"
+                && line["event_id"] == event_id
+                && line["message"].as_str().unwrap().contains("tags")
+        });
+        assert!(
+            warned,
+            "{event_id}: a managed group without a workflow or a stack is a warning: {:?}",
+            logs.lines()
+        );
+    }
 
     let actions = fleet.moto.recorded_actions();
     assert!(
@@ -648,10 +684,88 @@ async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
         ("someone-elses", &unmanaged),
         ("untagged", &untagged),
         ("half-tagged", &no_workflow),
+        ("stackless", &no_stack),
     ] {
         assert_eq!(fleet.group_state(group).await, (1, instances.clone()));
     }
     assert!(fleet.fleet_messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn another_stacks_instance_is_left_alone_and_ours_is_still_handled() {
+    let fleet = Fleet::start().await;
+    // Two stacks, the same workflow slug: the filtered subscription matches both groups'
+    // messages, so it would show a leak too.
+    let ours = fleet
+        .group("orch-a-img2vid", 2, &managed_by(STACK, "img2vid"))
+        .await;
+    let theirs = fleet
+        .group("orch-b-img2vid", 2, &managed_by(OTHER_STACK, "img2vid"))
+        .await;
+    fleet.moto.clear_recording().await;
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+
+    let outcome = fleet.handle(warning("evt-theirs", &theirs[0])).await;
+
+    assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+    assert_eq!(
+        outcome["reason"],
+        "Auto Scaling group orch-b-img2vid is left alone: other stack (orchestrator:stack=orch-b)"
+    );
+    let line = logs
+        .lines()
+        .into_iter()
+        .find(|line| line["event_id"] == "evt-theirs" && line["outcome"] == "ignored")
+        .unwrap_or_else(|| panic!("no log line: {:?}", logs.lines()));
+    assert!(
+        line["reason"].as_str().unwrap().contains("orch-b"),
+        "{line}"
+    );
+    assert!(fleet.detach_calls().is_empty());
+    assert_eq!(
+        fleet.moto.recorded_actions(),
+        [
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeAutoScalingGroups",
+        ],
+        "only the lookups"
+    );
+    assert_eq!(
+        fleet.group_state("orch-b-img2vid").await,
+        (2, theirs.clone()),
+        "the other stack's group still lists the instance"
+    );
+    assert!(fleet.fleet_messages().await.is_empty());
+    assert!(fleet.drain(&fleet.filtered_queue).await.is_empty());
+    assert!(fleet.metric_lines.lock().unwrap().is_empty(), "no metric");
+
+    // A rebalance recommendation for their instance: no message either.
+    let rebalance = event(
+        "rebalance-recommendation.json",
+        "evt-theirs-rebalance",
+        &theirs[1],
+        EventTime::from_unix_seconds(unix_now()),
+    );
+    let outcome = fleet.handle(rebalance).await;
+    assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+    assert!(fleet.fleet_messages().await.is_empty());
+
+    // Ours, same slug, same invocation setup: handled as always.
+    let outcome = fleet.handle(warning("evt-ours", &ours[0])).await;
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(
+        fleet.detach_calls(),
+        [(ours[0].clone(), "false".to_owned())]
+    );
+    let (desired, now_in_group) = fleet.group_state("orch-a-img2vid").await;
+    assert_eq!(desired, 2);
+    assert!(!now_in_group.contains(&ours[0]), "{now_in_group:?}");
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].0["autoScalingGroup"], "orch-a-img2vid");
+    assert_eq!(messages[0].0["instanceId"], ours[0].as_str());
+    assert_eq!(fleet.group_state("orch-b-img2vid").await, (2, theirs));
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use harness::iam::{self, Request};
+use harness::scenario::stack;
 use serde_json::{Map, Value, json};
 
 fn workspace_root() -> PathBuf {
@@ -51,6 +53,39 @@ fn render(overrides: &[&str]) -> Value {
 fn default_template() -> &'static Value {
     static TEMPLATE: OnceLock<Value> = OnceLock::new();
     TEMPLATE.get_or_init(|| render(&[]))
+}
+
+/// The template as the stack `stack_name` gets it, with `overrides` (`Key=Value`); the values
+/// given are kept as the parameters' defaults, so [`resolved`] sees them.
+fn stack_template_with(stack_name: &str, overrides: &[&str]) -> Value {
+    let mut args = vec![format!("AWS::StackName={stack_name}")];
+    args.extend(overrides.iter().map(|o| o.to_string()));
+    let mut template = render(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for (key, value) in args.iter().filter_map(|a| a.split_once('=')) {
+        if let Some(spec) = template["Parameters"].get_mut(key) {
+            spec["Default"] = json!(value);
+        } else {
+            template["Parameters"][key] = json!({"Type": "String", "Default": value});
+        }
+    }
+    template
+}
+
+fn stack_template(stack_name: &str) -> Value {
+    stack_template_with(stack_name, &[])
+}
+
+/// A value of a [`stack_template`] with its intrinsic functions resolved as CloudFormation
+/// would (the local scenario's resolver); a resource's physical id is `<logical>-id`, a
+/// function's or role's ARN is built from that.
+fn resolved(template: &Value, value: &Value) -> Value {
+    let ids = resources(template)
+        .keys()
+        .map(|logical| (logical.clone(), format!("{logical}-id")))
+        .collect();
+    let parameters = stack::parameter_values(template, &[]);
+    stack::resolve(value, template, &ids, &parameters)
+        .unwrap_or_else(|e| panic!("cannot resolve {value}: {e}"))
 }
 
 fn resources(template: &Value) -> &Map<String, Value> {
@@ -348,7 +383,7 @@ fn rds_init_serves_tenant_databases_after_the_database() {
 }
 
 #[test]
-fn secret_rotation_rotates_both_secrets_every_30_days_app_user_alternating() {
+fn secret_rotation_rotates_the_suites_secrets_every_30_days_app_user_alternating() {
     let template = default_template();
     let schedules = of_type(template, "AWS::SecretsManager::RotationSchedule");
     let secrets: BTreeSet<String> = schedules
@@ -369,7 +404,7 @@ fn secret_rotation_rotates_both_secrets_every_30_days_app_user_alternating() {
         .collect();
     assert_eq!(
         secrets,
-        ["AppUserSecret", "DbMasterSecretAttachment"]
+        ["AppUserSecret", "DbMasterSecretAttachment", "FleetSecret"]
             .map(String::from)
             .into()
     );
@@ -487,7 +522,7 @@ fn only_the_two_database_functions_run_in_the_private_subnets() {
 }
 
 #[test]
-fn auto_scaling_writes_require_the_managed_tag() {
+fn auto_scaling_writes_require_the_managed_and_the_stack_tag() {
     let template = default_template();
     let mut seen = BTreeSet::new();
     for (policy, statement) in iam_statements(template) {
@@ -495,10 +530,15 @@ fn auto_scaling_writes_require_the_managed_tag() {
             if !action.starts_with("autoscaling:") || is_read_only(&action) {
                 continue;
             }
+            let tags = &statement["Condition"]["StringEquals"];
             assert_eq!(
-                statement["Condition"]["StringEquals"]["autoscaling:ResourceTag/orchestrator:managed"],
-                "true",
+                tags["autoscaling:ResourceTag/orchestrator:managed"], "true",
                 "{policy}: {action} without the orchestrator:managed=true condition: {statement}"
+            );
+            assert_eq!(
+                tags["autoscaling:ResourceTag/orchestrator:stack"],
+                reference("AWS::StackName"),
+                "{policy}: {action} without the orchestrator:stack=<stack> condition: {statement}"
             );
             seen.insert(action);
         }
@@ -507,6 +547,8 @@ fn auto_scaling_writes_require_the_managed_tag() {
         "autoscaling:SetDesiredCapacity",
         "autoscaling:DetachInstances",
         "autoscaling:CompleteLifecycleAction",
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:RecordLifecycleActionHeartbeat",
     ] {
         assert!(
             seen.contains(action),
@@ -582,27 +624,54 @@ fn metric_writes_and_secret_access_are_scoped() {
         if !secret_actions.is_empty() {
             for resource in one_or_many(&statement["Resource"]) {
                 assert!(
-                    *resource == reference("DbMasterSecret")
-                        || *resource == reference("AppUserSecret"),
+                    ["DbMasterSecret", "AppUserSecret", "FleetSecret"]
+                        .iter()
+                        .any(|secret| *resource == reference(secret)),
                     "{policy}: {secret_actions:?} on {resource} (only the suite's secrets)"
                 );
             }
         }
     }
-    // The namespaces are the ones the functions write to.
+    // The namespaces are the ones the functions write to: by default one per stack.
+    let template = stack_template("orch-a");
     let namespace_of = |function: &str| {
-        role_statements(template, function)
+        role_statements(&template, function)
             .into_iter()
             .find(|s| actions(s).iter().any(|a| a == "cloudwatch:PutMetricData"))
-            .map(|s| s["Condition"]["StringEquals"]["cloudwatch:namespace"].clone())
+            .map(|s| {
+                resolved(
+                    &template,
+                    &s["Condition"]["StringEquals"]["cloudwatch:namespace"],
+                )
+            })
     };
+    for (function, variable, namespace) in [
+        (
+            "ScaleToZeroFunction",
+            "QUEUE_METRIC_NAMESPACE",
+            "Orchestrator/orch-a/Queue",
+        ),
+        (
+            "SpotInterruptionFunction",
+            "METRIC_NAMESPACE",
+            "Orchestrator/orch-a/Fleet",
+        ),
+    ] {
+        assert_eq!(namespace_of(function), Some(json!(namespace)), "{function}");
+        assert_eq!(
+            resolved(&template, &env_vars(&template, function)[variable]),
+            json!(namespace),
+            "{function}"
+        );
+    }
+    let given = stack_template_with("orch-a", &["QueueMetricNamespace=Backend/Jobs"]);
     assert_eq!(
-        namespace_of("ScaleToZeroFunction"),
-        Some(json!("Orchestrator/Queue"))
-    );
-    assert_eq!(
-        namespace_of("SpotInterruptionFunction"),
-        Some(json!("Orchestrator/Fleet"))
+        resolved(
+            &given,
+            &env_vars(&given, "ScaleToZeroFunction")["QUEUE_METRIC_NAMESPACE"]
+        ),
+        json!("Backend/Jobs"),
+        "a namespace given as a parameter is used as it is"
     );
 }
 
@@ -736,4 +805,327 @@ fn function_errors_and_throttles_alarm_on_the_alerts_topic() {
         rotation_failed["Targets"][0]["Arn"],
         reference("AlertsTopic")
     );
+}
+
+#[test]
+fn fleet_functions_know_their_stack_and_every_group_carries_it() {
+    let template = default_template();
+    for function in ["ScaleToZeroFunction", "SpotInterruptionFunction"] {
+        assert_eq!(
+            env_vars(template, function)["ORCHESTRATOR_STACK"],
+            reference("AWS::StackName"),
+            "{function}"
+        );
+    }
+    let groups = of_type(template, "AWS::AutoScaling::AutoScalingGroup");
+    assert!(!groups.is_empty());
+    for (id, group) in groups {
+        let tags = group["Properties"]["Tags"].as_array().expect("Tags");
+        assert!(
+            tags.iter().any(|t| t["Key"] == "orchestrator:stack"
+                && t["Value"] == reference("AWS::StackName")
+                && t["PropagateAtLaunch"] == true),
+            "{id}: orchestrator:stack=<stack name>, propagated at launch: {tags:?}"
+        );
+    }
+}
+
+/// Every name a stack gives a resource, and every metric namespace it uses, from a template
+/// rendered for `stack_name`, resolved.
+fn names_and_namespaces(stack_name: &str) -> BTreeSet<String> {
+    let template = stack_template(stack_name);
+    let mut names = BTreeSet::new();
+    let mut add = |value: &Value| {
+        if value.is_null() {
+            return;
+        }
+        let value = resolved(&template, value);
+        let text = value
+            .as_str()
+            .unwrap_or_else(|| panic!("not a name: {value}"));
+        if !text.starts_with("AWS/") {
+            names.insert(text.to_owned());
+        }
+    };
+    for (kind, pointers) in [
+        ("AWS::CloudWatch::Alarm", &["/AlarmName", "/Namespace"][..]),
+        (
+            "AWS::AutoScaling::AutoScalingGroup",
+            &["/AutoScalingGroupName"],
+        ),
+        ("AWS::EC2::LaunchTemplate", &["/LaunchTemplateName"]),
+        ("AWS::SQS::Queue", &["/QueueName"]),
+        ("AWS::SNS::Topic", &["/TopicName"]),
+        ("AWS::SecretsManager::Secret", &["/Name"]),
+        (
+            "AWS::AutoScaling::ScalingPolicy",
+            &["/TargetTrackingConfiguration/CustomizedMetricSpecification/Namespace"],
+        ),
+        (
+            "AWS::Lambda::Function",
+            &[
+                "/Environment/Variables/QUEUE_METRIC_NAMESPACE",
+                "/Environment/Variables/METRIC_NAMESPACE",
+            ],
+        ),
+    ] {
+        for (_, resource) in of_type(&template, kind) {
+            for pointer in pointers {
+                add(resource["Properties"]
+                    .pointer(pointer)
+                    .unwrap_or(&Value::Null));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn two_stacks_share_no_resource_name_alarm_name_or_metric_namespace() {
+    let a = names_and_namespaces("orch-a");
+    let b = names_and_namespaces("orch-b");
+    assert!(a.len() >= 20, "names found: {a:?}");
+    let shared: Vec<_> = a.intersection(&b).collect();
+    assert!(
+        shared.is_empty(),
+        "stacks orch-a and orch-b would collide on {shared:?}"
+    );
+    for expected in [
+        "Orchestrator/orch-a/Queue",
+        "Orchestrator/orch-a/Fleet",
+        "orch-a-img2vid-idle",
+    ] {
+        assert!(a.contains(expected), "{expected} in {a:?}");
+    }
+}
+
+const GROUP_ARN: &str = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:6d1e7b0c-1111-2222-3333-444455556666:autoScalingGroupName/orch-a-img2vid";
+
+/// A call on an Auto Scaling group carrying `tags`.
+fn on_group(action: &str, tags: &[(&str, &str)]) -> Request {
+    Request::new(action, GROUP_ARN).with_resource_tags("autoscaling", tags.iter().copied())
+}
+
+fn allowed(statements: &[Value], request: &Request) -> bool {
+    iam::evaluate(statements, request)
+        .unwrap_or_else(|e| panic!("{request:?}: {e}"))
+        .is_allowed()
+}
+
+const OURS: &[(&str, &str)] = &[
+    ("orchestrator:managed", "true"),
+    ("orchestrator:stack", "orch-a"),
+    ("orchestrator:workflow", "img2vid"),
+];
+const THEIRS: &[(&str, &str)] = &[
+    ("orchestrator:managed", "true"),
+    ("orchestrator:stack", "orch-b"),
+    ("orchestrator:workflow", "img2vid"),
+];
+const UNMANAGED: &[(&str, &str)] = &[("orchestrator:stack", "orch-a")];
+
+#[test]
+fn fleet_functions_may_change_only_their_own_stacks_groups() {
+    let template = stack_template("orch-a");
+    for (function, actions) in [
+        (
+            "ScaleToZeroFunction",
+            &["autoscaling:SetDesiredCapacity"][..],
+        ),
+        (
+            "SpotInterruptionFunction",
+            &[
+                "autoscaling:DetachInstances",
+                "autoscaling:CompleteLifecycleAction",
+            ],
+        ),
+    ] {
+        let role = resolved(&template, &json!(role_statements(&template, function)));
+        let statements = role.as_array().expect("statements");
+        for action in actions {
+            assert!(
+                allowed(statements, &on_group(action, OURS)),
+                "{function}: {action} on its own group"
+            );
+            for (whose, tags) in [
+                ("another stack's", THEIRS),
+                ("an unmanaged", UNMANAGED),
+                ("an untagged", &[][..]),
+            ] {
+                assert!(
+                    !allowed(statements, &on_group(action, tags)),
+                    "{function}: {action} on {whose} group"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_worker_role_allows_the_worker_contract_on_its_own_stack_only() {
+    let template = stack_template("orch-a");
+    let role = json!({"Properties": resolved(&template, &resource(&template, "WorkerRole")["Properties"])});
+    let statements = iam::role_statements(&role);
+    let contract = [
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:RecordLifecycleActionHeartbeat",
+        "autoscaling:CompleteLifecycleAction",
+    ];
+    for action in contract {
+        assert!(
+            allowed(&statements, &on_group(action, OURS)),
+            "{action} on its own group"
+        );
+        assert!(
+            !allowed(&statements, &on_group(action, THEIRS)),
+            "{action} on another stack's group"
+        );
+        assert!(
+            !allowed(&statements, &on_group(action, UNMANAGED)),
+            "{action} on an unmanaged group"
+        );
+    }
+    for action in [
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:DetachInstances",
+        "autoscaling:UpdateAutoScalingGroup",
+    ] {
+        assert!(
+            !allowed(&statements, &on_group(action, OURS)),
+            "a worker must not {action}"
+        );
+    }
+    assert!(allowed(
+        &statements,
+        &Request::new("autoscaling:DescribeAutoScalingInstances", "*")
+    ));
+    // The fleet secret, and no other.
+    let fleet_secret = resolved(&template, &reference("FleetSecret"));
+    let fleet_secret = fleet_secret.as_str().unwrap();
+    assert!(allowed(
+        &statements,
+        &Request::new("secretsmanager:GetSecretValue", fleet_secret)
+    ));
+    for other in ["AppUserSecret", "DbMasterSecret"] {
+        let arn = resolved(&template, &reference(other));
+        assert!(
+            !allowed(
+                &statements,
+                &Request::new("secretsmanager:GetSecretValue", arn.as_str().unwrap())
+            ),
+            "a worker must not read {other}"
+        );
+    }
+    // Its own queue, subscribed to the fleet topic; nobody else's.
+    let own_queue = "arn:aws:sqs:us-east-1:123456789012:orch-a-worker-i-0abc";
+    let other_queue = "arn:aws:sqs:us-east-1:123456789012:orch-b-worker-i-0abc";
+    for action in [
+        "sqs:CreateQueue",
+        "sqs:SetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:DeleteQueue",
+    ] {
+        assert!(
+            allowed(&statements, &Request::new(action, own_queue)),
+            "{action} on its own queue"
+        );
+        assert!(
+            !allowed(&statements, &Request::new(action, other_queue)),
+            "{action} on another stack's queue"
+        );
+    }
+    let topic = resolved(&template, &reference("FleetEventsTopic"));
+    let subscribe = |protocol: &str, endpoint: &str| {
+        Request::new("sns:Subscribe", topic.as_str().unwrap())
+            .with("sns:Protocol", protocol)
+            .with("sns:Endpoint", endpoint)
+    };
+    assert!(allowed(&statements, &subscribe("sqs", own_queue)));
+    assert!(!allowed(&statements, &subscribe("sqs", other_queue)));
+    assert!(!allowed(
+        &statements,
+        &subscribe("https", "https://example.invalid/hook")
+    ));
+    let alerts = resolved(&template, &reference("AlertsTopic"));
+    assert!(!allowed(
+        &statements,
+        &Request::new("sns:Subscribe", alerts.as_str().unwrap())
+            .with("sns:Protocol", "sqs")
+            .with("sns:Endpoint", own_queue)
+    ));
+    // Nothing beyond the contract: every action granted is one of these.
+    let granted: BTreeSet<String> = statements.iter().flat_map(actions).collect();
+    let known: BTreeSet<String> = [
+        "autoscaling:DescribeAutoScalingInstances",
+        "autoscaling:SetInstanceProtection",
+        "autoscaling:RecordLifecycleActionHeartbeat",
+        "autoscaling:CompleteLifecycleAction",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret",
+        "sqs:CreateQueue",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueAttributes",
+        "sqs:SetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteQueue",
+        "sns:Subscribe",
+        "sns:Unsubscribe",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(
+        granted, known,
+        "WorkerRole grants exactly the worker contract"
+    );
+}
+
+#[test]
+fn the_fleet_secret_is_generic_and_rotated_monthly() {
+    let template = default_template();
+    let secret = &resource(template, "FleetSecret")["Properties"];
+    let document: Value = serde_json::from_str(
+        secret["GenerateSecretString"]["SecretStringTemplate"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(document["engine"], "generic");
+    let rotation = &resource(template, "FleetSecretRotation");
+    assert_eq!(rotation["Properties"]["SecretId"], reference("FleetSecret"));
+    assert_eq!(
+        rotation["DependsOn"],
+        json!("SecretRotationInvokePermission")
+    );
+}
+
+#[test]
+fn worker_user_data_comes_from_the_parameter_and_defaults_to_none() {
+    let key = "/Properties/LaunchTemplateData/UserData";
+    let template = stack_template("orch-a");
+    let data = resolved(
+        &template,
+        &resource(&template, "WorkerLaunchTemplateimg2vid")["Properties"],
+    );
+    assert!(
+        json!({"Properties": data}).pointer(key).is_none(),
+        "no UserData by default"
+    );
+    let script = "#!/bin/bash\nexec /opt/worker/run --stack orch-a\n";
+    let template = stack_template_with("orch-a", &[&format!("WorkerUserData={script}")]);
+    for workflow in ["img2vid", "vid2vid"] {
+        let data = resolved(
+            &template,
+            &resource(&template, &format!("WorkerLaunchTemplate{workflow}"))["Properties"],
+        );
+        assert_eq!(
+            json!({"Properties": data}).pointer(key),
+            Some(&json!(
+                "IyEvYmluL2Jhc2gKZXhlYyAvb3B0L3dvcmtlci9ydW4gLS1zdGFjayBvcmNoLWEK"
+            )),
+            "{workflow}: the script, base64-encoded"
+        );
+    }
 }

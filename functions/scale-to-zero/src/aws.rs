@@ -10,10 +10,11 @@ use aws_sdk_cloudwatch::types::{
 };
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_types::DateTime;
+use shared::fleet_tags::{MANAGED_TAG, STACK_TAG, WORKFLOW_TAG, ownership};
 
 use crate::config::Config;
 use crate::decision::BacklogValue;
-use crate::fleet::{GroupState, Instance, Lifecycle, MANAGED_TAG, QueueSample, WORKFLOW_TAG};
+use crate::fleet::{GroupState, Instance, Lifecycle, QueueSample};
 /// Re-exported: the handler names its adapter's error `aws::AwsError`.
 pub use shared::aws::AwsError;
 
@@ -67,37 +68,64 @@ impl AwsFleet {
         }
     }
 
-    /// Every group tagged `orchestrator:managed=true`, a page of 100 per call.
-    pub async fn managed_groups(&self) -> Result<Vec<GroupState>, AwsError> {
-        self.groups_tagged(MANAGED_TAG, "true").await
+    /// Every group tagged `orchestrator:managed=true` and `orchestrator:stack=<stack>`, a page
+    /// of 100 per call: Auto Scaling filters by both tags, so other stacks' groups cost no
+    /// pages (and are classified again here, should a filter ever be ignored).
+    pub async fn managed_groups(&self, stack: &str) -> Result<Vec<GroupState>, AwsError> {
+        self.groups_tagged(&[(MANAGED_TAG, "true"), (STACK_TAG, stack)], stack)
+            .await
     }
 
-    /// The groups tagged with this workflow, managed or not (so an unmanaged one is named in
-    /// the logs rather than silently missing).
-    pub async fn workflow_groups(&self, workflow: &str) -> Result<Vec<GroupState>, AwsError> {
-        self.groups_tagged(WORKFLOW_TAG, workflow).await
+    /// The groups tagged with this workflow, of any stack and managed or not (so a group left
+    /// alone is named in the report and the logs rather than silently missing).
+    pub async fn workflow_groups(
+        &self,
+        workflow: &str,
+        stack: &str,
+    ) -> Result<Vec<GroupState>, AwsError> {
+        self.groups_tagged(&[(WORKFLOW_TAG, workflow)], stack).await
     }
 
-    async fn groups_tagged(&self, key: &str, value: &str) -> Result<Vec<GroupState>, AwsError> {
-        let filter = Filter::builder()
-            .name(format!("tag:{key}"))
-            .values(value)
-            .build();
+    /// The groups carrying every tag of `tags` (Auto Scaling ANDs the filters), classified for
+    /// the function serving `stack`.
+    async fn groups_tagged(
+        &self,
+        tags: &[(&str, &str)],
+        stack: &str,
+    ) -> Result<Vec<GroupState>, AwsError> {
+        let filters: Vec<Filter> = tags
+            .iter()
+            .map(|(key, value)| {
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(*value)
+                    .build()
+            })
+            .collect();
+        let described = tags
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut groups = Vec::new();
         let mut next_token = None;
         loop {
             let page = self
                 .autoscaling
                 .describe_auto_scaling_groups()
-                .filters(filter.clone())
+                .set_filters(Some(filters.clone()))
                 .max_records(GROUPS_PER_PAGE)
                 .set_next_token(next_token)
                 .send()
                 .await
                 .map_err(|e| {
-                    AwsError::from_sdk(format!("DescribeAutoScalingGroups (tag {key}={value})"), e)
+                    AwsError::from_sdk(format!("DescribeAutoScalingGroups (tags {described})"), e)
                 })?;
-            groups.extend(page.auto_scaling_groups().iter().map(group_state));
+            groups.extend(
+                page.auto_scaling_groups()
+                    .iter()
+                    .map(|group| group_state(group, stack)),
+            );
             next_token = page
                 .next_token()
                 .filter(|t| !t.is_empty())
@@ -283,7 +311,7 @@ fn dimension(name: &str, value: &str) -> Dimension {
     Dimension::builder().name(name).value(value).build()
 }
 
-fn group_state(group: &AutoScalingGroup) -> GroupState {
+fn group_state(group: &AutoScalingGroup, stack: &str) -> GroupState {
     let tag = |key: &str| {
         group
             .tags()
@@ -297,10 +325,7 @@ fn group_state(group: &AutoScalingGroup) -> GroupState {
             .auto_scaling_group_name()
             .unwrap_or_default()
             .to_owned(),
-        managed: tag(MANAGED_TAG) == Some("true"),
-        workflow: tag(WORKFLOW_TAG)
-            .filter(|w| !w.trim().is_empty())
-            .map(str::to_owned),
+        ownership: ownership(tag, stack),
         min_size: count(group.min_size()),
         max_size: count(group.max_size()),
         desired_capacity: count(group.desired_capacity()),

@@ -1,6 +1,7 @@
 //! The function's configuration, read from the environment once per cold start.
 
 use shared::env_config::{ConfigError, EnvVars};
+use shared::fleet_tags::{StackName, stack_from_env};
 
 /// What scale-to-zero needs to know about the platform it serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +15,8 @@ pub struct Config {
     /// Queued jobs one instance is expected to take; sizes a group woken from zero.
     pub target_backlog_per_instance: f64,
     pub notify_topic_arn: String,
+    /// `ORCHESTRATOR_STACK`: only groups tagged `orchestrator:stack` with this name are acted on.
+    pub orchestrator_stack: StackName,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             workflow_dimension: env.or_default("WORKFLOW_DIMENSION", "Workflow".to_owned())?,
             target_backlog_per_instance,
             notify_topic_arn: env.required("NOTIFY_TOPIC_ARN")?,
+            orchestrator_stack: stack_from_env(env)?,
         })
     }
 }
@@ -54,6 +58,7 @@ mod tests {
     use super::*;
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:idle";
+    const STACK: (&str, &str) = ("ORCHESTRATOR_STACK", "orchestrator-dev");
 
     #[test]
     fn defaults_apply_when_only_the_required_values_are_set() {
@@ -61,6 +66,7 @@ mod tests {
             ("QUEUE_METRIC_NAMESPACE", "Orchestrator/Queue"),
             ("NOTIFY_TOPIC_ARN", TOPIC),
             ("WORKFLOW_DIMENSION", ""),
+            STACK,
         ]);
         assert_eq!(
             Config::from_env(&env).unwrap(),
@@ -70,14 +76,15 @@ mod tests {
                 workflow_dimension: "Workflow".into(),
                 target_backlog_per_instance: 1.0,
                 notify_topic_arn: TOPIC.into(),
+                orchestrator_stack: "orchestrator-dev".parse().unwrap(),
             }
         );
     }
 
     #[test]
     fn missing_and_invalid_values_name_the_variable() {
-        let err =
-            Config::from_env(&EnvVars::from_pairs([("NOTIFY_TOPIC_ARN", TOPIC)])).unwrap_err();
+        let err = Config::from_env(&EnvVars::from_pairs([("NOTIFY_TOPIC_ARN", TOPIC), STACK]))
+            .unwrap_err();
         assert!(err.to_string().contains("QUEUE_METRIC_NAMESPACE"), "{err}");
 
         for (value, reason) in [
@@ -90,6 +97,7 @@ mod tests {
                 ("QUEUE_METRIC_NAMESPACE", "Q"),
                 ("NOTIFY_TOPIC_ARN", TOPIC),
                 ("TARGET_BACKLOG_PER_INSTANCE", value),
+                STACK,
             ]);
             let err = Config::from_env(&env).unwrap_err().to_string();
             assert!(err.contains("TARGET_BACKLOG_PER_INSTANCE"), "{err}");
@@ -99,6 +107,7 @@ mod tests {
         let env = EnvVars::from_pairs([
             ("QUEUE_METRIC_NAMESPACE", "AWS/SQS"),
             ("NOTIFY_TOPIC_ARN", TOPIC),
+            STACK,
         ]);
         let err = Config::from_env(&env).unwrap_err().to_string();
         assert!(
@@ -106,9 +115,31 @@ mod tests {
             "{err}"
         );
 
-        let env = EnvVars::from_pairs([("QUEUE_METRIC_NAMESPACE", "Q")]);
+        let env = EnvVars::from_pairs([("QUEUE_METRIC_NAMESPACE", "Q"), STACK]);
         let err = Config::from_env(&env).unwrap_err().to_string();
         assert!(err.contains("NOTIFY_TOPIC_ARN"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_invalid_stack_stops_the_function_at_init() {
+        let env =
+            EnvVars::from_pairs([("QUEUE_METRIC_NAMESPACE", "Q"), ("NOTIFY_TOPIC_ARN", TOPIC)]);
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().to_string(),
+            "environment variable ORCHESTRATOR_STACK is required but not set"
+        );
+        for value in ["dev stack", "1dev", "orchestrator_dev"] {
+            let env = EnvVars::from_pairs([
+                ("QUEUE_METRIC_NAMESPACE", "Q"),
+                ("NOTIFY_TOPIC_ARN", TOPIC),
+                ("ORCHESTRATOR_STACK", value),
+            ]);
+            let err = Config::from_env(&env).unwrap_err().to_string();
+            assert!(
+                err.contains("ORCHESTRATOR_STACK") && err.contains("CloudFormation stack name"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -117,6 +148,7 @@ mod tests {
             ("QUEUE_METRIC_NAMESPACE", "Q"),
             ("NOTIFY_TOPIC_ARN", TOPIC),
             ("TARGET_BACKLOG_PER_INSTANCE", "2.5"),
+            STACK,
         ]);
         assert_eq!(
             Config::from_env(&env).unwrap().target_backlog_per_instance,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Serialize;
+use shared::fleet_tags::{NotOurs, Ownership};
 
 use crate::fleet::{GroupState, QueueSample, current_depth};
 
@@ -23,38 +24,28 @@ pub enum IdleDecision {
 /// Why a group was left as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaveReason {
-    Unmanaged,
-    /// Managed, but no `orchestrator:workflow` tag.
-    NoWorkflowTag,
-    /// Another managed group carries the same workflow tag: which one to size is ambiguous.
-    SharedWorkflow {
-        groups: usize,
-    },
+    /// Unmanaged, another stack's (or no stack's), or managed without a workflow tag.
+    NotOurs(NotOurs),
+    /// Another managed group of this stack carries the same workflow tag: which one to size is
+    /// ambiguous.
+    SharedWorkflow { groups: usize },
     /// No usable queue sample in the look-back window: idleness cannot be confirmed.
     NoQueueData,
     /// The alarm is stale: work arrived since it fired.
-    QueueNotEmpty {
-        depth: f64,
-    },
+    QueueNotEmpty { depth: f64 },
     /// Already at (or below) what scaling in would set.
-    AlreadyIdle {
-        desired: u32,
-        floor: u32,
-    },
+    AlreadyIdle { desired: u32, floor: u32 },
     /// At zero with work queued, but `max_size` is 0.
-    MaxSizeZero {
-        depth: f64,
-    },
+    MaxSizeZero { depth: f64 },
 }
 
 impl fmt::Display for LeaveReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LeaveReason::Unmanaged => write!(f, "not tagged orchestrator:managed=true"),
-            LeaveReason::NoWorkflowTag => write!(f, "managed but has no orchestrator:workflow tag"),
+            LeaveReason::NotOurs(why) => why.fmt(f),
             LeaveReason::SharedWorkflow { groups } => write!(
                 f,
-                "{groups} managed groups share this orchestrator:workflow tag; none is sized until one remains"
+                "{groups} managed groups of this stack share this orchestrator:workflow tag; none is sized until one remains"
             ),
             LeaveReason::NoQueueData => write!(
                 f,
@@ -78,8 +69,8 @@ impl fmt::Display for LeaveReason {
 /// but never below the busy instances (killing a GPU mid-job is the worst outcome) nor below
 /// the group's minimum (Auto Scaling would reject it).
 pub fn decide_idle(group: &GroupState, queue: &[QueueSample]) -> IdleDecision {
-    if !group.managed {
-        return IdleDecision::Leave(LeaveReason::Unmanaged);
+    if let Ownership::NotOurs(why) = &group.ownership {
+        return IdleDecision::Leave(LeaveReason::NotOurs(why.clone()));
     }
     let depth = match current_depth(queue) {
         None => return IdleDecision::Leave(LeaveReason::NoQueueData),
@@ -128,7 +119,7 @@ pub fn backlog_per_instance(depth: f64, in_service: u32) -> f64 {
     }
 }
 
-/// The managed groups of one tick, one per workflow, and the groups set aside.
+/// This stack's managed groups of one tick, one per workflow, and the groups set aside.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Roster {
     pub by_workflow: BTreeMap<String, GroupState>,
@@ -144,24 +135,23 @@ pub struct LeftAlone {
 }
 
 impl Roster {
-    /// Sorts groups by workflow; unmanaged, untagged and workflow-sharing groups are set aside.
+    /// Sorts this stack's groups by workflow; groups that are not ours (unmanaged, another
+    /// stack's, no workflow tag) and groups sharing a workflow are set aside. Another stack's
+    /// group never makes a workflow ambiguous.
     pub fn new(groups: Vec<GroupState>) -> Roster {
         let mut roster = Roster::default();
         let mut by_workflow: BTreeMap<String, Vec<GroupState>> = BTreeMap::new();
         for group in groups {
-            let reason = match (&group.workflow, group.managed) {
-                (_, false) => LeaveReason::Unmanaged,
-                (None, true) => LeaveReason::NoWorkflowTag,
-                (Some(workflow), true) => {
+            match &group.ownership {
+                Ownership::Ours { workflow } => {
                     by_workflow.entry(workflow.clone()).or_default().push(group);
-                    continue;
                 }
-            };
-            roster.set_aside.push(LeftAlone {
-                group: group.name,
-                workflow: group.workflow,
-                reason,
-            });
+                Ownership::NotOurs(why) => roster.set_aside.push(LeftAlone {
+                    reason: LeaveReason::NotOurs(why.clone()),
+                    group: group.name,
+                    workflow: None,
+                }),
+            }
         }
         for (workflow, mut groups) in by_workflow {
             if groups.len() == 1 {
@@ -275,8 +265,9 @@ mod tests {
     fn group(name: &str, workflow: &str, desired: u32, instances: Vec<Instance>) -> GroupState {
         GroupState {
             name: name.into(),
-            managed: true,
-            workflow: Some(workflow.into()),
+            ownership: Ownership::Ours {
+                workflow: workflow.into(),
+            },
             min_size: 0,
             max_size: 4,
             desired_capacity: desired,
@@ -329,9 +320,16 @@ mod tests {
     #[test]
     fn idle_decisions() {
         use IdleDecision::*;
-        use LeaveReason::*;
+        use LeaveReason::{AlreadyIdle, NoQueueData, QueueNotEmpty};
         let mut unmanaged = group("g", "w", 2, in_service(2));
-        unmanaged.managed = false;
+        unmanaged.ownership = Ownership::NotOurs(NotOurs::Unmanaged);
+        let other_stack = NotOurs::OtherStack {
+            stack: Some("orch-b".into()),
+        };
+        let mut theirs = group("g", "w", 2, in_service(2));
+        theirs.ownership = Ownership::NotOurs(other_stack.clone());
+        let mut no_stack = group("g", "w", 2, in_service(2));
+        no_stack.ownership = Ownership::NotOurs(NotOurs::OtherStack { stack: None });
         let mut min_one = group("g", "w", 3, in_service(3));
         min_one.min_size = 1;
         let cases: Vec<(&str, GroupState, Vec<QueueSample>, IdleDecision)> = vec![
@@ -349,7 +347,19 @@ mod tests {
                 "unmanaged group is left",
                 unmanaged,
                 samples(&[0.0]),
-                Leave(Unmanaged),
+                Leave(LeaveReason::NotOurs(NotOurs::Unmanaged)),
+            ),
+            (
+                "another stack's idle group is left",
+                theirs,
+                samples(&[0.0]),
+                Leave(LeaveReason::NotOurs(other_stack)),
+            ),
+            (
+                "a managed group of no stack is left",
+                no_stack,
+                samples(&[0.0]),
+                Leave(LeaveReason::NotOurs(NotOurs::OtherStack { stack: None })),
             ),
             (
                 "no data is not idle",
@@ -498,9 +508,9 @@ mod tests {
     #[test]
     fn roster_sets_aside_unmanaged_untagged_and_shared_workflows() {
         let mut unmanaged = group("u", "x", 1, vec![]);
-        unmanaged.managed = false;
+        unmanaged.ownership = Ownership::NotOurs(NotOurs::Unmanaged);
         let mut untagged = group("t", "x", 1, vec![]);
-        untagged.workflow = None;
+        untagged.ownership = Ownership::NotOurs(NotOurs::NoWorkflow);
         let roster = Roster::new(vec![
             group("a", "img2vid", 1, vec![]),
             unmanaged,
@@ -517,11 +527,64 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("u", &LeaveReason::Unmanaged),
-                ("t", &LeaveReason::NoWorkflowTag),
+                ("u", &LeaveReason::NotOurs(NotOurs::Unmanaged)),
+                ("t", &LeaveReason::NotOurs(NotOurs::NoWorkflow)),
                 ("b1", &LeaveReason::SharedWorkflow { groups: 2 }),
                 ("b2", &LeaveReason::SharedWorkflow { groups: 2 }),
             ]
+        );
+    }
+
+    #[test]
+    fn another_stacks_groups_never_make_a_workflow_ambiguous() {
+        let theirs = |name: &str, stack: Option<&str>| {
+            let mut g = group(name, "img2vid", 0, vec![]);
+            g.ownership = Ownership::NotOurs(NotOurs::OtherStack {
+                stack: stack.map(str::to_owned),
+            });
+            g
+        };
+        let roster = Roster::new(vec![
+            theirs("orch-b-img2vid", Some("orch-b")),
+            group("orch-a-img2vid", "img2vid", 0, vec![]),
+            theirs("legacy-img2vid", None),
+        ]);
+        assert_eq!(roster.workflows(), ["img2vid"]);
+        assert_eq!(roster.by_workflow["img2vid"].name, "orch-a-img2vid");
+        let reasons: Vec<(&str, String)> = roster
+            .set_aside
+            .iter()
+            .map(|l| (l.group.as_str(), l.reason.to_string()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (
+                    "orch-b-img2vid",
+                    "other stack (orchestrator:stack=orch-b)".to_owned()
+                ),
+                (
+                    "legacy-img2vid",
+                    "other stack (tagged orchestrator:managed=true but no orchestrator:stack tag)"
+                        .to_owned()
+                ),
+            ]
+        );
+        // Only ours is woken.
+        let samples = HashMap::from([("img2vid".to_owned(), samples(&[2.0]))]);
+        let plan = plan_tick(roster, &samples, 1.0);
+        let wakes: Vec<(&str, u32)> = plan
+            .wakes
+            .iter()
+            .map(|w| (w.group.as_str(), w.to))
+            .collect();
+        assert_eq!(wakes, [("orch-a-img2vid", 2)]);
+        assert!(
+            plan.left_alone
+                .iter()
+                .all(|l| !matches!(l.reason, LeaveReason::SharedWorkflow { .. })),
+            "{:?}",
+            plan.left_alone
         );
     }
 

@@ -1,10 +1,7 @@
 //! The fleet as the decisions see it: plain values, no SDK types. The AWS adapter fills these
 //! in from `DescribeAutoScalingGroups` and `GetMetricData`.
 
-/// The suite acts only on groups carrying this tag with the value `true`.
-pub const MANAGED_TAG: &str = "orchestrator:managed";
-/// The tag naming a group's workflow.
-pub const WORKFLOW_TAG: &str = "orchestrator:workflow";
+use shared::fleet_tags::Ownership;
 
 /// Where an instance is in its Auto Scaling lifecycle, as far as capacity is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +42,8 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupState {
     pub name: String,
-    /// Tagged `orchestrator:managed=true`.
-    pub managed: bool,
-    /// The `orchestrator:workflow` tag.
-    pub workflow: Option<String>,
+    /// Whether this stack's function may act on it (and its workflow), from its tags.
+    pub ownership: Ownership,
     pub min_size: u32,
     pub max_size: u32,
     pub desired_capacity: u32,
@@ -56,6 +51,14 @@ pub struct GroupState {
 }
 
 impl GroupState {
+    /// The workflow of a group this stack manages.
+    pub fn workflow(&self) -> Option<&str> {
+        match &self.ownership {
+            Ownership::Ours { workflow } => Some(workflow),
+            Ownership::NotOurs(_) => None,
+        }
+    }
+
     pub fn in_service(&self) -> u32 {
         self.count(|i| i.lifecycle == Lifecycle::InService)
     }

@@ -1,5 +1,6 @@
 //! scale-to-zero: idle per-workflow Spot GPU groups to zero, `BacklogPerInstance` for the
-//! groups' target-tracking policies, and wake 0→N when work arrives.
+//! groups' target-tracking policies, and wake 0→N when work arrives. Only the groups of its own
+//! stack (`ORCHESTRATOR_STACK`) are acted on; other stacks' groups are left alone.
 //!
 //! `trigger` and `alarm` read the events, `decision` decides (pure), `aws` gathers the
 //! inputs and carries the decisions out; [`ScaleToZero::handle`] ties them together.
@@ -209,7 +210,8 @@ impl ScaleToZero {
         cause: &str,
         report: &mut Report,
     ) -> Result<(), ScaleError> {
-        let groups = self.fleet.workflow_groups(workflow).await?;
+        let stack = self.config.orchestrator_stack.as_str();
+        let groups = self.fleet.workflow_groups(workflow, stack).await?;
         if groups.is_empty() {
             tracing::warn!(
                 workflow,
@@ -224,16 +226,20 @@ impl ScaleToZero {
             });
             return Ok(());
         }
-        let samples = self
-            .fleet
-            .queue_samples(&self.config, &[workflow.to_owned()])
-            .await?
-            .remove(workflow)
-            .unwrap_or_default();
+        // Only a group of this stack needs the queue re-read.
+        let samples = if groups.iter().any(|g| g.workflow().is_some()) {
+            self.fleet
+                .queue_samples(&self.config, &[workflow.to_owned()])
+                .await?
+                .remove(workflow)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for group in groups {
             match decide_idle(&group, &samples) {
                 IdleDecision::Leave(reason) => {
-                    tracing::info!(group = %group.name, workflow, cause, %reason, "group left as it is");
+                    tracing::info!(group = %group.name, workflow, cause, stack, %reason, "group left as it is");
                     report.left_alone.push(LeftAloneEntry {
                         group: group.name,
                         workflow: Some(workflow.to_owned()),
@@ -270,16 +276,17 @@ impl ScaleToZero {
         Ok(())
     }
 
-    /// One pass over every managed group: publish backlog, wake groups at zero with work.
+    /// One pass over this stack's managed groups: publish backlog, wake groups at zero with work.
     async fn tick(&self, report: &mut Report) -> Result<(), ScaleError> {
-        let roster = Roster::new(self.fleet.managed_groups().await?);
+        let stack = self.config.orchestrator_stack.as_str();
+        let roster = Roster::new(self.fleet.managed_groups(stack).await?);
         let samples = self
             .fleet
             .queue_samples(&self.config, &roster.workflows())
             .await?;
         let plan = plan_tick(roster, &samples, self.config.target_backlog_per_instance);
         for left in &plan.left_alone {
-            tracing::info!(group = %left.group, workflow = ?left.workflow, reason = %left.reason, "group left as it is");
+            tracing::info!(group = %left.group, workflow = ?left.workflow, stack, reason = %left.reason, "group left as it is");
         }
         report.left_alone = plan
             .left_alone

@@ -1,8 +1,9 @@
 //! AWS failures moto cannot produce: throttling and 5xx must fail the invocation so Lambda
-//! retries it; a permanent refusal is reported as such.
+//! retries it; a permanent refusal is reported as such. Also what a request carries: the
+//! tick's describe asks for this stack's managed groups only.
 
 use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
-use aws_sdk_autoscaling::types::{AutoScalingGroup, TagDescription};
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter, TagDescription};
 use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
 use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
 use aws_sdk_cloudwatch::primitives::DateTime;
@@ -21,7 +22,23 @@ fn config() -> Config {
         workflow_dimension: "Workflow".into(),
         target_backlog_per_instance: 1.0,
         notify_topic_arn: "arn:aws:sns:us-east-1:123456789012:idle".into(),
+        orchestrator_stack: STACK.parse().unwrap(),
     }
+}
+
+const STACK: &str = "orchestrator-dev";
+
+/// A group at desired 0 (max 4) with these tags.
+fn group_at_zero(name: &str, tags: &[(&str, &str)]) -> AutoScalingGroup {
+    let mut group = AutoScalingGroup::builder()
+        .auto_scaling_group_name(name)
+        .min_size(0)
+        .max_size(4)
+        .desired_capacity(0);
+    for (key, value) in tags {
+        group = group.tags(TagDescription::builder().key(*key).value(*value).build());
+    }
+    group.build()
 }
 
 /// An Auto Scaling (query protocol) error response, parsed by the SDK as the real one would be.
@@ -86,15 +103,14 @@ async fn access_denied_is_reported_as_not_worth_retrying() {
 
 #[tokio::test]
 async fn a_failed_wake_still_publishes_the_backlog_and_asks_for_a_retry() {
-    let tag = |key: &str, value: &str| TagDescription::builder().key(key).value(value).build();
-    let group = AutoScalingGroup::builder()
-        .auto_scaling_group_name("gpu-img2vid")
-        .min_size(0)
-        .max_size(4)
-        .desired_capacity(0)
-        .tags(tag("orchestrator:managed", "true"))
-        .tags(tag("orchestrator:workflow", "img2vid"))
-        .build();
+    let group = group_at_zero(
+        "gpu-img2vid",
+        &[
+            ("orchestrator:managed", "true"),
+            ("orchestrator:stack", STACK),
+            ("orchestrator:workflow", "img2vid"),
+        ],
+    );
     let describe =
         mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(move || {
             DescribeAutoScalingGroupsOutput::builder()
@@ -136,4 +152,96 @@ async fn a_failed_wake_still_publishes_the_backlog_and_asks_for_a_retry() {
         "the backlog is published although the wake failed"
     );
     assert!(set_capacity.num_calls() >= 1);
+}
+
+/// The filters of a describe request, as (name, values) pairs.
+fn filters(filters: &[Filter]) -> Vec<(String, Vec<String>)> {
+    filters
+        .iter()
+        .map(|f| (f.name().unwrap_or_default().to_owned(), f.values().to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_tick_asks_for_this_stacks_managed_groups_and_wakes_only_ours() {
+    // Auto Scaling filters server-side; should another stack's group slip through anyway
+    // (same workflow slug, at zero, work queued), it is set aside, not woken and not counted
+    // as a second claim on the workflow.
+    let ours = group_at_zero(
+        "orchestrator-dev-img2vid",
+        &[
+            ("orchestrator:managed", "true"),
+            ("orchestrator:stack", STACK),
+            ("orchestrator:workflow", "img2vid"),
+        ],
+    );
+    let theirs = group_at_zero(
+        "orchestrator-staging-img2vid",
+        &[
+            ("orchestrator:managed", "true"),
+            ("orchestrator:stack", "orchestrator-staging"),
+            ("orchestrator:workflow", "img2vid"),
+        ],
+    );
+    let describe = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+        .match_requests(|req| {
+            filters(req.filters())
+                == [
+                    (
+                        "tag:orchestrator:managed".to_owned(),
+                        vec!["true".to_owned()],
+                    ),
+                    ("tag:orchestrator:stack".to_owned(), vec![STACK.to_owned()]),
+                ]
+                && req.max_records() == Some(100)
+        })
+        .then_output(move || {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(theirs.clone())
+                .auto_scaling_groups(ours.clone())
+                .build()
+        });
+    let set_capacity = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+        .match_requests(|req| {
+            req.auto_scaling_group_name() == Some("orchestrator-dev-img2vid")
+                && req.desired_capacity() == Some(2)
+        })
+        .then_output(|| {
+            aws_sdk_autoscaling::operation::set_desired_capacity::SetDesiredCapacityOutput::builder(
+            )
+            .build()
+        });
+    let depth = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+        GetMetricDataOutput::builder()
+            .metric_data_results(
+                MetricDataResult::builder()
+                    .id("q0")
+                    .timestamps(DateTime::from_secs(1_800_000_000))
+                    .values(2.0)
+                    .build(),
+            )
+            .build()
+    });
+    let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
+        .then_output(|| PutMetricDataOutput::builder().build());
+    let function = function(&[&describe, &set_capacity], &[&depth, &put]);
+
+    let tick = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let report = function
+        .handle(LambdaEvent::new(tick, Context::default()))
+        .await
+        .unwrap_or_else(|e| panic!("the tick failed: {e}"));
+
+    assert_eq!(describe.num_calls(), 1);
+    assert_eq!(set_capacity.num_calls(), 1, "{report}");
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "orchestrator-dev-img2vid", "workflow": "img2vid", "from": 0, "to": 2, "reason": "wake"}])
+    );
+    assert_eq!(
+        report["leftAlone"],
+        json!([{"group": "orchestrator-staging-img2vid", "workflow": null,
+                "reason": "other stack (orchestrator:stack=orchestrator-staging)"}])
+    );
+    assert_eq!(report["backlogPublished"], 1);
 }

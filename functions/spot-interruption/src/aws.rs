@@ -104,6 +104,11 @@ impl AwsFleet {
         }
     }
 
+    /// The configuration the fleet was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Sends metric lines to `output` instead of stdout (tests read them back).
     pub fn with_metric_output(mut self, output: MetricOutput) -> Self {
         self.metric_output = output;

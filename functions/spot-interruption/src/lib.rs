@@ -1,6 +1,7 @@
 //! spot-interruption: on Spot interruption warnings, rebalance recommendations and terminate
-//! lifecycle actions for instances of managed Auto Scaling groups, replace capacity and tell
-//! the backend (through the fleet topic) which worker is going away.
+//! lifecycle actions for instances of its own stack's managed Auto Scaling groups, replace
+//! capacity and tell the backend (through the fleet topic) which worker is going away. Other
+//! stacks' groups in the same account and region are left alone.
 //!
 //! `notice` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
 //! plan out. A failure a retry can fix (throttling, 5xx, timeout) fails the invocation so
@@ -93,7 +94,7 @@ impl Action {
 pub enum OutcomeKind {
     /// Every planned step succeeded.
     Acted,
-    /// Nothing to do (not ours, unmanaged, repeated delivery).
+    /// Nothing to do (not ours: unmanaged or another stack's; repeated delivery).
     Ignored,
     /// The event cannot be read; retrying would not change that.
     Rejected,
@@ -201,12 +202,13 @@ pub async fn act_on(
             return Ok(outcome);
         }
     };
-    match plan::decide(received, &facts) {
+    let stack = fleet.config().orchestrator_stack.as_str();
+    match plan::decide(received, &facts, stack) {
         Decision::Ignore(ignored) => {
             let mut outcome = Outcome::for_notice(OutcomeKind::Ignored, received);
             outcome.reason = Some(ignored.to_string());
             if ignored.is_misconfiguration() {
-                tracing::warn!(event_id = %received.event_id, reason = %ignored, "left alone: fix the group's tags");
+                tracing::warn!(event_id = %received.event_id, stack, reason = %ignored, "left alone: fix the group's tags");
             }
             Ok(outcome)
         }

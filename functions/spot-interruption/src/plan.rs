@@ -5,13 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use shared::fleet_tags::{NotOurs, Ownership, ownership};
+
 use crate::fleet_message::{FleetMessage, FleetMessageKind, LifecycleAction};
 use crate::notice::{InstanceNotice, ReceivedNotice};
 
-/// The suite acts only on groups carrying this tag with the value `true`.
-pub const MANAGED_TAG: &str = "orchestrator:managed";
-/// The tag naming a managed group's workflow.
-pub const WORKFLOW_TAG: &str = "orchestrator:workflow";
 /// A Spot interruption warning comes two minutes before EC2 reclaims the instance.
 pub const INTERRUPTION_NOTICE_SECONDS: i64 = 120;
 
@@ -127,13 +125,11 @@ pub enum Ignored {
     GroupNotFound {
         auto_scaling_group: String,
     },
-    Unmanaged {
+    /// The group is not this stack's to act on: unmanaged, another stack's (or no stack's),
+    /// or managed without a workflow (a template mistake, worth a warning).
+    NotOurs {
         auto_scaling_group: String,
-    },
-    /// Tagged managed but without a workflow: a template mistake, left alone like any
-    /// unmanaged group, but worth a warning.
-    NoWorkflow {
-        auto_scaling_group: String,
+        why: NotOurs,
     },
     /// Already on its way out of the group (a concurrent or repeated delivery detached it).
     AlreadyDetaching {
@@ -146,7 +142,7 @@ pub enum Ignored {
 impl Ignored {
     /// A misconfiguration someone should fix, rather than an expected no-op.
     pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, Ignored::NoWorkflow { .. })
+        matches!(self, Ignored::NotOurs { why, .. } if why.is_misconfiguration())
     }
 }
 
@@ -166,13 +162,12 @@ impl fmt::Display for Ignored {
             Ignored::GroupNotFound { auto_scaling_group } => {
                 write!(f, "Auto Scaling group {auto_scaling_group} does not exist")
             }
-            Ignored::Unmanaged { auto_scaling_group } => write!(
+            Ignored::NotOurs {
+                auto_scaling_group,
+                why,
+            } => write!(
                 f,
-                "Auto Scaling group {auto_scaling_group} is not tagged {MANAGED_TAG}=true"
-            ),
-            Ignored::NoWorkflow { auto_scaling_group } => write!(
-                f,
-                "Auto Scaling group {auto_scaling_group} is tagged {MANAGED_TAG}=true but has no {WORKFLOW_TAG} tag"
+                "Auto Scaling group {auto_scaling_group} is left alone: {why}"
             ),
             Ignored::AlreadyDetaching {
                 instance_id,
@@ -214,15 +209,20 @@ impl Membership {
     }
 }
 
-/// Decides what to do about `received`, given `facts` gathered as [`FactsNeeded`] says.
-pub fn decide(received: &ReceivedNotice, facts: &Facts) -> Decision {
-    match decide_or_ignore(received, facts) {
+/// Decides what to do about `received`, given `facts` gathered as [`FactsNeeded`] says, for
+/// the function serving `stack` (it acts only on that stack's groups).
+pub fn decide(received: &ReceivedNotice, facts: &Facts, stack: &str) -> Decision {
+    match decide_or_ignore(received, facts, stack) {
         Ok(plan) => Decision::Act(Box::new(plan)),
         Err(ignored) => Decision::Ignore(ignored),
     }
 }
 
-fn decide_or_ignore(received: &ReceivedNotice, facts: &Facts) -> Result<ActionPlan, Ignored> {
+fn decide_or_ignore(
+    received: &ReceivedNotice,
+    facts: &Facts,
+    stack: &str,
+) -> Result<ActionPlan, Ignored> {
     let message = |kind, workflow: &str, group: &str, instance_id: &str| FleetMessage {
         kind,
         workflow: workflow.to_owned(),
@@ -239,7 +239,7 @@ fn decide_or_ignore(received: &ReceivedNotice, facts: &Facts) -> Result<ActionPl
         }),
         InstanceNotice::SpotInterruption { instance_id } => {
             let instance = listed_instance(facts, instance_id)?;
-            let workflow = managed_workflow(facts, &instance.auto_scaling_group)?;
+            let workflow = our_workflow(facts, &instance.auto_scaling_group, stack)?;
             let membership = still_in_group(instance)?;
             let mut fleet_message = message(
                 FleetMessageKind::SpotInterruption,
@@ -265,7 +265,7 @@ fn decide_or_ignore(received: &ReceivedNotice, facts: &Facts) -> Result<ActionPl
         }
         InstanceNotice::RebalanceRecommendation { instance_id } => {
             let instance = listed_instance(facts, instance_id)?;
-            let workflow = managed_workflow(facts, &instance.auto_scaling_group)?;
+            let workflow = our_workflow(facts, &instance.auto_scaling_group, stack)?;
             still_in_group(instance)?;
             // No detach: replacing on every recommendation is the thrash users of other
             // handlers complain about; the group's capacity rebalance decides.
@@ -287,7 +287,8 @@ fn decide_or_ignore(received: &ReceivedNotice, facts: &Facts) -> Result<ActionPl
             lifecycle_hook_name,
             lifecycle_action_token,
         } => {
-            let workflow = managed_workflow(facts, auto_scaling_group)?;
+            // Another stack's hook is another stack's to complete.
+            let workflow = our_workflow(facts, auto_scaling_group, stack)?;
             let mut fleet_message = message(
                 FleetMessageKind::InstanceTerminating,
                 &workflow,
@@ -340,8 +341,8 @@ fn still_in_group(instance: &InstanceFacts) -> Result<Membership, Ignored> {
     }
 }
 
-/// The workflow of `group_name` if the suite manages it.
-fn managed_workflow(facts: &Facts, group_name: &str) -> Result<String, Ignored> {
+/// The workflow of `group_name` if it is a managed group of `stack`.
+fn our_workflow(facts: &Facts, group_name: &str, stack: &str) -> Result<String, Ignored> {
     let group = facts
         .group
         .as_ref()
@@ -349,15 +350,11 @@ fn managed_workflow(facts: &Facts, group_name: &str) -> Result<String, Ignored> 
         .ok_or_else(|| Ignored::GroupNotFound {
             auto_scaling_group: group_name.to_owned(),
         })?;
-    if group.tags.get(MANAGED_TAG).map(String::as_str) != Some("true") {
-        return Err(Ignored::Unmanaged {
+    match ownership(|key| group.tags.get(key).map(String::as_str), stack) {
+        Ownership::Ours { workflow } => Ok(workflow),
+        Ownership::NotOurs(why) => Err(Ignored::NotOurs {
             auto_scaling_group: group_name.to_owned(),
-        });
-    }
-    match group.tags.get(WORKFLOW_TAG).map(|w| w.trim()) {
-        Some(workflow) if !workflow.is_empty() => Ok(workflow.to_owned()),
-        _ => Err(Ignored::NoWorkflow {
-            auto_scaling_group: group_name.to_owned(),
+            why,
         }),
     }
 }
@@ -366,7 +363,9 @@ fn managed_workflow(facts: &Facts, group_name: &str) -> Result<String, Ignored> 
 mod tests {
     use super::*;
     use crate::notice::EventTime;
+    use shared::fleet_tags::{MANAGED_TAG, STACK_TAG, WORKFLOW_TAG};
 
+    const STACK: &str = "orchestrator-dev";
     const INSTANCE: &str = "i-0b1c2d3e4f5a6b7c8";
     const GROUP: &str = "orchestrator-dev-img2vid";
     const TIME: EventTime = EventTime::from_unix_seconds(1_795_348_994); // 2026-11-22T12:03:14Z
@@ -420,7 +419,11 @@ mod tests {
         })
     }
 
-    const MANAGED: &[(&str, &str)] = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, "img2vid")];
+    const MANAGED: &[(&str, &str)] = &[
+        (MANAGED_TAG, "true"),
+        (STACK_TAG, STACK),
+        (WORKFLOW_TAG, "img2vid"),
+    ];
 
     fn facts(instance: Option<InstanceFacts>, group: Option<GroupFacts>) -> Facts {
         Facts { instance, group }
@@ -444,9 +447,27 @@ mod tests {
 
     #[test]
     fn decisions_table() {
-        let unmanaged = &[(MANAGED_TAG, "false"), (WORKFLOW_TAG, "img2vid")][..];
+        let unmanaged = &[
+            (MANAGED_TAG, "false"),
+            (STACK_TAG, STACK),
+            (WORKFLOW_TAG, "img2vid"),
+        ][..];
         let untagged = &[("team", "ml")][..];
-        let no_workflow = &[(MANAGED_TAG, "true")][..];
+        let no_workflow = &[(MANAGED_TAG, "true"), (STACK_TAG, STACK)][..];
+        // The same workflow slug, managed by the staging stack.
+        let other_stack = &[
+            (MANAGED_TAG, "true"),
+            (STACK_TAG, "orchestrator-staging"),
+            (WORKFLOW_TAG, "img2vid"),
+        ][..];
+        let no_stack = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, "img2vid")][..];
+        let unmanaged_other_stack = &[
+            (MANAGED_TAG, "false"),
+            (STACK_TAG, "orchestrator-staging"),
+            (WORKFLOW_TAG, "img2vid"),
+        ][..];
+        let other_stack_no_workflow =
+            &[(MANAGED_TAG, "true"), (STACK_TAG, "orchestrator-staging")][..];
         let cases: Vec<(&str, ReceivedNotice, Facts, Result<Summary, &str>)> = vec![
             (
                 "warning, in service",
@@ -503,6 +524,30 @@ mod tests {
                 Err("has no orchestrator:workflow"),
             ),
             (
+                "warning, another stack's group",
+                warning(),
+                facts(instance("InService"), group(other_stack)),
+                Err("other stack (orchestrator:stack=orchestrator-staging)"),
+            ),
+            (
+                "warning, managed group of no stack",
+                warning(),
+                facts(instance("InService"), group(no_stack)),
+                Err("other stack (tagged orchestrator:managed=true but no orchestrator:stack tag)"),
+            ),
+            (
+                "warning, another stack's unmanaged group",
+                warning(),
+                facts(instance("InService"), group(unmanaged_other_stack)),
+                Err("not tagged orchestrator:managed=true"),
+            ),
+            (
+                "warning, another stack's group without workflow",
+                warning(),
+                facts(instance("InService"), group(other_stack_no_workflow)),
+                Err("other stack (orchestrator:stack=orchestrator-staging)"),
+            ),
+            (
                 "warning, group vanished",
                 warning(),
                 facts(instance("InService"), None),
@@ -519,6 +564,12 @@ mod tests {
                 rebalance(),
                 facts(instance("InService"), group(unmanaged)),
                 Err("not tagged"),
+            ),
+            (
+                "rebalance, another stack's group",
+                rebalance(),
+                facts(instance("InService"), group(other_stack)),
+                Err("other stack (orchestrator:stack=orchestrator-staging)"),
             ),
             (
                 "rebalance, unknown instance",
@@ -551,6 +602,18 @@ mod tests {
                 Err("not tagged"),
             ),
             (
+                "terminating, another stack's group: its hook is not completed",
+                terminating(),
+                facts(None, group(other_stack)),
+                Err("other stack (orchestrator:stack=orchestrator-staging)"),
+            ),
+            (
+                "terminating, managed group of no stack",
+                terminating(),
+                facts(None, group(no_stack)),
+                Err("no orchestrator:stack tag"),
+            ),
+            (
                 "terminating, group gone",
                 terminating(),
                 facts(None, None),
@@ -566,7 +629,7 @@ mod tests {
             ),
         ];
         for (name, notice, facts, expected) in cases {
-            let decision = decide(&notice, &facts);
+            let decision = decide(&notice, &facts, STACK);
             match (summary(&decision), expected) {
                 (Ok(actual), Ok(expected)) => assert_eq!(actual, expected, "{name}"),
                 (Err(reason), Err(fragment)) => {
@@ -579,8 +642,11 @@ mod tests {
 
     #[test]
     fn a_warning_plan_detaches_keeps_capacity_counts_and_announces_the_deadline() {
-        let Decision::Act(plan) = decide(&warning(), &facts(instance("InService"), group(MANAGED)))
-        else {
+        let Decision::Act(plan) = decide(
+            &warning(),
+            &facts(instance("InService"), group(MANAGED)),
+            STACK,
+        ) else {
             panic!("a managed in-service instance is acted on");
         };
         assert_eq!(
@@ -611,7 +677,8 @@ mod tests {
 
     #[test]
     fn a_lifecycle_plan_hands_hook_and_token_over_and_completes_only_for_a_gone_instance() {
-        let Decision::Act(plan) = decide(&terminating(), &facts(None, group(MANAGED))) else {
+        let Decision::Act(plan) = decide(&terminating(), &facts(None, group(MANAGED)), STACK)
+        else {
             panic!("a managed group's lifecycle action is acted on");
         };
         assert_eq!(
@@ -636,7 +703,8 @@ mod tests {
         if let Some(i) = elsewhere.as_mut() {
             i.auto_scaling_group = "other".into();
         }
-        let Decision::Act(plan) = decide(&terminating(), &facts(elsewhere, group(MANAGED))) else {
+        let Decision::Act(plan) = decide(&terminating(), &facts(elsewhere, group(MANAGED)), STACK)
+        else {
             panic!("acted on");
         };
         assert!(plan.complete_lifecycle_action.is_some());
@@ -644,21 +712,83 @@ mod tests {
 
     #[test]
     fn the_workflow_tag_is_trimmed_and_managed_must_be_exactly_true() {
-        let spaced = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, " img2vid ")][..];
-        let Decision::Act(plan) = decide(&warning(), &facts(instance("InService"), group(spaced)))
-        else {
+        let spaced = &[
+            (MANAGED_TAG, "true"),
+            (STACK_TAG, STACK),
+            (WORKFLOW_TAG, " img2vid "),
+        ][..];
+        let Decision::Act(plan) = decide(
+            &warning(),
+            &facts(instance("InService"), group(spaced)),
+            STACK,
+        ) else {
             panic!("acted on");
         };
         assert_eq!(plan.fleet_message.workflow, "img2vid");
         for value in ["TRUE", "yes", "1", ""] {
-            let tags = &[(MANAGED_TAG, value), (WORKFLOW_TAG, "img2vid")][..];
+            let tags = &[
+                (MANAGED_TAG, value),
+                (STACK_TAG, STACK),
+                (WORKFLOW_TAG, "img2vid"),
+            ][..];
             assert!(
                 matches!(
-                    decide(&warning(), &facts(instance("InService"), group(tags))),
-                    Decision::Ignore(Ignored::Unmanaged { .. })
+                    decide(
+                        &warning(),
+                        &facts(instance("InService"), group(tags)),
+                        STACK
+                    ),
+                    Decision::Ignore(Ignored::NotOurs {
+                        why: NotOurs::Unmanaged,
+                        ..
+                    })
                 ),
                 "{MANAGED_TAG}={value:?} must not count as managed"
             );
         }
+    }
+
+    #[test]
+    fn another_stacks_group_is_ignored_with_a_reason_naming_that_stack() {
+        let other_stack = &[
+            (MANAGED_TAG, "true"),
+            (STACK_TAG, "orchestrator-staging"),
+            (WORKFLOW_TAG, "img2vid"),
+        ][..];
+        let decision = decide(
+            &warning(),
+            &facts(instance("InService"), group(other_stack)),
+            STACK,
+        );
+        let Decision::Ignore(ignored) = decision else {
+            panic!("another stack's instance is not acted on: {decision:?}");
+        };
+        assert_eq!(
+            ignored.to_string(),
+            "Auto Scaling group orchestrator-dev-img2vid is left alone: other stack \
+             (orchestrator:stack=orchestrator-staging)"
+        );
+        assert!(!ignored.is_misconfiguration(), "a neighbour, not a mistake");
+        // The same group is the other stack's function's to act on.
+        assert!(matches!(
+            decide(
+                &warning(),
+                &facts(instance("InService"), group(other_stack)),
+                "orchestrator-staging"
+            ),
+            Decision::Act(_)
+        ));
+        let no_stack = &[(MANAGED_TAG, "true"), (WORKFLOW_TAG, "img2vid")][..];
+        let Decision::Ignore(ignored) = decide(
+            &warning(),
+            &facts(instance("InService"), group(no_stack)),
+            STACK,
+        ) else {
+            panic!("a group of no stack is not acted on");
+        };
+        assert!(
+            ignored.is_misconfiguration(),
+            "no stack acts on it: {ignored}"
+        );
     }
 }

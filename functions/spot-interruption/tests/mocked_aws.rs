@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use shared::env_config::EnvVars;
 use spot_interruption::{AwsFleet, Config, SpotInterruptionError};
 
+const STACK: &str = "orchestrator-dev";
 const GROUP: &str = "orchestrator-dev-img2vid";
 const INSTANCE: &str = "i-0b1c2d3e4f5a6b7c8";
 const HOOK: &str = "drain-before-terminate";
@@ -43,25 +44,23 @@ fn query_error(status: u16, code: &str, message: &str) -> HttpResponse {
 }
 
 fn managed_group() -> Rule {
+    group_of_stack(STACK)
+}
+
+/// `GROUP`, managed, workflow `img2vid`, tagged as `stack`'s.
+fn group_of_stack(stack: &'static str) -> Rule {
     mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
         .match_requests(|req| req.auto_scaling_group_names() == [GROUP])
-        .then_output(|| {
+        .then_output(move || {
+            let tag =
+                |key: &str, value: &str| TagDescription::builder().key(key).value(value).build();
             DescribeAutoScalingGroupsOutput::builder()
                 .auto_scaling_groups(
                     AutoScalingGroup::builder()
                         .auto_scaling_group_name(GROUP)
-                        .tags(
-                            TagDescription::builder()
-                                .key("orchestrator:managed")
-                                .value("true")
-                                .build(),
-                        )
-                        .tags(
-                            TagDescription::builder()
-                                .key("orchestrator:workflow")
-                                .value("img2vid")
-                                .build(),
-                        )
+                        .tags(tag("orchestrator:managed", "true"))
+                        .tags(tag("orchestrator:stack", stack))
+                        .tags(tag("orchestrator:workflow", "img2vid"))
                         .build(),
                 )
                 .build()
@@ -136,6 +135,7 @@ impl Mocked {
                 "arn:aws:sns:us-east-1:123456789012:fleet",
             ),
             ("METRIC_NAMESPACE", "Orchestrator"),
+            ("ORCHESTRATOR_STACK", STACK),
         ]))
         .unwrap();
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
@@ -403,4 +403,51 @@ async fn a_permanent_lookup_failure_is_reported_and_not_retried() {
             .contains("AccessDenied"),
         "{outcome}"
     );
+}
+
+#[tokio::test]
+async fn another_stacks_lifecycle_action_is_left_to_that_stack() {
+    // The instance is gone, so for our own group the function would complete the action; the
+    // group is staging's (same workflow slug), so nothing is published or completed.
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (
+        group_of_stack("orchestrator-staging"),
+        instance_not_listed(),
+        publish_ok(&bodies),
+    );
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .then_output(|| CompleteLifecycleActionOutput::builder().build());
+    let detach = mock!(aws_sdk_autoscaling::Client::detach_instances)
+        .then_output(|| DetachInstancesOutput::builder().build());
+    let mocked = Mocked::new(&[&group, &instance, &complete, &detach], &[&publish]);
+
+    let outcome = mocked
+        .handle(sample("terminate-lifecycle-action.json"))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+    let reason = outcome["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("other stack (orchestrator:stack=orchestrator-staging)"),
+        "{reason}"
+    );
+    assert_eq!(complete.num_calls(), 0);
+    assert_eq!(publish.num_calls(), 0);
+    assert_eq!(mocked.metric_count(), 0);
+
+    // A Spot warning for an instance of that group: no detach, no message, no count.
+    let (group, instance) = (
+        group_of_stack("orchestrator-staging"),
+        instance_listed("InService"),
+    );
+    let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let outcome = mocked
+        .handle(sample("spot-interruption-warning.json"))
+        .await
+        .unwrap();
+    assert_eq!(outcome["outcome"], "ignored", "{outcome}");
+    assert_eq!(detach.num_calls(), 0);
+    assert_eq!(publish.num_calls(), 0);
+    assert_eq!(mocked.metric_count(), 0);
 }

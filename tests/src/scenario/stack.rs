@@ -142,60 +142,239 @@ pub fn response_url(moto_url: &str, stack_id: &str) -> String {
         .map_or(base, |url| url.to_string())
 }
 
-/// A resource's `Properties` with `Ref` and `Fn::GetAtt …Arn` resolved the way CloudFormation
-/// resolves them: parameters from `parameters`, resources from `ids` (logical → physical id).
+/// A resource's `Properties` with the intrinsic functions resolved the way CloudFormation
+/// resolves them: `Ref` (parameters from `parameters`, pseudo parameters, resources from `ids`,
+/// logical → physical id; `AWS::NoValue` drops the entry), `Fn::GetAtt …Arn`, `Fn::Sub`,
+/// `Fn::If` (the template's `Conditions`), `Fn::Join`, `Fn::Select`, `Fn::Split` and
+/// `Fn::Base64`. `AWS::StackName` comes from `parameters`; anything else unknown is an error.
 pub fn resolve(
     value: &Value,
     template: &Value,
     ids: &BTreeMap<String, String>,
     parameters: &BTreeMap<String, Value>,
 ) -> Result<Value, String> {
-    Ok(match value {
-        Value::Object(map) if map.len() == 1 && map.contains_key("Ref") => {
-            let name = map["Ref"].as_str().ok_or("Ref of a non-string")?;
-            if let Some(value) = parameters.get(name) {
-                value.clone()
-            } else if let Some(id) = ids.get(name) {
-                json!(id)
-            } else {
-                return Err(format!("Ref {name}: no such parameter or resource"));
+    let context = Context {
+        template,
+        ids,
+        parameters,
+    };
+    Ok(context.resolve(value)?.unwrap_or(Value::Null))
+}
+
+struct Context<'a> {
+    template: &'a Value,
+    ids: &'a BTreeMap<String, String>,
+    parameters: &'a BTreeMap<String, Value>,
+}
+
+impl Context<'_> {
+    /// `None` is `AWS::NoValue`: the caller drops the entry.
+    fn resolve(&self, value: &Value) -> Result<Option<Value>, String> {
+        let Value::Object(map) = value else {
+            return Ok(Some(match value {
+                Value::Array(items) => Value::Array(self.resolve_all(items)?),
+                other => other.clone(),
+            }));
+        };
+        if map.len() == 1 {
+            let (function, argument) = map.iter().next().expect("one entry");
+            match function.as_str() {
+                "Ref" => {
+                    let name = argument.as_str().ok_or("Ref of a non-string")?;
+                    return (name != "AWS::NoValue")
+                        .then(|| self.reference(name))
+                        .transpose();
+                }
+                "Fn::GetAtt" => return self.get_att(argument).map(Some),
+                "Fn::Sub" => return self.sub(argument).map(|s| Some(json!(s))),
+                "Fn::If" => {
+                    let parts = argument.as_array().filter(|p| p.len() == 3);
+                    let parts = parts.ok_or("Fn::If takes [condition, then, else]")?;
+                    let name = parts[0]
+                        .as_str()
+                        .ok_or("Fn::If of a non-string condition")?;
+                    let branch = if self.condition(name)? {
+                        &parts[1]
+                    } else {
+                        &parts[2]
+                    };
+                    return self.resolve(branch);
+                }
+                "Fn::Join" => {
+                    let (separator, items) = self.pair(argument, "Fn::Join")?;
+                    let separator = separator.as_str().ok_or("Fn::Join separator")?;
+                    let items = items.as_array().ok_or("Fn::Join of a non-list")?;
+                    let items: Vec<String> = items.iter().map(text).collect::<Result<_, _>>()?;
+                    return Ok(Some(json!(items.join(separator))));
+                }
+                "Fn::Select" => {
+                    let (index, items) = self.pair(argument, "Fn::Select")?;
+                    let index = index
+                        .as_u64()
+                        .or_else(|| index.as_str().and_then(|s| s.parse().ok()))
+                        .ok_or("Fn::Select index")?;
+                    let item = items.as_array().and_then(|i| i.get(index as usize));
+                    return Ok(Some(item.cloned().ok_or("Fn::Select out of range")?));
+                }
+                "Fn::Split" => {
+                    let (separator, whole) = self.pair(argument, "Fn::Split")?;
+                    let separator = separator.as_str().ok_or("Fn::Split separator")?;
+                    let whole = text(&whole)?;
+                    return Ok(Some(json!(whole.split(separator).collect::<Vec<_>>())));
+                }
+                "Fn::Base64" => {
+                    let plain = text(&self.resolve(argument)?.unwrap_or(Value::Null))?;
+                    return Ok(Some(json!(aws_smithy_types::base64::encode(plain))));
+                }
+                _ => {}
             }
         }
-        Value::Object(map) if map.len() == 1 && map.contains_key("Fn::GetAtt") => {
-            let parts = map["Fn::GetAtt"]
-                .as_array()
-                .ok_or("Fn::GetAtt of a non-list")?;
-            let (Some(logical), Some("Arn")) = (
-                parts.first().and_then(Value::as_str),
-                parts.get(1).and_then(Value::as_str),
-            ) else {
-                return Err(format!("unsupported Fn::GetAtt {parts:?}"));
-            };
-            let id = ids
-                .get(logical)
-                .ok_or_else(|| format!("Fn::GetAtt {logical}.Arn: no such resource"))?;
-            match template.pointer(&format!("/Resources/{logical}/Type")) {
+        let mut resolved = serde_json::Map::new();
+        for (key, value) in map {
+            if let Some(value) = self.resolve(value)? {
+                resolved.insert(key.clone(), value);
+            }
+        }
+        Ok(Some(Value::Object(resolved)))
+    }
+
+    fn resolve_all(&self, items: &[Value]) -> Result<Vec<Value>, String> {
+        let mut resolved = Vec::new();
+        for item in items {
+            resolved.extend(self.resolve(item)?);
+        }
+        Ok(resolved)
+    }
+
+    /// A two-element argument list, both resolved.
+    fn pair(&self, argument: &Value, function: &str) -> Result<(Value, Value), String> {
+        match argument.as_array().map(Vec::as_slice) {
+            Some([a, b]) => Ok((
+                self.resolve(a)?.unwrap_or(Value::Null),
+                self.resolve(b)?.unwrap_or(Value::Null),
+            )),
+            _ => Err(format!("{function} takes two arguments")),
+        }
+    }
+
+    fn reference(&self, name: &str) -> Result<Value, String> {
+        if let Some(value) = self.parameters.get(name) {
+            return Ok(value.clone());
+        }
+        if let Some(id) = self.ids.get(name) {
+            return Ok(json!(id));
+        }
+        Ok(json!(match name {
+            "AWS::Region" => REGION,
+            "AWS::AccountId" => ACCOUNT_ID,
+            "AWS::Partition" => "aws",
+            "AWS::URLSuffix" => "amazonaws.com",
+            _ => return Err(format!("Ref {name}: no such parameter or resource")),
+        }))
+    }
+
+    fn get_att(&self, argument: &Value) -> Result<Value, String> {
+        let parts: Vec<&str> = match argument {
+            Value::String(dotted) => dotted.splitn(2, '.').collect(),
+            Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let [logical, "Arn"] = parts.as_slice() else {
+            return Err(format!("unsupported Fn::GetAtt {argument}"));
+        };
+        let id = self
+            .ids
+            .get(*logical)
+            .ok_or_else(|| format!("Fn::GetAtt {logical}.Arn: no such resource"))?;
+        Ok(
+            match self.template.pointer(&format!("/Resources/{logical}/Type")) {
                 Some(t) if t == "AWS::Lambda::Function" => {
                     json!(format!(
                         "arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{id}"
                     ))
                 }
+                Some(t) if t == "AWS::IAM::Role" => {
+                    json!(format!("arn:aws:iam::{ACCOUNT_ID}:role/{id}"))
+                }
                 _ => json!(id),
+            },
+        )
+    }
+
+    /// `Fn::Sub` in both forms: `${Name}`, `${Logical.Arn}`, `${!Literal}`.
+    fn sub(&self, argument: &Value) -> Result<String, String> {
+        let (template, variables) = match argument {
+            Value::String(template) => (template.as_str(), None),
+            Value::Array(parts) if parts.len() == 2 => (
+                parts[0].as_str().ok_or("Fn::Sub of a non-string")?,
+                Some(&parts[1]),
+            ),
+            _ => return Err(format!("unsupported Fn::Sub {argument}")),
+        };
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .ok_or_else(|| format!("Fn::Sub: unclosed ${{ in {template}"))?
+                + start;
+            let name = &rest[start + 2..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(value) = variables.and_then(|v| v.get(name)) {
+                out.push_str(&text(&self.resolve(value)?.unwrap_or(Value::Null))?);
+            } else if let Some((logical, attribute)) = name.split_once('.') {
+                out.push_str(&text(&self.get_att(&json!([logical, attribute]))?)?);
+            } else {
+                out.push_str(&text(&self.reference(name)?)?);
             }
+            rest = &rest[end + 1..];
         }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), resolve(v, template, ids, parameters)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        Value::Array(items) => Value::Array(
-            items
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn condition(&self, name: &str) -> Result<bool, String> {
+        let condition = self
+            .template
+            .pointer(&format!("/Conditions/{name}"))
+            .ok_or_else(|| format!("no condition {name}"))?;
+        self.evaluate(condition)
+    }
+
+    fn evaluate(&self, condition: &Value) -> Result<bool, String> {
+        let Some((function, argument)) = condition.as_object().and_then(|m| m.iter().next()) else {
+            return Err(format!("cannot evaluate condition {condition}"));
+        };
+        let items = || argument.as_array().cloned().unwrap_or_default();
+        match function.as_str() {
+            "Condition" => self.condition(argument.as_str().ok_or("Condition of a non-string")?),
+            "Fn::Not" => Ok(!self.evaluate(&items()[0])?),
+            "Fn::And" => items()
                 .iter()
-                .map(|v| resolve(v, template, ids, parameters))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
+                .try_fold(true, |all, c| Ok(all && self.evaluate(c)?)),
+            "Fn::Or" => items()
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.evaluate(c)?)),
+            "Fn::Equals" => {
+                let (a, b) = self.pair(argument, "Fn::Equals")?;
+                Ok(a == b)
+            }
+            other => Err(format!("cannot evaluate condition function {other}")),
+        }
+    }
+}
+
+/// A resolved value as text (strings as they are, numbers and booleans printed).
+fn text(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Ok(value.to_string()),
+        other => Err(format!("not a string: {other}")),
+    }
 }
 
 /// The parameters' effective values: defaults, overridden by `given`; list types as lists.
@@ -254,6 +433,47 @@ mod tests {
         );
         let missing = resolve(&json!({"Ref": "Nope"}), &template, &ids, &params).unwrap_err();
         assert!(missing.contains("Nope"), "{missing}");
+    }
+
+    #[test]
+    fn sub_if_join_and_novalue_resolve_like_cloudformation() {
+        let template = json!({
+            "Conditions": {
+                "HasName": {"Fn::Not": [{"Fn::Equals": [{"Ref": "Name"}, ""]}]},
+                "NoData": {"Fn::Equals": [{"Ref": "Data"}, ""]}
+            },
+            "Resources": {"Role": {"Type": "AWS::IAM::Role"}, "Topic": {"Type": "AWS::SNS::Topic"}}
+        });
+        let ids = BTreeMap::from([
+            ("Role".to_owned(), "stack-Role-1".to_owned()),
+            (
+                "Topic".to_owned(),
+                "arn:aws:sns:us-east-1:123456789012:t".to_owned(),
+            ),
+        ]);
+        let params = BTreeMap::from([
+            ("AWS::StackName".to_owned(), json!("orch")),
+            ("Name".to_owned(), json!("")),
+            ("Data".to_owned(), json!("")),
+        ]);
+        let props = json!({
+            "Namespace": {"Fn::If": ["HasName", {"Ref": "Name"}, {"Fn::Sub": "Orchestrator/${AWS::StackName}/Queue"}]},
+            "Arn": {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-worker-*"},
+            "Role": {"Fn::Sub": ["${R} ${Role.Arn} ${!Literal}", {"R": {"Ref": "Topic"}}]},
+            "Joined": {"Fn::Join": [",", ["a", {"Ref": "AWS::StackName"}]]},
+            "UserData": {"Fn::If": ["NoData", {"Ref": "AWS::NoValue"}, {"Fn::Base64": "x"}]},
+            "List": [{"Ref": "AWS::NoValue"}, {"Fn::Base64": "#!/bin/sh\n"}]
+        });
+        assert_eq!(
+            resolve(&props, &template, &ids, &params).unwrap(),
+            json!({
+                "Namespace": "Orchestrator/orch/Queue",
+                "Arn": "arn:aws:sqs:us-east-1:123456789012:orch-worker-*",
+                "Role": "arn:aws:sns:us-east-1:123456789012:t arn:aws:iam::123456789012:role/stack-Role-1 ${Literal}",
+                "Joined": "a,orch",
+                "List": ["IyEvYmluL3NoCg=="]
+            })
+        );
     }
 
     #[test]

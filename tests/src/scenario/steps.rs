@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 mod databases;
 mod fleet;
 mod gate;
+mod other_stack;
+mod worker;
 
 use super::lambda::LocalLambda;
 use super::stack::{self, AMI_PARAMETER, CODE_BUCKET, CODE_KEY};
@@ -24,6 +26,8 @@ use crate::postgres::Postgres;
 use crate::process::random_hex;
 
 const STACK: &str = "orch-local";
+/// A second stack in the same account and region, with the same workflow slugs.
+const OTHER_STACK: &str = "orch-other";
 const STAGE: &str = "local";
 /// The template's functions: logical id and binary.
 const FUNCTIONS: [(&str, &str); 5] = [
@@ -74,6 +78,8 @@ struct World {
     parameters: BTreeMap<String, Value>,
     stack_id: String,
     ids: BTreeMap<String, String>,
+    /// The other stack's groups as they were created: name → snapshot.
+    other_groups: BTreeMap<String, String>,
 }
 
 pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), Stop> {
@@ -112,7 +118,8 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
             create_stack(&options.root, &sdk, &given),
         )
         .await?;
-    let parameters = stack::parameter_values(&template, &given);
+    let mut parameters = stack::parameter_values(&template, &given);
+    parameters.insert("AWS::StackName".to_owned(), json!(STACK));
     let lambda = n
         .step("cargo lambda watch (Runtime API) up", async {
             let lambda = LocalLambda::start(&options.root, &options.log_dir).await?;
@@ -133,6 +140,7 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
         parameters,
         stack_id,
         ids: BTreeMap::new(),
+        other_groups: BTreeMap::new(),
     };
     n.step(
         "secrets created as the template declares them",
@@ -170,15 +178,33 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
     )
     .await?;
     n.step(
+        "another stack's groups, same workflow slugs",
+        world.create_other_stack_groups(),
+    )
+    .await?;
+    n.step(
         "queue backlog: groups woken, BacklogPerInstance",
         world.backlog_wakes_groups(),
     )
     .await?;
-    n.step("idle alarm: img2vid group set to zero", world.idle_alarm())
-        .await?;
     n.step(
-        "Spot warning: detached, replaced, fleet told",
+        "worker protects its job: idle alarm spares it",
+        world.worker_protects_its_job(),
+    )
+    .await?;
+    n.step(
+        "job done, unprotected: img2vid set to zero",
+        world.idle_after_the_job(),
+    )
+    .await?;
+    n.step(
+        "Spot warning: detached, replaced, worker told",
         world.spot_warning(),
+    )
+    .await?;
+    n.step(
+        "the other stack's groups were never touched",
+        world.other_stack_untouched(),
     )
     .await?;
     let alarms = n
@@ -295,11 +321,22 @@ impl World {
 
     /// A resource's `Properties` with its Refs resolved.
     fn properties(&self, logical: &str) -> Result<Value, String> {
+        self.resolved(&format!("/Resources/{logical}/Properties"))
+    }
+
+    /// A part of the rendered template (a JSON pointer) with its intrinsic functions resolved.
+    fn resolved(&self, pointer: &str) -> Result<Value, String> {
         let raw = self
             .template
-            .pointer(&format!("/Resources/{logical}/Properties"))
-            .ok_or_else(|| format!("template.yaml has no {logical}"))?;
+            .pointer(pointer)
+            .ok_or_else(|| format!("template.yaml has no {pointer}"))?;
         stack::resolve(raw, &self.template, &self.ids, &self.parameters)
+    }
+
+    /// The statements of a role's inline policies, resolved (for `harness::iam`).
+    fn role_statements(&self, role: &str) -> Result<Vec<Value>, String> {
+        let resolved = json!({"Properties": self.properties(role)?});
+        Ok(crate::iam::role_statements(&resolved))
     }
 
     /// A sample event from `events/`.

@@ -22,6 +22,8 @@ pub const FUNCTIONS: [(&str, u32, u64); 5] = [
 ];
 
 pub const QUEUE_NAMESPACE: &str = "Orchestrator/Queue";
+/// The stack the fleet functions serve (`ORCHESTRATOR_STACK`); every group is tagged with it.
+pub const STACK: &str = "orchestrator-bench";
 pub const LAUNCH_CONFIGURATION: &str = "bench-gpu-worker";
 /// Groups the per-function scale-to-zero runs tick over (the template's default is 2 workflows).
 const SCALE_TO_ZERO_GROUPS: usize = 10;
@@ -110,7 +112,7 @@ pub async fn create_launch_configuration(stage: &Stage) -> Result<(), BenchError
     Ok(())
 }
 
-/// A group tagged as the suite manages it.
+/// A group tagged as the suite manages it, in [`STACK`].
 pub async fn create_managed_group(
     autoscaling: &aws_sdk_autoscaling::Client,
     name: &str,
@@ -127,6 +129,7 @@ pub async fn create_managed_group(
         .desired_capacity(desired)
         .availability_zones("us-east-1a")
         .tags(tag("orchestrator:managed", "true"))
+        .tags(tag("orchestrator:stack", STACK))
         .tags(tag("orchestrator:workflow", workflow))
         .send()
         .await?;
@@ -180,6 +183,7 @@ async fn scale_to_zero(stage: &Stage) -> Result<Prepared, BenchError> {
         ("WORKFLOW_DIMENSION", "Workflow"),
         ("TARGET_BACKLOG_PER_INSTANCE", "1"),
         ("NOTIFY_TOPIC_ARN", &topic),
+        ("ORCHESTRATOR_STACK", STACK),
     ]);
     let label = format!(
         "`schedule.json` (tick over {SCALE_TO_ZERO_GROUPS} managed groups at 0, queues empty)"
@@ -316,6 +320,7 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
     let env = pairs(&[
         ("FLEET_TOPIC_ARN", &topic),
         ("METRIC_NAMESPACE", "Orchestrator/Fleet"),
+        ("ORCHESTRATOR_STACK", STACK),
     ]);
     let label =
         "`rebalance-recommendation.json`, instance id → a moto instance in a managed group \

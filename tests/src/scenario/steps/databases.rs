@@ -37,16 +37,32 @@ impl World {
             "dbname": self.parameters["TenantDatabases"][0], "masterarn": master_arn,
         });
         let app_arn = create_secret(secrets, &app_props, &app).await?;
+        // The fleet key: the template's generated string in its template's JSON.
+        let fleet_props = self.properties("FleetSecret")?;
+        let spec = &fleet_props["GenerateSecretString"];
+        let mut fleet: Value = spec["SecretStringTemplate"]
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or("FleetSecret: SecretStringTemplate is not JSON")?;
+        let key = spec["GenerateStringKey"].as_str().unwrap_or("password");
+        fleet[key] = json!(random_password(secrets, &fleet_props).await?);
+        let fleet_arn = create_secret(secrets, &fleet_props, &fleet).await?;
         for (logical, arn) in [
             ("DbMasterSecret", &master_arn),
             ("DbMasterSecretAttachment", &master_arn),
             ("AppUserSecret", &app_arn),
+            ("FleetSecret", &fleet_arn),
         ] {
             self.ids.insert(logical.to_owned(), arn.clone());
         }
         Ok((
             (),
-            format!("{}, {}", name_of(&master_arn), name_of(&app_arn)),
+            format!(
+                "{}, {}, {}",
+                name_of(&master_arn),
+                name_of(&app_arn),
+                name_of(&fleet_arn)
+            ),
         ))
     }
 
