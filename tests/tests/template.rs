@@ -1129,3 +1129,61 @@ fn worker_user_data_comes_from_the_parameter_and_defaults_to_none() {
         );
     }
 }
+
+#[test]
+fn a_default_deploy_verifies_rds_with_no_tls_parameter() {
+    let template = stack_template("orch-a");
+    // The RDS authorities as canonical base64 bodies, to look for in the trust the function builds.
+    let body = |pem: &str| -> Vec<String> {
+        pem.split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|block| {
+                let body = block
+                    .split("-----END CERTIFICATE-----")
+                    .next()
+                    .unwrap_or_default();
+                body.split_whitespace().collect()
+            })
+            .collect()
+    };
+    let rds = body(shared::database::RDS_CA_BUNDLE);
+    assert!(rds.len() >= 80, "{} RDS certificates shipped", rds.len());
+    for function in ["RdsInitFunction", "SecretRotationFunction"] {
+        let env = resolved(
+            &template,
+            &Value::Object(env_vars(&template, function).clone()),
+        );
+        let env = env.as_object().expect("variables");
+        assert!(
+            !env.contains_key("DB_CA_BUNDLE"),
+            "{function}: DB_CA_BUNDLE is set by default: {env:?}"
+        );
+        // What the function builds at cold start from exactly that environment.
+        let pairs: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
+            .collect();
+        let settings = shared::database::ConnectSettings::from_env(
+            &shared::env_config::EnvVars::from_pairs(pairs),
+        )
+        .unwrap_or_else(|e| panic!("{function}: {e}"));
+        let trusted: BTreeSet<String> = body(settings.trust.pem()).into_iter().collect();
+        let missing = rds.iter().filter(|c| !trusted.contains(*c)).count();
+        assert_eq!(
+            missing, 0,
+            "{function}: {missing} RDS authorities not trusted by default"
+        );
+    }
+    let description = template["Parameters"]["DbCaBundle"]["Description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        description.contains("in addition to") && description.contains("RDS needs"),
+        "DbCaBundle says it adds trust: {description}"
+    );
+}
