@@ -26,6 +26,29 @@ fn secret(
     DatabaseSecret::from_json(&value.to_string()).unwrap()
 }
 
+/// Each TLS-only server's admin login: engine, port, user, password and the test CA.
+fn admin_logins<'a>(
+    maria: &'a MariaDb,
+    postgres: &'a Postgres,
+) -> [(&'static str, u16, &'static str, &'a str, Option<&'a Path>); 2] {
+    [
+        (
+            "mariadb",
+            maria.port(),
+            maria.admin_user(),
+            maria.admin_password(),
+            maria.ca_pem_path(),
+        ),
+        (
+            "postgres",
+            postgres.port(),
+            postgres.admin_user(),
+            postgres.admin_password(),
+            postgres.ca_pem_path(),
+        ),
+    ]
+}
+
 /// `ca` is `DB_CA_BUNDLE`: added to the default trust (system roots + RDS authorities).
 fn settings(ca: Option<&Path>) -> ConnectSettings {
     let settings = ConnectSettings {
@@ -68,22 +91,7 @@ async fn session_uses_tls(connection: &mut DbConnection) -> bool {
 #[tokio::test]
 async fn without_ssl_in_the_secret_tls_is_required_and_verified() {
     let (maria, postgres) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
-    for (engine, port, user, password, ca) in [
-        (
-            "mariadb",
-            maria.port(),
-            maria.admin_user(),
-            maria.admin_password(),
-            maria.ca_pem_path(),
-        ),
-        (
-            "postgres",
-            postgres.port(),
-            postgres.admin_user(),
-            postgres.admin_password(),
-            postgres.ca_pem_path(),
-        ),
-    ] {
+    for (engine, port, user, password, ca) in admin_logins(&maria, &postgres) {
         let mut connection = connect(
             &secret(engine, port, user, password, None),
             None,
@@ -119,22 +127,7 @@ async fn without_ssl_in_the_secret_tls_is_required_and_verified() {
 #[tokio::test]
 async fn the_default_trust_refuses_an_unknown_ca_and_db_ca_bundle_adds_to_it() {
     let (maria, postgres) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
-    for (engine, port, user, password, ca) in [
-        (
-            "mariadb",
-            maria.port(),
-            maria.admin_user(),
-            maria.admin_password(),
-            maria.ca_pem_path(),
-        ),
-        (
-            "postgres",
-            postgres.port(),
-            postgres.admin_user(),
-            postgres.admin_password(),
-            postgres.ca_pem_path(),
-        ),
-    ] {
+    for (engine, port, user, password, ca) in admin_logins(&maria, &postgres) {
         // No DB_CA_BUNDLE: system roots + RDS authorities, neither of which signed the
         // harness's certificate. UnknownIssuer also shows every trusted certificate loaded.
         let default = settings_from_env(None);
@@ -219,20 +212,7 @@ async fn a_server_without_tls_is_refused_unless_the_secret_says_ssl_false() {
 #[tokio::test]
 async fn a_wrong_password_is_an_authentication_failure_that_never_shows_the_password() {
     let (maria, postgres) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
-    for (engine, port, user, ca) in [
-        (
-            "mariadb",
-            maria.port(),
-            maria.admin_user(),
-            maria.ca_pem_path(),
-        ),
-        (
-            "postgres",
-            postgres.port(),
-            postgres.admin_user(),
-            postgres.ca_pem_path(),
-        ),
-    ] {
+    for (engine, port, user, _, ca) in admin_logins(&maria, &postgres) {
         let err = connect(
             &secret(engine, port, user, "not-the-password-7f3a", None),
             None,

@@ -49,6 +49,21 @@ fn autoscaling_error(status: u16, code: &str) -> HttpResponse {
     HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
 }
 
+/// GetMetricData answering one queue-depth sample for the first workflow (query `q0`).
+fn queue_depth(depth: f64) -> Rule {
+    mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(move || {
+        GetMetricDataOutput::builder()
+            .metric_data_results(
+                MetricDataResult::builder()
+                    .id("q0")
+                    .timestamps(DateTime::from_secs(1_800_000_000))
+                    .values(depth)
+                    .build(),
+            )
+            .build()
+    })
+}
+
 fn function(autoscaling: &[&Rule], cloudwatch: &[&Rule]) -> ScaleToZero {
     let autoscaling = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, autoscaling);
     let cloudwatch = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, cloudwatch);
@@ -122,17 +137,7 @@ async fn a_failed_wake_still_publishes_the_backlog_and_asks_for_a_retry() {
         .http_response(|| autoscaling_error(503, "ServiceUnavailable"))
         .repeatedly()
         .build();
-    let depth = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
-        GetMetricDataOutput::builder()
-            .metric_data_results(
-                MetricDataResult::builder()
-                    .id("q0")
-                    .timestamps(DateTime::from_secs(1_800_000_000))
-                    .values(3.0)
-                    .build(),
-            )
-            .build()
-    });
+    let depth = queue_depth(3.0);
     let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
         .match_requests(|req| {
             req.metric_data().len() == 1 && req.metric_data()[0].value() == Some(3.0)
@@ -211,17 +216,7 @@ async fn the_tick_asks_for_this_stacks_managed_groups_and_wakes_only_ours() {
             )
             .build()
         });
-    let depth = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
-        GetMetricDataOutput::builder()
-            .metric_data_results(
-                MetricDataResult::builder()
-                    .id("q0")
-                    .timestamps(DateTime::from_secs(1_800_000_000))
-                    .values(2.0)
-                    .build(),
-            )
-            .build()
-    });
+    let depth = queue_depth(2.0);
     let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
         .then_output(|| PutMetricDataOutput::builder().build());
     let function = function(&[&describe, &set_capacity], &[&depth, &put]);
