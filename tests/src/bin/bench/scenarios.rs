@@ -21,9 +21,11 @@ pub const FUNCTIONS: [(&str, u32, u64); 5] = [
     ("deploy-gate", 128, 900),
 ];
 
-pub const QUEUE_NAMESPACE: &str = "Orchestrator/Queue";
 /// The stack the fleet functions serve (`ORCHESTRATOR_STACK`); every group is tagged with it.
 pub const STACK: &str = "orchestrator-bench";
+/// The template's default namespaces for that stack (`Orchestrator/<stack>/…`).
+pub const QUEUE_NAMESPACE: &str = "Orchestrator/orchestrator-bench/Queue";
+const FLEET_NAMESPACE: &str = "Orchestrator/orchestrator-bench/Fleet";
 pub const LAUNCH_CONFIGURATION: &str = "bench-gpu-worker";
 /// Groups the per-function scale-to-zero runs tick over (the template's default is 2 workflows).
 const SCALE_TO_ZERO_GROUPS: usize = 10;
@@ -319,7 +321,7 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
     event["resources"] = json!([format!("arn:aws:ec2:us-east-1a:instance/{instance}")]);
     let env = pairs(&[
         ("FLEET_TOPIC_ARN", &topic),
-        ("METRIC_NAMESPACE", "Orchestrator/Fleet"),
+        ("METRIC_NAMESPACE", FLEET_NAMESPACE),
         ("ORCHESTRATOR_STACK", STACK),
     ]);
     let label =
