@@ -383,7 +383,7 @@ fn rds_init_serves_tenant_databases_after_the_database() {
 }
 
 #[test]
-fn secret_rotation_rotates_the_suites_secrets_every_30_days_app_user_alternating() {
+fn secret_rotation_rotates_the_suites_secrets_monthly_app_user_alternating() {
     let template = default_template();
     let schedules = of_type(template, "AWS::SecretsManager::RotationSchedule");
     let secrets: BTreeSet<String> = schedules
@@ -395,9 +395,10 @@ fn secret_rotation_rotates_the_suites_secrets_every_30_days_app_user_alternating
                 get_att("SecretRotationFunction", "Arn"),
                 "{id}"
             );
-            assert_eq!(
-                properties["RotationRules"]["AutomaticallyAfterDays"], 30,
-                "{id}"
+            let rules = &properties["RotationRules"];
+            assert!(
+                rules["AutomaticallyAfterDays"] == 30 || monthly_window(rules).is_some(),
+                "{id}: every 30 days or once a month: {rules}"
             );
             properties["SecretId"]["Ref"].as_str().unwrap().to_owned()
         })
@@ -1196,4 +1197,117 @@ fn a_default_deploy_verifies_rds_with_no_tls_parameter() {
         description.contains("in addition to") && description.contains("RDS needs"),
         "DbCaBundle says it adds trust: {description}"
     );
+}
+
+/// A monthly rotation window, `cron(M H D * ? *)` with `Duration: Nh`: (day, start hour, hours).
+fn monthly_window(rules: &Value) -> Option<(u32, u32, u32)> {
+    let cron = rules["ScheduleExpression"].as_str()?;
+    let fields: Vec<&str> = cron
+        .strip_prefix("cron(")?
+        .strip_suffix(')')?
+        .split(' ')
+        .collect();
+    let [_, hour, day, "*", "?", "*"] = fields.as_slice() else {
+        return None;
+    };
+    let hours = rules["Duration"]
+        .as_str()?
+        .strip_suffix('h')?
+        .parse()
+        .ok()?;
+    Some((day.parse().ok()?, hour.parse().ok()?, hours))
+}
+
+/// A resource's `DependsOn` as a list.
+fn depends_on(template: &Value, logical_id: &str) -> BTreeSet<String> {
+    one_or_many(&resource(template, logical_id)["DependsOn"])
+        .into_iter()
+        .map(|d| d.as_str().expect("DependsOn names").to_owned())
+        .collect()
+}
+
+#[test]
+fn custom_resources_time_out_a_little_after_their_function() {
+    let template = default_template();
+    for (custom, function) in [
+        ("TenantDatabasesResource", "RdsInitFunction"),
+        ("DeployGate", "DeployGateFunction"),
+    ] {
+        let timeout = resource(template, function)["Properties"]["Timeout"]
+            .as_u64()
+            .expect("Timeout");
+        let service_timeout = resource(template, custom)["Properties"]["ServiceTimeout"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{custom} has no ServiceTimeout (default: one hour)"));
+        assert!(
+            service_timeout > timeout && service_timeout <= timeout + 120,
+            "{custom}: ServiceTimeout {service_timeout} s for a {timeout} s function"
+        );
+    }
+}
+
+#[test]
+fn rotations_wait_for_their_permission_and_never_overlap() {
+    let template = default_template();
+    for (id, _) in of_type(template, "AWS::SecretsManager::RotationSchedule") {
+        assert!(
+            depends_on(template, id).contains("SecretRotationInvokePermission"),
+            "{id} is created before Secrets Manager may invoke the function"
+        );
+    }
+    let window = |id: &str| {
+        let properties = &resource(template, id)["Properties"];
+        assert_eq!(
+            properties["RotateImmediatelyOnUpdate"], false,
+            "{id}: a rotation at create or update would run both at once"
+        );
+        monthly_window(&properties["RotationRules"])
+            .unwrap_or_else(|| panic!("{id}: no monthly window"))
+    };
+    let (master_day, master_hour, master_hours) = window("DbMasterSecretRotation");
+    let (app_day, app_hour, app_hours) = window("AppUserSecretRotation");
+    let start = |day: u32, hour: u32| day * 24 + hour;
+    let master = start(master_day, master_hour)..start(master_day, master_hour) + master_hours;
+    let app = start(app_day, app_hour)..start(app_day, app_hour) + app_hours;
+    assert!(
+        master.end <= app.start || app.end <= master.start,
+        "master {master:?} and app {app:?} (hours of the month) overlap"
+    );
+    assert!(depends_on(template, "AppUserSecretRotation").contains("DbMasterSecretRotation"));
+}
+
+#[test]
+fn tenant_databases_wait_for_every_network_piece_they_need() {
+    let template = default_template();
+    let needs = depends_on(template, "TenantDatabasesResource");
+    for piece in [
+        "PrivateDefaultRoute",
+        "PrivateSubnetARouteTable",
+        "PrivateSubnetBRouteTable",
+        "IsolatedSubnetARouteTable",
+        "IsolatedSubnetBRouteTable",
+        "S3GatewayEndpoint",
+        "SecretsManagerEndpoint",
+        "FunctionToDatabaseEgress",
+        "DatabaseFromFunctionsIngress",
+    ] {
+        assert!(
+            needs.contains(piece),
+            "TenantDatabasesResource does not wait for {piece}"
+        );
+    }
+    // Every security-group rule and route-table association of the template is among them,
+    // except those of the public subnets (the NAT's own) which PrivateDefaultRoute waits for.
+    for kind in [
+        "AWS::EC2::SecurityGroupEgress",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::SubnetRouteTableAssociation",
+    ] {
+        for (id, _) in of_type(template, kind) {
+            assert!(
+                needs.contains(id) || id.starts_with("Public"),
+                "TenantDatabasesResource does not wait for {id}"
+            );
+        }
+    }
 }
