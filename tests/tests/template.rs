@@ -646,6 +646,8 @@ fn metric_writes_and_secret_access_are_scoped() {
                 )
             })
     };
+    // spot-interruption writes EMF to stdout: no PutMetricData at all.
+    assert_eq!(namespace_of("SpotInterruptionFunction"), None);
     for (function, variable, namespace) in [
         (
             "ScaleToZeroFunction",
@@ -658,7 +660,9 @@ fn metric_writes_and_secret_access_are_scoped() {
             "Orchestrator/orch-a/Fleet",
         ),
     ] {
-        assert_eq!(namespace_of(function), Some(json!(namespace)), "{function}");
+        if function == "ScaleToZeroFunction" {
+            assert_eq!(namespace_of(function), Some(json!(namespace)), "{function}");
+        }
         assert_eq!(
             resolved(&template, &env_vars(&template, function)[variable]),
             json!(namespace),
@@ -1309,5 +1313,107 @@ fn tenant_databases_wait_for_every_network_piece_they_need() {
                 "TenantDatabasesResource does not wait for {id}"
             );
         }
+    }
+}
+
+/// The AWS SDK operations the functions may call, by the method name the Rust SDK gives them,
+/// with their IAM action. A call not listed here fails the test below, so the list grows with
+/// the code.
+const SDK_OPERATIONS: &[(&str, &str)] = &[
+    (
+        "describe_auto_scaling_groups",
+        "autoscaling:DescribeAutoScalingGroups",
+    ),
+    (
+        "describe_auto_scaling_instances",
+        "autoscaling:DescribeAutoScalingInstances",
+    ),
+    ("set_desired_capacity", "autoscaling:SetDesiredCapacity"),
+    ("detach_instances", "autoscaling:DetachInstances"),
+    (
+        "complete_lifecycle_action",
+        "autoscaling:CompleteLifecycleAction",
+    ),
+    ("get_metric_data", "cloudwatch:GetMetricData"),
+    ("put_metric_data", "cloudwatch:PutMetricData"),
+    ("describe_alarms", "cloudwatch:DescribeAlarms"),
+    ("publish", "sns:Publish"),
+    ("get_secret_value", "secretsmanager:GetSecretValue"),
+    ("describe_secret", "secretsmanager:DescribeSecret"),
+    ("put_secret_value", "secretsmanager:PutSecretValue"),
+    (
+        "update_secret_version_stage",
+        "secretsmanager:UpdateSecretVersionStage",
+    ),
+    ("get_random_password", "secretsmanager:GetRandomPassword"),
+    (
+        "put_lifecycle_event_hook_execution_status",
+        "codedeploy:PutLifecycleEventHookExecutionStatus",
+    ),
+    ("describe_stacks", "cloudformation:DescribeStacks"),
+];
+
+/// The IAM actions a function's code calls: every `.operation()` of an SDK client in its
+/// crate's `src/`.
+fn actions_called(crate_dir: &str) -> BTreeSet<String> {
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(&workspace_root().join(crate_dir).join("src"), &mut files);
+    let mut called = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Builder calls on a client: `.operation()` alone at the end of a line.
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(method) = line
+                .strip_prefix('.')
+                .and_then(|rest| rest.strip_suffix("()"))
+                .filter(|m| m.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            {
+                if let Some((_, action)) = SDK_OPERATIONS.iter().find(|(m, _)| *m == method) {
+                    called.insert((*action).to_owned());
+                }
+            }
+        }
+    }
+    called
+}
+
+#[test]
+fn every_function_is_granted_exactly_the_aws_actions_its_code_calls() {
+    let template = default_template();
+    for (function, crate_dir) in [
+        ("ScaleToZeroFunction", "functions/scale-to-zero"),
+        ("SpotInterruptionFunction", "functions/spot-interruption"),
+        ("RdsInitFunction", "functions/rds-init"),
+        ("SecretRotationFunction", "functions/secret-rotation"),
+        ("DeployGateFunction", "functions/deploy-gate"),
+    ] {
+        let called = actions_called(crate_dir);
+        assert!(
+            !called.is_empty(),
+            "{function}: no SDK call found in {crate_dir}"
+        );
+        let granted: BTreeSet<String> = role_statements(template, function)
+            .into_iter()
+            .flat_map(actions)
+            // SAM's own grant for the function's dead-letter queue (Lambda sends to it).
+            .filter(|a| a != "sqs:SendMessage")
+            .collect();
+        let unused: Vec<_> = granted.difference(&called).collect();
+        let missing: Vec<_> = called.difference(&granted).collect();
+        assert!(
+            unused.is_empty() && missing.is_empty(),
+            "{function}: granted but never called {unused:?}; called but not granted {missing:?}"
+        );
     }
 }
