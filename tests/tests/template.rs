@@ -1112,7 +1112,7 @@ fn the_fleet_secret_is_generic_and_rotated_monthly() {
     assert_eq!(rotation["Properties"]["SecretId"], reference("FleetSecret"));
     assert_eq!(
         rotation["DependsOn"],
-        json!("SecretRotationInvokePermission")
+        json!("FleetSecretRotationPermission")
     );
 }
 
@@ -1253,10 +1253,22 @@ fn custom_resources_time_out_a_little_after_their_function() {
 #[test]
 fn rotations_wait_for_their_permission_and_never_overlap() {
     let template = default_template();
-    for (id, _) in of_type(template, "AWS::SecretsManager::RotationSchedule") {
+    for (id, schedule) in of_type(template, "AWS::SecretsManager::RotationSchedule") {
+        // The permission for this schedule's secret (the master's schedule names it through
+        // its attachment, whose Ref is the same ARN).
+        let secret = match schedule["Properties"]["SecretId"]["Ref"].as_str() {
+            Some("DbMasterSecretAttachment") => "DbMasterSecret",
+            Some(other) => other,
+            None => panic!("{id}: SecretId is not a Ref"),
+        };
+        let permitted = depends_on(template, id).into_iter().any(|dependency| {
+            let permission = &resource(template, &dependency)["Properties"];
+            permission["Principal"] == "secretsmanager.amazonaws.com"
+                && permission["SourceArn"] == reference(secret)
+        });
         assert!(
-            depends_on(template, id).contains("SecretRotationInvokePermission"),
-            "{id} is created before Secrets Manager may invoke the function"
+            permitted,
+            "{id} is created before Secrets Manager may invoke the function for {secret}"
         );
     }
     let window = |id: &str| {
@@ -1415,5 +1427,30 @@ fn every_function_is_granted_exactly_the_aws_actions_its_code_calls() {
             unused.is_empty() && missing.is_empty(),
             "{function}: granted but never called {unused:?}; called but not granted {missing:?}"
         );
+    }
+}
+
+#[test]
+fn every_invoke_permission_for_a_service_names_its_source() {
+    let template = default_template();
+    let permissions = of_type(template, "AWS::Lambda::Permission");
+    assert!(permissions.len() >= 3, "{permissions:?}");
+    for (id, permission) in permissions {
+        let properties = &permission["Properties"];
+        let principal = properties["Principal"].as_str().unwrap_or_default();
+        if !principal.ends_with(".amazonaws.com") {
+            continue;
+        }
+        assert!(
+            !properties["SourceArn"].is_null(),
+            "{id}: {principal} may invoke without a SourceArn"
+        );
+        if principal == "secretsmanager.amazonaws.com" {
+            // (The local render fills in its placeholder account for some of them.)
+            assert!(
+                !properties["SourceAccount"].is_null(),
+                "{id}: no SourceAccount"
+            );
+        }
     }
 }
