@@ -1386,14 +1386,11 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
         // Builder calls on a client: `.operation()` alone at the end of a line.
         for line in text.lines() {
             let line = line.trim();
-            if let Some(method) = line
+            let method = line
                 .strip_prefix('.')
-                .and_then(|rest| rest.strip_suffix("()"))
-                .filter(|m| m.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-            {
-                if let Some((_, action)) = SDK_OPERATIONS.iter().find(|(m, _)| *m == method) {
-                    called.insert((*action).to_owned());
-                }
+                .and_then(|rest| rest.strip_suffix("()"));
+            if let Some((_, action)) = SDK_OPERATIONS.iter().find(|(m, _)| Some(*m) == method) {
+                called.insert((*action).to_owned());
             }
         }
     }
