@@ -68,6 +68,18 @@ fn settings_from_env(ca_bundle: Option<&Path>) -> ConnectSettings {
     ConnectSettings::from_env(&EnvVars::from_pairs(pairs)).unwrap()
 }
 
+/// Connects with `settings` and checks, asking the server, that the session runs over TLS.
+async fn connects_over_tls(engine: &str, secret: &DatabaseSecret, settings: &ConnectSettings) {
+    let mut connection = connect(secret, None, settings)
+        .await
+        .unwrap_or_else(|e| panic!("{engine}: {e}"));
+    assert!(
+        session_uses_tls(&mut connection).await,
+        "{engine} session is not encrypted"
+    );
+    connection.close().await.unwrap();
+}
+
 /// Whether the session really runs over TLS, asked of the server itself.
 async fn session_uses_tls(connection: &mut DbConnection) -> bool {
     match connection {
@@ -92,18 +104,12 @@ async fn session_uses_tls(connection: &mut DbConnection) -> bool {
 async fn without_ssl_in_the_secret_tls_is_required_and_verified() {
     let (maria, postgres) = tokio::join!(MariaDb::start_tls_only(), Postgres::start_tls_only());
     for (engine, port, user, password, ca) in admin_logins(&maria, &postgres) {
-        let mut connection = connect(
+        connects_over_tls(
+            engine,
             &secret(engine, port, user, password, None),
-            None,
             &settings(ca),
         )
-        .await
-        .unwrap_or_else(|e| panic!("{engine}: {e}"));
-        assert!(
-            session_uses_tls(&mut connection).await,
-            "{engine} session is not encrypted"
-        );
-        connection.close().await.unwrap();
+        .await;
 
         // A certificate from any other CA is refused (DB_CA_BUNDLE naming another CA only adds
         // that CA to the default trust).
@@ -148,14 +154,7 @@ async fn the_default_trust_refuses_an_unknown_ca_and_db_ca_bundle_adds_to_it() {
         let (default_trust, trust) = (&default.trust, &added.trust);
         assert_eq!(trust.count(), default_trust.count() + 1, "{engine}");
         assert!(trust.pem().starts_with(default_trust.pem()), "{engine}");
-        let mut connection = connect(&secret(engine, port, user, password, None), None, &added)
-            .await
-            .unwrap_or_else(|e| panic!("{engine}: {e}"));
-        assert!(
-            session_uses_tls(&mut connection).await,
-            "{engine} session is not encrypted"
-        );
-        connection.close().await.unwrap();
+        connects_over_tls(engine, &secret(engine, port, user, password, None), &added).await;
 
         // Trusting the server does not let a wrong password in.
         let err = connect(

@@ -4,8 +4,9 @@
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, LaunchTemplateSpecification, Tag};
 
+use super::worker::on_group;
 use super::{BACKLOG, OTHER_STACK, World};
-use crate::iam::{self, Request};
+use crate::iam;
 use crate::scenario::aws_error;
 
 /// A group as far as "untouched" goes: desired capacity and every instance's state.
@@ -118,18 +119,7 @@ impl World {
         ] {
             let statements = self.role_statements(role)?;
             for group in [&img2vid, &self.group("img2vid").await?] {
-                let tags: Vec<(String, String)> = group
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key.clone()?, t.value.clone()?)))
-                    .collect();
-                let request =
-                    Request::new(action, group.auto_scaling_group_arn().unwrap_or_default())
-                        .with_resource_tags(
-                            "autoscaling",
-                            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        );
-                let allowed = iam::evaluate(&statements, &request)?.is_allowed();
+                let allowed = iam::evaluate(&statements, &on_group(action, group))?.is_allowed();
                 let theirs = group.auto_scaling_group_name() == img2vid.auto_scaling_group_name();
                 if allowed == theirs {
                     return Err(format!(

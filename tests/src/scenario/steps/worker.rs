@@ -3,8 +3,6 @@
 //! condition context), because moto would accept it whatever the role says. These are the
 //! README's worker-contract steps.
 
-use std::collections::BTreeMap;
-
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use serde_json::{Value, json};
 
@@ -16,34 +14,25 @@ use crate::scenario::aws_error;
 /// One worker: its instance, its group and what its role allows.
 pub(super) struct Worker {
     pub(super) instance: String,
-    group: String,
-    group_arn: String,
-    group_tags: BTreeMap<String, String>,
+    group: AutoScalingGroup,
     statements: Vec<Value>,
 }
 
-/// The group's ARN and tags, as IAM sees the group.
-fn arn_and_tags(group: &AutoScalingGroup) -> (String, BTreeMap<String, String>) {
+/// A call on an Auto Scaling group as IAM sees it: the group's ARN, its tags as
+/// `autoscaling:ResourceTag/…` condition keys.
+pub(super) fn on_group(action: &str, group: &AutoScalingGroup) -> Request {
     let tags = group
         .tags()
         .iter()
-        .filter_map(|t| Some((t.key.clone()?, t.value.clone()?)))
-        .collect();
-    (
-        group.auto_scaling_group_arn.clone().unwrap_or_default(),
-        tags,
-    )
+        .filter_map(|t| Some((t.key.as_deref()?, t.value.as_deref()?)));
+    Request::new(action, group.auto_scaling_group_arn().unwrap_or_default())
+        .with_resource_tags("autoscaling", tags)
 }
 
 impl Worker {
     /// Whether the role allows `action` on `group` (its ARN and tags as the condition context).
     fn allowed_on_group(&self, action: &str, group: &AutoScalingGroup) -> Result<bool, String> {
-        let (arn, tags) = arn_and_tags(group);
-        let request = Request::new(action, &arn).with_resource_tags(
-            "autoscaling",
-            tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        Ok(iam::evaluate(&self.statements, &request)?.is_allowed())
+        Ok(iam::evaluate(&self.statements, &on_group(action, group))?.is_allowed())
     }
 
     /// Refuses, like IAM would, a call the role does not allow.
@@ -58,12 +47,7 @@ impl Worker {
     }
 
     fn on_own_group(&self, action: &str) -> Request {
-        Request::new(action, &self.group_arn).with_resource_tags(
-            "autoscaling",
-            self.group_tags
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
+        on_group(action, &self.group)
     }
 }
 
@@ -77,12 +61,9 @@ impl World {
             .find(|i| i.lifecycle_state.as_ref().map(|s| s.as_str()) == Some("InService"))
             .and_then(|i| i.instance_id.clone())
             .ok_or_else(|| format!("{workflow} has no instance in service"))?;
-        let (group_arn, group_tags) = arn_and_tags(&group);
         Ok(Worker {
             instance,
-            group: group.auto_scaling_group_name.clone().unwrap_or_default(),
-            group_arn,
-            group_tags,
+            group,
             statements: self.role_statements("WorkerRole")?,
         })
     }
@@ -93,7 +74,7 @@ impl World {
         self.clients
             .autoscaling
             .set_instance_protection()
-            .auto_scaling_group_name(&worker.group)
+            .set_auto_scaling_group_name(worker.group.auto_scaling_group_name.clone())
             .instance_ids(&worker.instance)
             .protected_from_scale_in(protected)
             .send()
