@@ -369,9 +369,10 @@ fn rds_init_serves_tenant_databases_after_the_database() {
         properties["Databases"],
         json!(["bp", "tenant_pool_1", "tenant_pool_2"])
     );
+    // Through its attachment too: the secret carries the host once rds-init runs.
     assert_eq!(
         properties["Users"][0]["SecretArn"],
-        reference("AppUserSecret")
+        reference("AppUserSecretAttachment")
     );
     assert_eq!(properties["Users"][0]["Access"], "readwrite");
 
@@ -405,9 +406,13 @@ fn secret_rotation_rotates_the_suites_secrets_monthly_app_user_alternating() {
         .collect();
     assert_eq!(
         secrets,
-        ["AppUserSecret", "DbMasterSecretAttachment", "FleetSecret"]
-            .map(String::from)
-            .into()
+        [
+            "AppUserSecretAttachment",
+            "DbMasterSecretAttachment",
+            "FleetSecret"
+        ]
+        .map(String::from)
+        .into()
     );
     let app_secret = resource(template, "AppUserSecret")["Properties"]["GenerateSecretString"]
         ["SecretStringTemplate"]
@@ -468,10 +473,13 @@ fn deploy_gate_reads_the_status_of_its_own_stack_only() {
     assert!(policy.starts_with("DeployGateFunctionRole/"), "{policy}");
     assert_eq!(statement["Effect"], "Allow");
     assert_eq!(actions(statement), ["cloudformation:DescribeStacks"]);
-    assert_eq!(
-        one_or_many(&statement["Resource"]),
-        [&reference("AWS::StackId")],
-        "{policy}: scoped to the stack the gate belongs to"
+    // (The local render fills in the stack's id: arn:…:stack/<name>/<guid>.)
+    let resource = statement["Resource"].as_str().unwrap_or_default();
+    assert!(
+        resource
+            .starts_with("arn:aws:cloudformation:us-east-1:123456789012:stack/orchestrator-suite/")
+            && !resource.contains('*'),
+        "{policy}: scoped to the stack the gate belongs to: {resource}"
     );
     assert!(
         role_statements(template, "DeployGateFunction").contains(statement),
@@ -1254,10 +1262,12 @@ fn custom_resources_time_out_a_little_after_their_function() {
 fn rotations_wait_for_their_permission_and_never_overlap() {
     let template = default_template();
     for (id, schedule) in of_type(template, "AWS::SecretsManager::RotationSchedule") {
-        // The permission for this schedule's secret (the master's schedule names it through
-        // its attachment, whose Ref is the same ARN).
+        // The permission for this schedule's secret (the database secrets' schedules name them
+        // through their attachments, whose Ref is the same ARN).
         let secret = match schedule["Properties"]["SecretId"]["Ref"].as_str() {
-            Some("DbMasterSecretAttachment") => "DbMasterSecret",
+            Some(attachment) if attachment.ends_with("Attachment") => {
+                attachment.trim_end_matches("Attachment")
+            }
             Some(other) => other,
             None => panic!("{id}: SecretId is not a Ref"),
         };
@@ -1399,7 +1409,8 @@ fn actions_called(crate_dir: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_function_is_granted_exactly_the_aws_actions_its_code_calls() {
-    let template = default_template();
+    // With a CodeDeploy application, so deploy-gate's optional hook grant is there too.
+    let template = &render(&["CodeDeployApplication=web"]);
     for (function, crate_dir) in [
         ("ScaleToZeroFunction", "functions/scale-to-zero"),
         ("SpotInterruptionFunction", "functions/spot-interruption"),
@@ -1428,26 +1439,520 @@ fn every_function_is_granted_exactly_the_aws_actions_its_code_calls() {
 }
 
 #[test]
-fn every_invoke_permission_for_a_service_names_its_source() {
+fn deploy_gate_may_answer_codedeploy_hooks_only_of_the_named_application() {
+    let codedeploy = |template: &Value| -> Vec<Value> {
+        role_statements(template, "DeployGateFunction")
+            .into_iter()
+            .filter(|s| actions(s).iter().any(|a| a.starts_with("codedeploy:")))
+            .map(|s| resolved(template, &s["Resource"]))
+            .collect()
+    };
+    assert_eq!(
+        codedeploy(default_template()),
+        Vec::<Value>::new(),
+        "no CodeDeploy permission without CodeDeployApplication"
+    );
+    let template = stack_template_with("orch-a", &["CodeDeployApplication=web"]);
+    assert_eq!(
+        codedeploy(&template),
+        [json!(
+            "arn:aws:codedeploy:us-east-1:123456789012:deploymentgroup:web/*"
+        )]
+    );
+}
+
+#[test]
+fn every_invoke_permission_for_a_service_names_its_source_and_account() {
     let template = default_template();
     let permissions = of_type(template, "AWS::Lambda::Permission");
-    assert!(permissions.len() >= 3, "{permissions:?}");
+    // Three rotation permissions, the idle topic, the tick and the three EC2/ASG rules.
+    assert_eq!(permissions.len(), 8, "{permissions:?}");
     for (id, permission) in permissions {
         let properties = &permission["Properties"];
         let principal = properties["Principal"].as_str().unwrap_or_default();
-        if !principal.ends_with(".amazonaws.com") {
-            continue;
-        }
+        assert!(
+            principal.ends_with(".amazonaws.com"),
+            "{id}: only AWS services invoke the functions, not {principal}"
+        );
         assert!(
             !properties["SourceArn"].is_null(),
             "{id}: {principal} may invoke without a SourceArn"
         );
-        if principal == "secretsmanager.amazonaws.com" {
-            // (The local render fills in its placeholder account for some of them.)
+        // (The local render fills in its placeholder account for some of them.)
+        let account = &properties["SourceAccount"];
+        assert!(
+            *account == reference("AWS::AccountId") || *account == "123456789012",
+            "{id}: SourceAccount is not this account: {account}"
+        );
+    }
+}
+
+/// Runs scripts/render-template expecting CloudFormation's refusal; returns its message.
+fn refused(overrides: &[&str]) -> String {
+    let root = workspace_root();
+    let output = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/render-template"))
+        .arg(root.join("template.yaml"))
+        .args(overrides)
+        .current_dir(&root)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .expect("scripts/render-template runs");
+    assert!(
+        !output.status.success(),
+        "{overrides:?} should be refused, as CloudFormation refuses it"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn workflow_slugs_with_dashes_work_and_bad_slugs_are_refused() {
+    let template = stack_template_with("orch-a", &["Workflows=img-2-vid,vid2vid"]);
+    // Logical ids keep letters and digits; names and tags keep the slug as given.
+    let group = &resource(&template, "WorkerGroupimg2vid")["Properties"];
+    assert_eq!(
+        resolved(&template, &group["AutoScalingGroupName"]),
+        "orch-a-img-2-vid"
+    );
+    assert!(
+        group["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Key"] == "orchestrator:workflow" && t["Value"] == "img-2-vid"),
+        "{group}"
+    );
+    let alarm = &resource(&template, "WorkerIdleAlarmimg2vid")["Properties"];
+    assert_eq!(alarm["Dimensions"][0]["Value"], "img-2-vid");
+    assert!(refers_to(
+        &resource(&template, "WorkerBacklogPolicyimg2vid")["Properties"]["AutoScalingGroupName"],
+        "WorkerGroupimg2vid"
+    ));
+    assert!(template["Outputs"]["WorkerGroupimg2vidName"].is_object());
+    // The parameter says what its pattern enforces.
+    let spec = &template["Parameters"]["Workflows"];
+    let description = spec["ConstraintDescription"].as_str().unwrap();
+    assert!(description.contains("1-32") && description.contains("dashes"));
+
+    for (slugs, why) in [
+        ("Workflows=Img2Vid", "pattern"),
+        ("Workflows=img_2_vid", "pattern"),
+        ("Workflows=2vid", "pattern"),
+        ("Workflows=", "pattern"),
+        ("Workflows=a-very-long-workflow-slug-of-33-chars", "pattern"),
+        ("Workflows=vid-2-vid,vid2vid", "same logical ids"),
+    ] {
+        let message = refused(&[slugs]);
+        assert!(message.contains(why), "{slugs}: {message}");
+    }
+}
+
+/// The longest stack name CloudFormation allows (128 characters).
+fn longest_stack_name() -> String {
+    let name: String = "orchestrator-".repeat(10).chars().take(128).collect();
+    assert_eq!(name.len(), 128);
+    name
+}
+
+/// Service limits of the names the template generates: (resource type, JSON pointer into its
+/// Properties, limit in characters).
+const NAME_LIMITS: &[(&str, &str, usize)] = &[
+    ("AWS::SQS::Queue", "/QueueName", 80),
+    ("AWS::SNS::Topic", "/TopicName", 256),
+    ("AWS::SNS::Topic", "/DisplayName", 100),
+    ("AWS::EC2::LaunchTemplate", "/LaunchTemplateName", 128),
+    ("AWS::CloudWatch::Alarm", "/AlarmName", 255),
+    ("AWS::CloudWatch::Alarm", "/Namespace", 255),
+    (
+        "AWS::AutoScaling::AutoScalingGroup",
+        "/AutoScalingGroupName",
+        255,
+    ),
+    (
+        "AWS::AutoScaling::ScalingPolicy",
+        "/TargetTrackingConfiguration/CustomizedMetricSpecification/Namespace",
+        255,
+    ),
+    ("AWS::SecretsManager::Secret", "/Name", 512),
+    ("AWS::Logs::LogGroup", "/LogGroupName", 512),
+    (
+        "AWS::Logs::MetricFilter",
+        "/MetricTransformations/0/MetricNamespace",
+        255,
+    ),
+    (
+        "AWS::Logs::MetricFilter",
+        "/MetricTransformations/0/MetricName",
+        255,
+    ),
+    ("AWS::RDS::DBInstance", "/DBInstanceIdentifier", 63),
+    (
+        "AWS::Lambda::Function",
+        "/Environment/Variables/QUEUE_METRIC_NAMESPACE",
+        255,
+    ),
+    (
+        "AWS::Lambda::Function",
+        "/Environment/Variables/METRIC_NAMESPACE",
+        255,
+    ),
+];
+
+/// Property names that name a resource; each one the template sets must be in NAME_LIMITS.
+const NAME_PROPERTIES: &[&str] = &[
+    "QueueName",
+    "TopicName",
+    "DisplayName",
+    "LaunchTemplateName",
+    "AlarmName",
+    "AutoScalingGroupName",
+    "LogGroupName",
+    "DBInstanceIdentifier",
+    "FunctionName",
+    "RoleName",
+    "Name",
+];
+
+#[test]
+fn every_generated_name_fits_its_limit_for_the_longest_stack_name_and_parameters() {
+    let stack = longest_stack_name();
+    let slug = format!("w{}", "x".repeat(31));
+    let template = stack_template_with(
+        &stack,
+        &[
+            &format!("Workflows={slug},img2vid"),
+            "Stage=production-eu-we",
+            "AppDbUsername=app_user_with_long_name_",
+            "GateAlarmNames=x",
+        ],
+    );
+    let mut checked = 0;
+    for (id, resource) in resources(&template) {
+        let kind = resource["Type"].as_str().unwrap_or_default();
+        let properties = &resource["Properties"];
+        for (limited_kind, pointer, limit) in NAME_LIMITS {
+            if kind != *limited_kind {
+                continue;
+            }
+            let Some(raw) = properties.pointer(pointer) else {
+                continue;
+            };
+            let name = resolved(&template, raw);
+            let name = name
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}{pointer}: {name}"));
             assert!(
-                !properties["SourceAccount"].is_null(),
-                "{id}: no SourceAccount"
+                name.chars().count() <= *limit,
+                "{id}{pointer} has {} characters, more than {limit}: {name}",
+                name.chars().count()
+            );
+            checked += 1;
+        }
+        // A name property the table does not know would go unchecked; references to another
+        // resource (Ref / GetAtt) are not names this resource generates.
+        for key in NAME_PROPERTIES {
+            let Some(raw) = properties.get(*key) else {
+                continue;
+            };
+            let reference_to_resource = raw.get("Ref").is_some()
+                || raw.get("Fn::GetAtt").is_some()
+                || resources(&template)
+                    .keys()
+                    .any(|other| refers_to(raw, other));
+            let known = NAME_LIMITS
+                .iter()
+                .any(|(k, pointer, _)| *k == kind && *pointer == format!("/{key}"));
+            assert!(
+                reference_to_resource || known,
+                "{id} ({kind}) sets {key}; add its service's limit to NAME_LIMITS"
             );
         }
+        // Tag values: 256 characters everywhere.
+        for tag in properties["Tags"].as_array().into_iter().flatten() {
+            let value = resolved(&template, &tag["Value"]);
+            let value = value.as_str().unwrap_or_default();
+            assert!(value.len() <= 256, "{id}: tag {} is {value}", tag["Key"]);
+        }
     }
+    assert!(checked >= 40, "only {checked} names checked");
+}
+
+/// Workflows one stack holds under CloudFormation's 500-resource limit (the README says so).
+const MAX_WORKFLOWS: usize = 98;
+
+#[test]
+fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
+    let slugs = |n: usize| -> String {
+        let list: Vec<String> = (1..=n).map(|i| format!("workflow-{i:03}")).collect();
+        format!("Workflows={}", list.join(","))
+    };
+    // GateAlarmNames: the conditional gate is declared either way; count it.
+    let most = render(&[&slugs(MAX_WORKFLOWS), "GateAlarmNames=x"]);
+    let count = resources(&most).len();
+    assert!(count <= 500, "{MAX_WORKFLOWS} workflows: {count} resources");
+    assert!(
+        most["Outputs"].as_object().unwrap().len() <= 200,
+        "CloudFormation allows 200 outputs"
+    );
+    // The Workflows value itself stays under CloudFormation's 4 KB parameter value limit.
+    assert!(slugs(MAX_WORKFLOWS).len() < 4096);
+    let one_more = render(&[&slugs(MAX_WORKFLOWS + 1)]);
+    assert!(
+        resources(&one_more).len() > 500,
+        "{} workflows still fit: raise MAX_WORKFLOWS and the README",
+        MAX_WORKFLOWS + 1
+    );
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("{MAX_WORKFLOWS} workflows")),
+        "the README states the limit of {MAX_WORKFLOWS} workflows"
+    );
+}
+
+/// A CloudWatch Logs JSON filter pattern of the one form the template uses,
+/// `{ $.field = "value" }`, applied to a log line.
+fn json_filter_matches(pattern: &str, line: &Value) -> bool {
+    let inner = pattern
+        .trim()
+        .strip_prefix('{')
+        .and_then(|p| p.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("not a JSON filter pattern: {pattern}"));
+    let (selector, value) = inner
+        .split_once('=')
+        .unwrap_or_else(|| panic!("only `=` patterns are evaluated here: {pattern}"));
+    let path = selector
+        .trim()
+        .strip_prefix("$.")
+        .unwrap_or_else(|| panic!("selector must start with $.: {pattern}"));
+    let wanted = value.trim().trim_matches('"');
+    let mut field = line;
+    for part in path.split('.') {
+        field = &field[part];
+    }
+    field.as_str() == Some(wanted)
+}
+
+#[test]
+fn every_function_logs_into_its_own_group_with_retention_and_alarms_on_logged_errors() {
+    assert_eq!(
+        default_template()["Parameters"]["LogRetentionDays"]["Default"],
+        30
+    );
+    let template = &render(&["LogRetentionDays=90"]);
+    // (The local render substitutes the parameter's value, as text.)
+    let retention = json!("90");
+    let error_line = {
+        let logs = harness::log_capture::CapturedLogs::default();
+        let _guard = logs.install();
+        tracing::error!(event_id = "e-1", "the fleet topic refused the message");
+        tracing::info!("a line that is not an error");
+        logs.lines()
+    };
+    for function in FUNCTIONS {
+        let group_id = format!("{function}LogGroup");
+        assert_eq!(
+            resource(template, function)["Properties"]["LoggingConfig"]["LogGroup"],
+            reference(&group_id),
+            "{function} writes into its declared group"
+        );
+        let group = &resource(template, &group_id)["Properties"];
+        assert_eq!(group["RetentionInDays"], retention, "{group_id}");
+
+        let filters: Vec<_> = of_type(template, "AWS::Logs::MetricFilter")
+            .into_iter()
+            .filter(|(_, f)| refers_to(&f["Properties"]["LogGroupName"], &group_id))
+            .collect();
+        assert_eq!(filters.len(), 1, "{function}: one ERROR filter");
+        let filter = &filters[0].1["Properties"];
+        let pattern = filter["FilterPattern"].as_str().unwrap();
+        assert_eq!(
+            error_line
+                .iter()
+                .map(|line| json_filter_matches(pattern, line))
+                .collect::<Vec<_>>(),
+            [true, false],
+            "{function}: {pattern} counts the suite's ERROR lines only: {error_line:?}"
+        );
+        let metric = &filter["MetricTransformations"][0];
+        let alarmed = of_type(template, "AWS::CloudWatch::Alarm")
+            .into_iter()
+            .any(|(_, a)| {
+                let a = &a["Properties"];
+                a["MetricName"] == metric["MetricName"]
+                    && a["Namespace"] == metric["MetricNamespace"]
+                    && a["Threshold"] == 0
+                    && a["ComparisonOperator"] == "GreaterThanThreshold"
+                    && a["AlarmActions"] == json!([reference("AlertsTopic")])
+            });
+        assert!(alarmed, "{function}: an alarm on {metric}");
+    }
+}
+
+#[test]
+fn the_database_error_log_has_retention_and_the_identifier_it_is_named_after() {
+    let log_group_name = |template: &Value| -> (String, String) {
+        let database = &resource(template, "Database");
+        assert!(
+            depends_on(template, "Database").contains("DatabaseErrorLogGroup"),
+            "RDS would create the group first, with no retention"
+        );
+        assert_eq!(
+            database["Properties"]["EnableCloudwatchLogsExports"],
+            json!(["error"])
+        );
+        let group = &resource(template, "DatabaseErrorLogGroup")["Properties"];
+        assert_eq!(group["RetentionInDays"], "90", "LogRetentionDays");
+        (
+            database["Properties"]["DBInstanceIdentifier"]
+                .as_str()
+                .expect("identifier")
+                .to_owned(),
+            group["LogGroupName"].as_str().expect("name").to_owned(),
+        )
+    };
+    let retention = ["LogRetentionDays=90"];
+    let (id_a, group_a) = log_group_name(&stack_template_with("orch-a", &retention));
+    let (id_long, group_long) =
+        log_group_name(&stack_template_with(&longest_stack_name(), &retention));
+    for (id, group) in [(&id_a, &group_a), (&id_long, &group_long)] {
+        assert_eq!(*group, format!("/aws/rds/instance/{id}/error"));
+        // RDS: 1-63 letters, digits, hyphens; a letter first; no "--"; no hyphen last.
+        assert!(id.len() <= 63 && id.starts_with("orch-"), "{id}");
+        assert!(!id.contains("--") && !id.ends_with('-'), "{id}");
+        assert!(
+            id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{id}"
+        );
+    }
+    assert_ne!(id_a, id_long, "one identifier per stack");
+    // From the stack id, never from a parameter: an update never replaces the instance.
+    let raw = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    assert!(
+        raw.contains(r#"DBInstanceIdentifier: !Join ["", ["orch-", !Select [2, !Split ["/", !Ref AWS::StackId]]]]"#),
+        "DBInstanceIdentifier comes from AWS::StackId"
+    );
+}
+
+#[test]
+fn an_unrelated_parameter_change_never_regenerates_the_app_password() {
+    let generated = |overrides: &[&str]| -> Value {
+        let template = stack_template_with("orch-a", overrides);
+        resolved(
+            &template,
+            &resource(&template, "AppUserSecret")["Properties"]["GenerateSecretString"],
+        )
+    };
+    let base = generated(&[]);
+    for change in [
+        "TenantDatabases=other_db,bp",
+        "DbInstanceClass=db.r6g.large",
+        "DbAllocatedStorage=100",
+        "Workflows=img2vid",
+        "LogRetentionDays=90",
+    ] {
+        assert_eq!(
+            generated(&[change]),
+            base,
+            "{change} regenerates the app password"
+        );
+    }
+    // The connection details come from the attachment, which follows the database.
+    let template = default_template();
+    let attachment = &resource(template, "AppUserSecretAttachment")["Properties"];
+    assert_eq!(attachment["SecretId"], reference("AppUserSecret"));
+    assert_eq!(attachment["TargetId"], reference("Database"));
+    let text = base.to_string();
+    for field in ["username", "masterarn", "engine"] {
+        assert!(text.contains(field), "{field} in {text}");
+    }
+}
+
+/// Logical ids a resource refers to: Ref, GetAtt, `${Id}` in (locally flattened) Fn::Sub
+/// strings, and DependsOn.
+fn direct_dependencies(template: &Value, logical_id: &str) -> BTreeSet<String> {
+    fn walk(value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner) {
+                        ("Ref", Value::String(id)) => {
+                            out.insert(id.clone());
+                        }
+                        ("Fn::GetAtt", Value::Array(parts)) => {
+                            if let Some(id) = parts.first().and_then(Value::as_str) {
+                                out.insert(id.to_owned());
+                            }
+                        }
+                        _ => walk(inner, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            Value::String(text) => {
+                for part in text.split("${").skip(1) {
+                    if let Some(id) = part.split('}').next() {
+                        out.insert(id.split('.').next().unwrap_or(id).to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let resource = resource(template, logical_id);
+    let mut out = BTreeSet::new();
+    walk(&resource["Properties"], &mut out);
+    out.extend(depends_on(template, logical_id));
+    out.retain(|id| resources(template).contains_key(id));
+    out
+}
+
+#[test]
+fn the_deploy_gate_runs_after_everything_else_in_the_stack() {
+    for workflows in ["Workflows=img2vid,vid2vid", "Workflows=a,b-c,d"] {
+        let template = render(&["GateAlarmNames=x", workflows]);
+        let mut reached = BTreeSet::new();
+        let mut pending = vec!["DeployGate".to_owned()];
+        while let Some(id) = pending.pop() {
+            for dependency in direct_dependencies(&template, &id) {
+                if reached.insert(dependency.clone()) {
+                    pending.push(dependency);
+                }
+            }
+        }
+        let missed: Vec<_> = resources(&template)
+            .iter()
+            .filter(|(id, r)| {
+                *id != "DeployGate"
+                    && !reached.contains(*id)
+                    // A resource that exists only under another condition cannot be waited for.
+                    && r["Condition"].is_null()
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{workflows}: the gate does not wait for {missed:?}"
+        );
+    }
+}
+
+#[test]
+fn alerts_without_an_email_are_reported_not_silent() {
+    let delivery = |template: &Value| -> String {
+        resolved(template, &template["Outputs"]["AlertsDelivery"]["Value"])
+            .as_str()
+            .expect("AlertsDelivery is text")
+            .to_owned()
+    };
+    let silent = delivery(&stack_template("orch-a"));
+    assert!(silent.starts_with("NOBODY"), "{silent}");
+    assert!(silent.contains("AlertsTopicArn"), "{silent}");
+    let mailed = delivery(&stack_template_with(
+        "orch-a",
+        &["AlertEmail=ops@example.com"],
+    ));
+    assert!(mailed.contains("ops@example.com"), "{mailed}");
+    let message = refused(&["AlertEmail=ops.example.com"]);
+    assert!(message.contains("AlertEmail"), "{message}");
 }

@@ -12,6 +12,11 @@ use tokio::time::Instant;
 /// use `#[serde(deny_unknown_fields)]` and catch typos in templates.
 const PROTOCOL_PROPERTIES: [&str; 2] = ["ServiceToken", "ServiceTimeout"];
 
+/// The suite's ordering properties (`WaitsFor`, `WaitsFor<slug>`, ...): a template puts there
+/// Refs to what the resource must come after when `DependsOn` cannot name it (resources that
+/// Fn::ForEach makes per workflow). Handlers never see them either.
+const ORDERING_PREFIX: &str = "WaitsFor";
+
 /// Which lifecycle step CloudFormation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum RequestType {
@@ -149,9 +154,9 @@ impl Envelope {
 
 fn without_protocol_properties(mut properties: Value) -> Value {
     if let Value::Object(map) = &mut properties {
-        for key in PROTOCOL_PROPERTIES {
-            map.remove(key);
-        }
+        map.retain(|key, _| {
+            !PROTOCOL_PROPERTIES.contains(&key.as_str()) && !key.starts_with(ORDERING_PREFIX)
+        });
     }
     properties
 }
@@ -173,5 +178,34 @@ fn salvage(payload: &Value, error: String) -> InvalidRequest {
         },
         physical_resource_id: field("PhysicalResourceId"),
         reason: format!("malformed custom-resource request: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn handlers_never_see_the_protocol_or_ordering_properties() {
+        let payload = json!({
+            "RequestType": "Update",
+            "RequestId": "r-1",
+            "ResponseURL": "https://example.com/response",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/guid",
+            "ResourceType": "Custom::DeployGate",
+            "LogicalResourceId": "DeployGate",
+            "PhysicalResourceId": "gate-1",
+            "ResourceProperties": {
+                "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+                "ServiceTimeout": "960",
+                "WaitsForimg2vid": ["orch-img2vid-idle", "arn:aws:autoscaling:policy"],
+                "AlarmNames": ["a"]
+            },
+            "OldResourceProperties": {"ServiceToken": "t", "WaitsForvid2vid": [], "BakeSeconds": "60"}
+        });
+        let envelope = Envelope::parse(payload, Instant::now()).expect("a valid request");
+        assert_eq!(envelope.properties, json!({"AlarmNames": ["a"]}));
+        assert_eq!(envelope.old_properties, Some(json!({"BakeSeconds": "60"})));
     }
 }

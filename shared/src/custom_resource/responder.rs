@@ -31,7 +31,8 @@ const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
 /// the deadline guard cancels the handler's future, which cannot interrupt blocking code.
 pub trait CustomResource: Sync {
     /// The resource's `Properties` (without CloudFormation's own `ServiceToken` and
-    /// `ServiceTimeout`). Use [`super::lenient`] for numbers and booleans.
+    /// `ServiceTimeout`, and without the suite's `WaitsFor…` ordering properties). Use
+    /// [`super::lenient`] for numbers and booleans.
     type Properties: DeserializeOwned + Send + Sync;
 
     fn create(

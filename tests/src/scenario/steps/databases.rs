@@ -29,28 +29,24 @@ impl World {
             "dbInstanceIdentifier": self.id("Database")?,
         });
         let master_arn = create_secret(secrets, &master_props, &master).await?;
+        self.ids
+            .insert("DbMasterSecret".to_owned(), master_arn.clone());
+        // The app user: the generated string (username, masterarn) plus what its
+        // SecretTargetAttachment adds.
         let app_props = self.properties("AppUserSecret")?;
-        let password = random_password(secrets, &app_props).await?;
-        let app = json!({
-            "engine": "mariadb", "host": self.db.host(), "port": self.db.port(),
-            "username": self.parameters["AppDbUsername"], "password": password,
-            "dbname": self.parameters["TenantDatabases"][0], "masterarn": master_arn,
-        });
+        let mut app = generated_secret(secrets, &app_props).await?;
+        app["host"] = json!(self.db.host());
+        app["port"] = json!(self.db.port());
+        app["dbInstanceIdentifier"] = json!(self.id("Database")?);
         let app_arn = create_secret(secrets, &app_props, &app).await?;
-        // The fleet key: the template's generated string in its template's JSON.
         let fleet_props = self.properties("FleetSecret")?;
-        let spec = &fleet_props["GenerateSecretString"];
-        let mut fleet: Value = spec["SecretStringTemplate"]
-            .as_str()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or("FleetSecret: SecretStringTemplate is not JSON")?;
-        let key = spec["GenerateStringKey"].as_str().unwrap_or("password");
-        fleet[key] = json!(random_password(secrets, &fleet_props).await?);
+        let fleet = generated_secret(secrets, &fleet_props).await?;
         let fleet_arn = create_secret(secrets, &fleet_props, &fleet).await?;
         for (logical, arn) in [
             ("DbMasterSecret", &master_arn),
             ("DbMasterSecretAttachment", &master_arn),
             ("AppUserSecret", &app_arn),
+            ("AppUserSecretAttachment", &app_arn),
             ("FleetSecret", &fleet_arn),
         ] {
             self.ids.insert(logical.to_owned(), arn.clone());
@@ -428,12 +424,18 @@ async fn create_secret(
 }
 
 /// A password as the template's GenerateSecretString makes it.
-async fn random_password(
+/// What CloudFormation stores for a `GenerateSecretString`: the template's JSON with a random
+/// password (as GetRandomPassword makes it) under the generated key.
+async fn generated_secret(
     secrets: &aws_sdk_secretsmanager::Client,
     properties: &Value,
-) -> Result<String, String> {
+) -> Result<Value, String> {
     let spec = &properties["GenerateSecretString"];
-    secrets
+    let mut value: Value = spec["SecretStringTemplate"]
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| format!("{}: SecretStringTemplate is not JSON", properties["Name"]))?;
+    let password = secrets
         .get_random_password()
         .set_password_length(spec["PasswordLength"].as_i64())
         .set_exclude_characters(spec["ExcludeCharacters"].as_str().map(str::to_owned))
@@ -441,7 +443,9 @@ async fn random_password(
         .await
         .map_err(aws_error("GetRandomPassword"))?
         .random_password
-        .ok_or_else(|| "GetRandomPassword: no password".to_owned())
+        .ok_or("GetRandomPassword: no password")?;
+    value[spec["GenerateStringKey"].as_str().unwrap_or("password")] = json!(password);
+    Ok(value)
 }
 
 fn str_field(value: &Value, key: &str) -> Result<String, String> {
