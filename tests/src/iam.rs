@@ -351,6 +351,59 @@ mod tests {
     }
 
     #[test]
+    fn not_action_and_not_resource_match_everything_else() {
+        let statements = vec![json!({"Effect": "Allow", "NotAction": "sns:Subscribe",
+            "NotResource": "arn:aws:sns:*:*:private"})];
+        let call = |action: &str, topic: &str| {
+            evaluate(
+                &statements,
+                &Request::new(action, &format!("arn:aws:sns:us-east-1:1:{topic}")),
+            )
+            .unwrap()
+        };
+        assert!(call("sns:Publish", "t").is_allowed());
+        assert_eq!(call("sns:Subscribe", "t"), Decision::ImplicitlyDenied);
+        assert_eq!(call("sns:Publish", "private"), Decision::ImplicitlyDenied);
+    }
+
+    #[test]
+    fn one_listed_value_is_enough_and_if_exists_passes_on_a_missing_key() {
+        let statements = vec![
+            json!({"Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": ["A", "B"]},
+                          "StringEqualsIfExists": {"aws:RequestTag/team": "x"}}}),
+        ];
+        let put = |namespace: &str| {
+            Request::new("cloudwatch:PutMetricData", "*").with("cloudwatch:namespace", namespace)
+        };
+        assert!(evaluate(&statements, &put("B")).unwrap().is_allowed());
+        assert!(!evaluate(&statements, &put("C")).unwrap().is_allowed());
+        assert!(
+            !evaluate(&statements, &put("A").with("aws:RequestTag/team", "y"))
+                .unwrap()
+                .is_allowed()
+        );
+    }
+
+    #[test]
+    fn a_call_on_every_resource_needs_a_grant_on_every_resource() {
+        // Actions without resource-level permission are requested on "*": a grant on some
+        // ARNs does not cover them.
+        let on = |resource: &str| {
+            vec![
+                json!({"Effect": "Allow", "Action": "cloudwatch:DescribeAlarms", "Resource": resource}),
+            ]
+        };
+        let describe = Request::new("cloudwatch:DescribeAlarms", "*");
+        assert!(evaluate(&on("*"), &describe).unwrap().is_allowed());
+        assert_eq!(
+            evaluate(&on("arn:aws:cloudwatch:*:*:alarm:orch-*"), &describe).unwrap(),
+            Decision::ImplicitlyDenied
+        );
+    }
+
+    #[test]
     fn globs_match_like_iam() {
         assert!(glob("a*c", "abbbc"));
         assert!(glob("a?c", "abc"));

@@ -238,9 +238,49 @@ impl RecordedRequest {
     /// The signing name of the service called (`sns`, `secretsmanager`, `rds`, ...), from the
     /// SigV4 credential scope of the `Authorization` header.
     pub fn service(&self) -> Option<&str> {
-        // Credential=AKID/20240101/us-east-1/sns/aws4_request, SignedHeaders=..., Signature=...
+        self.credential_scope()?.split('/').nth(3)
+    }
+
+    /// The access key id the request was signed with (moto checks no signature, so the
+    /// scenario gives each function its own key to tell their calls apart).
+    pub fn access_key(&self) -> Option<&str> {
+        self.credential_scope()?.split('/').next()
+    }
+
+    /// `AKID/20240101/us-east-1/sns/aws4_request` from
+    /// `Credential=AKID/20240101/us-east-1/sns/aws4_request, SignedHeaders=..., Signature=...`.
+    fn credential_scope(&self) -> Option<&str> {
         let scope = self.header("authorization")?.split("Credential=").nth(1)?;
-        scope.split([',', ' ']).next()?.split('/').nth(3)
+        scope.split([',', ' ']).next()
+    }
+
+    /// The request's top-level parameters: the form pairs of a query-protocol request (URL
+    /// query and body: SNS, Auto Scaling; lists flattened as `InstanceIds.member.1`), or the
+    /// top-level string members of a JSON body (Secrets Manager, CloudWatch through the
+    /// bridge). Nested members are left out.
+    pub fn parameters(&self) -> BTreeMap<String, String> {
+        if let Ok(serde_json::Value::Object(members)) =
+            serde_json::from_slice::<serde_json::Value>(&self.body)
+        {
+            return members
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value.as_str()?.to_owned())))
+                .collect();
+        }
+        let query = self.url.split_once('?').map_or("", |(_, q)| q);
+        let body = std::str::from_utf8(&self.body).unwrap_or("");
+        let mut pairs = BTreeMap::new();
+        for form in [query, body] {
+            let Ok(mut url) = reqwest::Url::parse("http://form.invalid/") else {
+                continue;
+            };
+            url.set_query(Some(form));
+            pairs.extend(
+                url.query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned())),
+            );
+        }
+        pairs
     }
 
     /// The API action, for the protocols that name one: the `X-Amz-Target` header (JSON
@@ -376,6 +416,35 @@ mod tests {
         let r = request("http://127.0.0.1:1/2015-03-31/functions?x=1", &[], "");
         assert_eq!(r.action(), None);
         assert_eq!(r.path(), "/2015-03-31/functions");
+    }
+
+    #[test]
+    fn the_access_key_comes_from_the_credential_scope() {
+        let r = request("http://127.0.0.1:1/", &[("Authorization", SNS_AUTH)], "");
+        assert_eq!(r.access_key(), Some("AKID"));
+        assert_eq!(request("http://127.0.0.1:1/", &[], "").access_key(), None);
+    }
+
+    #[test]
+    fn parameters_come_from_the_form_or_the_json_body() {
+        let form = request(
+            "http://127.0.0.1:1/?Version=2010-03-31",
+            &[],
+            "Action=Publish&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A1%3At&Message=a+b",
+        );
+        let p = form.parameters();
+        assert_eq!(p["TopicArn"], "arn:aws:sns:us-east-1:1:t");
+        assert_eq!(p["Message"], "a b");
+        assert_eq!(p["Version"], "2010-03-31");
+        let json = request(
+            "http://127.0.0.1:1/",
+            &[],
+            r#"{"Namespace": "N/x", "MetricData": [{"MetricName": "m"}]}"#,
+        );
+        assert_eq!(
+            json.parameters().into_iter().collect::<Vec<_>>(),
+            [("Namespace".to_owned(), "N/x".to_owned())]
+        );
     }
 
     #[test]

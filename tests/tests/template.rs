@@ -630,7 +630,11 @@ fn metric_writes_and_secret_access_are_scoped() {
                 a.starts_with("secretsmanager:") && *a != "secretsmanager:GetRandomPassword"
             })
             .collect();
-        if !secret_actions.is_empty() {
+        // A team's secrets: read only, and only those tagged for this stack's rds-init.
+        let tagged_for_this_stack = secret_actions == ["secretsmanager:GetSecretValue"]
+            && statement["Condition"]["StringEquals"]["secretsmanager:ResourceTag/orchestrator:rds-init"]
+                == reference("AWS::StackName");
+        if !secret_actions.is_empty() && !tagged_for_this_stack {
             for resource in one_or_many(&statement["Resource"]) {
                 assert!(
                     ["DbMasterSecret", "AppUserSecret", "FleetSecret"]
@@ -1955,4 +1959,39 @@ fn alerts_without_an_email_are_reported_not_silent() {
     assert!(mailed.contains("ops@example.com"), "{mailed}");
     let message = refused(&["AlertEmail=ops.example.com"]);
     assert!(message.contains("AlertEmail"), "{message}");
+}
+
+#[test]
+fn rds_init_reads_the_suites_secrets_and_only_those_tagged_for_its_stack() {
+    let template = stack_template("orch-a");
+    let role = resolved(
+        &template,
+        &json!(role_statements(&template, "RdsInitFunction")),
+    );
+    let statements = role.as_array().expect("statements");
+    let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:/team/prod/pg/master-AbCdEf";
+    let read = |tags: &[(&str, &str)]| {
+        Request::new("secretsmanager:GetSecretValue", secret)
+            .with_resource_tags("secretsmanager", tags.iter().copied())
+    };
+    assert!(allowed(
+        statements,
+        &read(&[("orchestrator:rds-init", "orch-a")])
+    ));
+    for tags in [
+        &[("orchestrator:rds-init", "orch-b")][..],
+        &[("orchestrator:stack", "orch-a")][..],
+        &[][..],
+    ] {
+        assert!(!allowed(statements, &read(tags)), "{tags:?}");
+    }
+    for own in ["DbMasterSecret", "AppUserSecret"] {
+        let arn = resolved(&template, &reference(own));
+        let request = Request::new("secretsmanager:GetSecretValue", arn.as_str().unwrap());
+        assert!(allowed(statements, &request), "{own}");
+    }
+    // Reading is all it may do with them.
+    let write = Request::new("secretsmanager:PutSecretValue", secret)
+        .with_resource_tags("secretsmanager", [("orchestrator:rds-init", "orch-a")]);
+    assert!(!allowed(statements, &write));
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 mod databases;
 mod fleet;
 mod gate;
+mod iam_proof;
 mod other_stack;
 mod worker;
 
@@ -120,6 +121,8 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
         .await?;
     let mut parameters = stack::parameter_values(&template, &given);
     parameters.insert("AWS::StackName".to_owned(), json!(STACK));
+    // DeployGateFunctionRole's ReadOwnStackStatus is granted on `!Ref AWS::StackId`.
+    parameters.insert("AWS::StackId".to_owned(), json!(stack_id));
     let lambda = n
         .step("cargo lambda watch (Runtime API) up", async {
             let lambda = LocalLambda::start(&options.root, &options.log_dir).await?;
@@ -213,6 +216,12 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
     n.step(
         "deploy gate fails after an alarm goes off",
         world.gate_fails(&alarms),
+    )
+    .await?;
+    // Last, so it sees every call the functions made.
+    n.step(
+        "every AWS call allowed by its function's own role",
+        world.every_call_allowed_by_its_role(),
     )
     .await?;
     Ok(())
@@ -389,6 +398,8 @@ impl World {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Its own key: the IAM proof tells the functions' calls apart by it.
+            let access_key = iam_proof::access_key_id(binary);
             for (key, value) in [
                 ("AWS_LAMBDA_FUNCTION_NAME", name.as_str()),
                 ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
@@ -396,7 +407,7 @@ impl World {
                 ("AWS_ENDPOINT_URL_CLOUDWATCH", self.bridge.url()),
                 ("AWS_REGION", REGION),
                 ("AWS_DEFAULT_REGION", REGION),
-                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_ACCESS_KEY_ID", access_key.as_str()),
                 ("AWS_SECRET_ACCESS_KEY", "testing"),
             ] {
                 env.insert(key.to_owned(), value.to_owned());

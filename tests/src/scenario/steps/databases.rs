@@ -213,7 +213,9 @@ impl World {
         for (name, user, password) in &users {
             let value = json!({"engine": "postgres", "host": self.pg.host(), "port": self.pg.port(),
                                "username": user, "password": password});
-            let properties = json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}")});
+            // The tag that lets this stack's rds-init read a team's secret.
+            let properties = json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}"),
+                                    "Tags": [{"Key": "orchestrator:rds-init", "Value": STACK}]});
             arns.push(create_secret(secrets, &properties, &value).await?);
         }
         let (app_password, reporting_password) = (&users[1].2, &users[2].2);
