@@ -1,6 +1,10 @@
 //! AWS SDK configuration, loaded once per cold start and shared by every client.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -25,13 +29,102 @@ const THROTTLING_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
-/// Loads the SDK configuration from the Lambda environment (region, credentials).
+/// How long one function's AWS calls may take. The SDK alone sets only a connect timeout, so a
+/// call that connects and then stalls would run until the Lambda timeout; with these it ends
+/// as `SdkError::TimeoutError`, which [`is_transient`] counts as retryable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Opening the connection (TCP and TLS).
+    pub connect: Duration,
+    /// One HTTP attempt, connecting included; a stalled attempt is retried.
+    pub attempt: Duration,
+    /// The whole call: every attempt and the backoff between them.
+    pub operation: Duration,
+    /// Attempts per call, standard retry mode (throttling, 5xx, timeouts, network errors).
+    pub max_attempts: u32,
+}
+
+impl AwsTimeouts {
+    /// 30 s timeout inside a 2-minute Spot warning: a stalled call gives up in 6 s, so the
+    /// failed invocation is retried while the instance still runs (Auto Scaling and SNS
+    /// answer in well under a second).
+    pub const SPOT_INTERRUPTION: AwsTimeouts = AwsTimeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(2),
+        operation: Duration::from_secs(6),
+        max_attempts: 3,
+    };
+
+    /// 60 s timeout, a few rounds of calls per invocation (describe pages, `GetMetricData`,
+    /// capacity changes, `PutMetricData`): a stall fails the invocation with 50 s to spare,
+    /// and the next minute's tick tries again anyway.
+    pub const SCALE_TO_ZERO: AwsTimeouts = AwsTimeouts {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_secs(3),
+        operation: Duration::from_secs(10),
+        max_attempts: 3,
+    };
+
+    /// 60 s timeout shared with database logins (`DB_CONNECT_TIMEOUT_SECONDS`, up to three in
+    /// setSecret): a stalled Secrets Manager call fails the step in 10 s, and Secrets Manager
+    /// retries it.
+    pub const SECRET_ROTATION: AwsTimeouts = AwsTimeouts {
+        connect: Duration::from_secs(2),
+        attempt: Duration::from_secs(3),
+        operation: Duration::from_secs(10),
+        max_attempts: 3,
+    };
+
+    /// 300 s timeout, a handful of `GetSecretValue` calls from inside the VPC (through a NAT
+    /// or an endpoint, so more room per attempt): a stall answers FAILED in 15 s instead of at
+    /// the responder's deadline guard.
+    pub const RDS_INIT: AwsTimeouts = AwsTimeouts {
+        connect: Duration::from_secs(3),
+        attempt: Duration::from_secs(5),
+        operation: Duration::from_secs(15),
+        max_attempts: 3,
+    };
+
+    /// 900 s timeout, but the bake keeps only 9 s after its last measurement (4 s to report,
+    /// 5 s deadline margin) for the SNS publish and the CodeDeploy answer: 2 x 4 s fits, and a
+    /// poll's calls end inside its 6 s measurement limit with their own error (the next poll,
+    /// 30 s later, tries again).
+    pub const DEPLOY_GATE: AwsTimeouts = AwsTimeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(2),
+        operation: Duration::from_secs(4),
+        max_attempts: 3,
+    };
+
+    fn timeout_config(self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+
+    fn retry_config(self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts)
+    }
+}
+
+/// Loads the SDK configuration from the Lambda environment (region, credentials), with the
+/// function's `timeouts` and standard retries for every client built from it.
 ///
 /// The only local override is the SDK's own `AWS_ENDPOINT_URL` (and
 /// `AWS_ENDPOINT_URL_<SERVICE>`), which the SDK reads itself: pointing the suite at a local
 /// stand-in needs no code path of its own, so what runs locally is what runs in AWS.
-pub async fn load_aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+pub async fn load_aws_config(timeouts: AwsTimeouts) -> SdkConfig {
+    aws_config_loader(timeouts).load().await
+}
+
+/// The loader [`load_aws_config`] uses, before it reads the environment: tests add an
+/// endpoint, region and credentials to it and get the production timeouts and retries.
+pub fn aws_config_loader(timeouts: AwsTimeouts) -> ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts.timeout_config())
+        .retry_config(timeouts.retry_config())
 }
 
 /// An AWS call that failed, with what was being done: the adapters' error, so handlers can
@@ -114,6 +207,40 @@ mod tests {
             text.starts_with("DescribeStacks (s) failed: ") && text.contains("AccessDenied"),
             "{text}"
         );
+    }
+
+    const PRESETS: [AwsTimeouts; 5] = [
+        AwsTimeouts::SPOT_INTERRUPTION,
+        AwsTimeouts::SCALE_TO_ZERO,
+        AwsTimeouts::SECRET_ROTATION,
+        AwsTimeouts::RDS_INIT,
+        AwsTimeouts::DEPLOY_GATE,
+    ];
+
+    #[test]
+    fn every_preset_retries_a_stalled_attempt_within_its_operation_timeout() {
+        for timeouts in PRESETS {
+            assert!(timeouts.connect <= timeouts.attempt, "{timeouts:?}");
+            assert!(timeouts.attempt < timeouts.operation, "{timeouts:?}");
+            assert!(timeouts.max_attempts >= 2, "{timeouts:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_loaded_config_carries_the_timeouts_and_standard_retries() {
+        let timeouts = AwsTimeouts::SPOT_INTERRUPTION;
+        let config = aws_config_loader(timeouts)
+            .empty_test_environment()
+            .test_credentials()
+            .load()
+            .await;
+        let timeout = config.timeout_config().expect("a timeout config");
+        assert_eq!(timeout.connect_timeout(), Some(timeouts.connect));
+        assert_eq!(timeout.operation_attempt_timeout(), Some(timeouts.attempt));
+        assert_eq!(timeout.operation_timeout(), Some(timeouts.operation));
+        let retry = config.retry_config().expect("a retry config");
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), timeouts.max_attempts);
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! database fails a step in seconds rather than at the Lambda deadline. Passwords live in
 //! [`SecretString`] and never appear in `Debug` output or errors, and sqlx's statement logging
 //! is off: `ALTER USER … IDENTIFIED BY '…'` must never reach a log line.
+//!
+//! MariaDB/MySQL sessions get `NO_BACKSLASH_ESCAPES` added to their `sql_mode` (so the
+//! literals of [`sql`] mean the same whatever the server's global mode) and a
+//! `lock_wait_timeout` equal to the statement timeout (so DDL never waits a year on a metadata
+//! lock). SQL text for values and names comes from [`sql`] only.
+
+pub mod sql;
 
 use crate::custom_resource::lenient;
 use crate::env_config::{ConfigError, EnvVars};
@@ -353,13 +360,18 @@ pub enum DbConnection {
 }
 
 impl DbConnection {
-    /// Runs statements that return no rows. Callers build `sql` only from validated,
-    /// quoted identifiers and escaped literals; values users supply never reach it raw.
+    /// Runs one statement that returns no rows. Callers build `sql` only from validated,
+    /// quoted identifiers and literals of [`sql`]; values users supply never reach it raw.
+    /// PostgreSQL gets it over the extended protocol, which refuses a second statement.
     pub async fn execute(&mut self, sql: impl Into<String>) -> Result<u64, sqlx::Error> {
-        let statement = sqlx::raw_sql(AssertSqlSafe(sql.into()));
+        let sql = AssertSqlSafe(sql.into());
         Ok(match self {
-            DbConnection::MySql(c) => statement.execute(c).await?.rows_affected(),
-            DbConnection::Postgres(c) => statement.execute(c).await?.rows_affected(),
+            DbConnection::MySql(c) => sqlx::raw_sql(sql).execute(c).await?.rows_affected(),
+            DbConnection::Postgres(c) => sqlx::query(sql)
+                .persistent(false)
+                .execute(c)
+                .await?
+                .rows_affected(),
         })
     }
 
@@ -450,17 +462,12 @@ pub async fn connect(
             Engine::MariaDb | Engine::MySql => {
                 let options = mysql_options(secret, database, trust);
                 let mut connection = MySqlConnection::connect_with(&options).await?;
-                let limit = settings.statement_timeout;
-                let sql = match secret.engine {
-                    // MariaDB counts seconds; MySQL milliseconds (and only for SELECT).
-                    Engine::MariaDb => {
-                        format!("SET SESSION max_statement_time = {}", limit.as_secs_f64())
-                    }
-                    _ => format!("SET SESSION max_execution_time = {}", limit.as_millis()),
-                };
-                sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut connection)
-                    .await?;
+                sqlx::raw_sql(AssertSqlSafe(mysql_session_settings(
+                    secret.engine,
+                    settings.statement_timeout,
+                )))
+                .execute(&mut connection)
+                .await?;
                 Ok(DbConnection::MySql(connection))
             }
             Engine::Postgres => {
@@ -490,6 +497,23 @@ pub async fn connect(
             timeout: settings.connect_timeout,
         }),
     }
+}
+
+/// The session settings every MariaDB/MySQL connection starts with: the statement timeout
+/// (MariaDB counts seconds; MySQL milliseconds, and only for SELECT), `lock_wait_timeout` at
+/// the same bound in whole seconds (DDL such as GRANT waits on metadata locks, by default for
+/// a year), and `NO_BACKSLASH_ESCAPES` added to whatever `sql_mode` the server gave, so a
+/// backslash in a [`sql::mysql_string_literal`] is just a backslash.
+fn mysql_session_settings(engine: Engine, limit: Duration) -> String {
+    let statement = match engine {
+        Engine::MariaDb => format!("max_statement_time = {}", limit.as_secs_f64()),
+        _ => format!("max_execution_time = {}", limit.as_millis()),
+    };
+    let lock_seconds = limit.as_secs_f64().ceil().max(1.0) as u64;
+    format!(
+        "SET SESSION {statement}, SESSION lock_wait_timeout = {lock_seconds}, \
+         SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_BACKSLASH_ESCAPES')"
+    )
 }
 
 /// `trust`: verified TLS against these certificates; `None`: plaintext (`ssl: false`).

@@ -9,6 +9,7 @@ pub mod database;
 pub mod env_config;
 pub mod fleet_tags;
 pub mod payload;
+pub mod sns_subject;
 pub mod telemetry;
 
 /// The error type handlers return to `lambda_runtime`; domain errors are mapped to it at the edge.

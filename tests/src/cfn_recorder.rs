@@ -1,6 +1,6 @@
 //! A stand-in for the pre-signed S3 URL CloudFormation gives a custom resource: it records
-//! every request it receives and answers as scripted (a status, or a dropped connection), so
-//! tests can check what was sent, how often, and when.
+//! every request it receives and answers as scripted (a status, a dropped connection, or no
+//! answer at all), so tests can check what was sent, how often, and when.
 
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
@@ -21,6 +21,9 @@ pub enum Reply {
     /// Read the request, then close the connection without answering (a connection error
     /// for the client).
     DropConnection,
+    /// Read the request, then never answer and keep the connection open (a timeout for the
+    /// client).
+    Hang,
 }
 
 /// One request as received.
@@ -101,6 +104,11 @@ impl CfnResponseRecorder {
         )
     }
 
+    /// [`presigned_response_url`] on this recorder.
+    pub fn presigned_response_url(&self, name: &str, signature: &str) -> String {
+        presigned_response_url(self.addr, name, signature)
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
@@ -123,6 +131,14 @@ impl CfnResponseRecorder {
             }
         }
     }
+}
+
+/// A URL at `addr` with the full query string of CloudFormation's pre-signed S3 URL, signed
+/// with `signature`, for tests that check the signature never leaks.
+pub fn presigned_response_url(addr: SocketAddr, name: &str, signature: &str) -> String {
+    format!(
+        "http://{addr}/cloudformation-custom-resource-response-useast1/arn%3Aaws%3Acloudformation%3Aus-east-1%3A123456789012%3Astack/orchestrator/1a2b%7C{name}%7C9f1c2d3e?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20250101T000000Z&X-Amz-SignedHeaders=host&X-Amz-Expires=7200&X-Amz-Credential=AKIAEXAMPLE123456789%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={signature}"
+    )
 }
 
 impl Drop for CfnResponseRecorder {
@@ -187,5 +203,7 @@ async fn record(
             .expect("valid response")),
         // hyper closes the connection without a response when the service fails.
         Reply::DropConnection => Err(std::io::Error::other("scripted connection drop")),
+        // The connection task ends when the recorder is dropped (its `JoinSet` goes with it).
+        Reply::Hang => std::future::pending().await,
     }
 }

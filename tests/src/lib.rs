@@ -18,4 +18,5 @@ pub mod moto;
 pub mod postgres;
 pub mod process;
 pub mod scenario;
+pub mod stalling_server;
 pub mod tls;

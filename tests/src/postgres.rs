@@ -77,21 +77,34 @@ impl Postgres {
     /// Starts a server that accepts plaintext (and only password-authenticated) connections.
     /// Panics if PostgreSQL is not installed (run `scripts/setup`) or does not start.
     pub async fn start() -> Postgres {
-        Postgres::start_with(false).await
+        Postgres::start_with(false, &[]).await
+    }
+
+    /// [`Postgres::start`] with extra server settings (`name=value`, as `postgres -c` takes
+    /// them), e.g. `standard_conforming_strings=off` or `log_statement=all`; the server's log
+    /// is [`Postgres::server_log`].
+    pub async fn start_with_settings(settings: &[&str]) -> Postgres {
+        Postgres::start_with(false, settings).await
+    }
+
+    /// Everything the server has logged so far (its stderr: statements under
+    /// `log_statement`, errors with the statement that failed).
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.dir().join("postgres.log")).unwrap_or_default()
     }
 
     /// Starts a server with `ssl=on`, a fresh [`TestCa`]'s certificate, and a `pg_hba.conf`
     /// that has only `hostssl` lines: plaintext connections are refused, and clients verify
     /// the server with [`DatabaseServer::ca_pem_path`](crate::database::DatabaseServer::ca_pem_path).
     pub async fn start_tls_only() -> Postgres {
-        Postgres::start_with(true).await
+        Postgres::start_with(true, &[]).await
     }
 
-    async fn start_with(tls_only: bool) -> Postgres {
+    async fn start_with(tls_only: bool, settings: &[&str]) -> Postgres {
         let installation = Installation::find();
         let template = template(&installation).await;
         start_with_port_retry("PostgreSQL", |port| {
-            Postgres::start_instance(&installation, &template, tls_only, port)
+            Postgres::start_instance(&installation, &template, tls_only, settings, port)
         })
         .await
     }
@@ -102,6 +115,7 @@ impl Postgres {
         installation: &Installation,
         template: &Path,
         tls_only: bool,
+        settings: &[&str],
         port: u16,
     ) -> Result<Postgres, StartError> {
         let owner = installation.owner;
@@ -157,7 +171,7 @@ impl Postgres {
             .arg("-k")
             .arg(dir.path())
             .args(["-c", "listen_addresses=127.0.0.1"]);
-        for setting in SERVER_SETTINGS {
+        for setting in SERVER_SETTINGS.iter().chain(settings) {
             command.args(["-c", setting]);
         }
         if ca.is_some() {

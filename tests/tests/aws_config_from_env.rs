@@ -16,7 +16,8 @@ fn load_aws_config_follows_aws_endpoint_url() {
     if std::env::var_os(CHILD_MARKER).is_some() {
         // In the child: only the environment says where AWS is.
         runtime.block_on(async {
-            let config = shared::aws::load_aws_config().await;
+            let config =
+                shared::aws::load_aws_config(shared::aws::AwsTimeouts::SPOT_INTERRUPTION).await;
             aws_sdk_sns::Client::new(&config)
                 .create_topic()
                 .name(TOPIC)

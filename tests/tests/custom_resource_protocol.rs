@@ -1,7 +1,7 @@
 //! Every rule of the CloudFormation custom-resource protocol, checked over real HTTP: the
 //! shared `Responder` PUTs its answers to a local server that records them.
 
-use harness::cfn_recorder::{CfnResponseRecorder, RecordedRequest, Reply};
+use harness::cfn_recorder::{CfnResponseRecorder, RecordedRequest, Reply, presigned_response_url};
 use harness::log_capture::CapturedLogs;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::Deserialize;
@@ -14,6 +14,7 @@ use shared::{
     },
 };
 use std::{
+    hash::{BuildHasher, RandomState},
     sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -709,4 +710,129 @@ async fn logs_never_contain_the_pre_signed_signature() {
         !text.contains("not-a-real-signature"),
         "the signature leaked into the logs: {text}"
     );
+}
+
+/// 64 hex digits no other test uses, so finding them anywhere can only be a leak.
+fn random_signature() -> String {
+    (0..4)
+        .map(|i| {
+            format!(
+                "{:016x}",
+                RandomState::new().hash_one((i, SystemTime::now()))
+            )
+        })
+        .collect()
+}
+
+/// Runs a Create whose answer cannot be delivered to `url`, with logs captured, and checks
+/// that `signature`, or the query string at all, is in no log line, no `Reason` sent and no
+/// error returned. Returns the invocation's `errorMessage`, for the test to check it still
+/// says what went wrong.
+async fn undeliverable_create(
+    url: &str,
+    signature: &str,
+    lambda_timeout: Duration,
+    sent: impl FnOnce() -> Vec<RecordedRequest>,
+) -> String {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let resource = TestResource::default();
+    let err = responder()
+        .respond(
+            &resource,
+            LambdaEvent::new(
+                event("Create", url, json!({"BakeSeconds": "1"})),
+                context(lambda_timeout),
+            ),
+        )
+        .await
+        .unwrap_err();
+
+    let text = logs.text();
+    assert!(
+        text.contains("CloudFormation was not told the result"),
+        "the failure is logged: {text}"
+    );
+    let leaks_query = |text: &str| text.contains(signature) || text.contains("X-Amz-Credential");
+    let mut leaks = Vec::new();
+    for line in text.lines().filter(|line| leaks_query(line)) {
+        leaks.push(format!("log line: {line}"));
+    }
+    for request in sent() {
+        assert!(
+            request.uri.contains(signature),
+            "the PUT went to the signed URL"
+        );
+        let reason = request.json()["Reason"].as_str().unwrap_or("").to_owned();
+        if leaks_query(&reason) {
+            leaks.push(format!("Reason: {reason}"));
+        }
+    }
+    let (display, debug) = (err.to_string(), format!("{err:?}"));
+    let message = lambda_runtime::Diagnostic::from(err).error_message;
+    for (place, shown) in [
+        ("error", &display),
+        ("error (Debug)", &debug),
+        ("errorMessage", &message),
+    ] {
+        if leaks_query(shown) {
+            leaks.push(format!("{place}: {shown}"));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "the pre-signed query string leaked into:\n{}",
+        leaks.join("\n")
+    );
+    assert!(
+        message.contains("could not tell CloudFormation the result"),
+        "{message}"
+    );
+    message
+}
+
+#[tokio::test]
+async fn connections_dropped_on_every_attempt_never_leak_the_signature() {
+    let recorder = CfnResponseRecorder::start().await;
+    recorder.script([Reply::DropConnection; 5]);
+    let signature = random_signature();
+    let url = recorder.presigned_response_url("dropped", &signature);
+
+    let message = undeliverable_create(&url, &signature, Duration::from_secs(60), || {
+        recorder.requests()
+    })
+    .await;
+    assert_eq!(recorder.requests().len(), 5);
+    assert!(message.contains("after 5 attempt(s)"), "{message}");
+    assert!(message.contains("connection closed"), "{message}");
+}
+
+#[tokio::test]
+async fn a_response_url_that_never_answers_never_leaks_the_signature() {
+    let recorder = CfnResponseRecorder::start().await;
+    recorder.script([Reply::Hang; 5]);
+    let signature = random_signature();
+    let url = recorder.presigned_response_url("hang", &signature);
+
+    // A 1.5 s Lambda timeout: the one attempt there is time for hangs until it times out.
+    let message = undeliverable_create(&url, &signature, Duration::from_millis(1500), || {
+        recorder.requests()
+    })
+    .await;
+    assert!(!recorder.requests().is_empty());
+    assert!(message.contains("timed out"), "{message}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_never_leaks_the_signature() {
+    // A loopback port that was free a moment ago and nobody listens on now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap();
+    let signature = random_signature();
+    let url = presigned_response_url(closed, "refused", &signature);
+
+    let message = undeliverable_create(&url, &signature, Duration::from_secs(60), Vec::new).await;
+    assert!(message.contains("after 5 attempt(s)"), "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
 }

@@ -895,3 +895,94 @@ async fn no_password_appears_in_logs_or_responses() {
         );
     }
 }
+
+/// Quotes of both kinds, backslashes (one at the end, where an unescaped one would swallow
+/// the closing quote), `$` and `$$`: a password only exact literals set as it is.
+const HOSTILE_PASSWORD: &str = r#"it's "q" \back\\slash $1 $$ end\"#;
+const HOSTILE_PASSWORD_2: &str = r#"n3w'' "\'$tag$ x\"#;
+
+/// The servers' non-default settings (MariaDB: `NO_BACKSLASH_ESCAPES` in the global
+/// `sql_mode`; PostgreSQL: `standard_conforming_strings=off`, every statement logged): a
+/// password with quotes, backslashes and `$` is created and changed exactly, logs in, and
+/// appears in no `Reason`, no log line and (PostgreSQL) not in the server's statement log.
+#[tokio::test]
+async fn hostile_passwords_are_set_exactly_whatever_the_server_settings() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let (maria, pg) = tokio::join!(
+        MariaDb::start(),
+        Postgres::start_with_settings(&["standard_conforming_strings=off", "log_statement=all"])
+    );
+    let pool = maria.admin_pool().await;
+    sqlx::query(
+        "SET GLOBAL sql_mode = CONCAT_WS(',', NULLIF(@@GLOBAL.sql_mode, ''), 'NO_BACKSLASH_ESCAPES')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let mut server_log = String::new();
+    let mut bodies = Vec::new();
+    for server in [Server::Maria(maria), Server::Pg(pg)] {
+        let engine = server.engine();
+        let f = Fixture::new(server).await;
+        let set_app_password = |password: &str| {
+            f.secrets
+                .put_secret_value()
+                .secret_id(&f.app_arn)
+                .secret_string(json!({"username": "app", "password": password}).to_string())
+                .send()
+        };
+        set_app_password(HOSTILE_PASSWORD).await.unwrap();
+        let props = f.props(&["bp"], json!([f.app(&["bp"], "readwrite")]));
+        let body = f.invoke("Create", props.clone(), json!({})).await;
+        bodies.push(body["Reason"].as_str().unwrap_or_default().to_owned());
+        assert_success(&body);
+        f.server
+            .login("app", HOSTILE_PASSWORD, "bp")
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: the created user logs in: {e}"));
+        // The password changed in the secret: ALTER USER / ALTER ROLE.
+        set_app_password(HOSTILE_PASSWORD_2).await.unwrap();
+        let body = f
+            .invoke(
+                "Update",
+                props.clone(),
+                json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
+            )
+            .await;
+        bodies.push(body["Reason"].as_str().unwrap_or_default().to_owned());
+        assert_success(&body);
+        f.server
+            .login("app", HOSTILE_PASSWORD_2, "bp")
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: the changed password logs in: {e}"));
+        assert!(f.server.login("app", HOSTILE_PASSWORD, "bp").await.is_err());
+        if let Server::Pg(pg) = &f.server {
+            server_log = pg.server_log();
+        }
+    }
+    assert!(
+        server_log.contains("CREATE ROLE") && server_log.contains("SCRAM-SHA-256$4096:"),
+        "log_statement=all logged the DDL, with a verifier: {server_log}"
+    );
+    let text = logs.text();
+    // A piece of each password that JSON does not escape (the logs are JSON lines), and
+    // each password whole.
+    for (password, piece) in [
+        (HOSTILE_PASSWORD, "slash $1 $$ end"),
+        (HOSTILE_PASSWORD_2, "$tag$ x"),
+    ] {
+        for reason in &bodies {
+            assert!(
+                !reason.contains(piece) && !reason.contains(password),
+                "password in a Reason: {reason}"
+            );
+        }
+        assert!(!text.contains(piece), "password in the logs: {text}");
+        assert!(
+            !server_log.contains(piece) && !server_log.contains(password),
+            "password in PostgreSQL's log: {server_log}"
+        );
+    }
+}

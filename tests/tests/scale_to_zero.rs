@@ -180,7 +180,17 @@ impl Stage {
 
     /// The notices delivered to the subscribed queue so far (their SNS `Message`, parsed).
     async fn notices(&self) -> Vec<Value> {
-        let mut notices = Vec::new();
+        self.notice_envelopes()
+            .await
+            .iter()
+            .map(|envelope| serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The SNS envelopes (`Subject`, `Message`, `MessageAttributes`, ...) delivered to the
+    /// subscribed queue so far.
+    async fn notice_envelopes(&self) -> Vec<Value> {
+        let mut envelopes = Vec::new();
         loop {
             let answer = self
                 .sqs
@@ -191,7 +201,7 @@ impl Stage {
                 .await
                 .unwrap();
             if answer.messages().is_empty() {
-                return notices;
+                return envelopes;
             }
             for message in answer.messages() {
                 let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
@@ -199,7 +209,7 @@ impl Stage {
                     envelope["MessageAttributes"]["type"]["Value"], "scaled-to-zero",
                     "{envelope}"
                 );
-                notices.push(serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap());
+                envelopes.push(envelope);
             }
         }
     }
@@ -459,6 +469,42 @@ async fn protected_busy_instances_survive() {
     let notices = stage.notices().await;
     assert_eq!(notices.len(), 1);
     assert_eq!(notices[0]["busyInstances"], 2);
+}
+
+#[tokio::test]
+async fn a_255_character_group_name_still_gets_its_notice_published() {
+    // Auto Scaling allows 255 characters; SNS wants a subject under 100. The notice is sent
+    // after the capacity changed, so a rejected subject would lose it.
+    let stage = Stage::start().await;
+    let group = format!("gpu-img2vid-{}", "x".repeat(255 - 12));
+    assert_eq!(group.len(), 255);
+    stage
+        .create_group(&group, "img2vid", Some("true"), 2, 4)
+        .await;
+    stage.put_queue_depths(&[("img2vid", 0.0)]).await;
+
+    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+
+    assert_eq!(report["changes"][0]["group"], group.as_str(), "{report}");
+    assert_eq!(desired(&stage.group(&group).await), 0);
+    let envelopes = stage.notice_envelopes().await;
+    assert_eq!(envelopes.len(), 1, "{envelopes:?}");
+    let subject = envelopes[0]["Subject"].as_str().expect("a subject");
+    assert_eq!(
+        subject.len(),
+        shared::sns_subject::MAX_SUBJECT_CHARS,
+        "{subject}"
+    );
+    assert_eq!(subject.len(), 99, "{subject}");
+    assert!(
+        subject.starts_with("scale-to-zero: desired 2 -> 0, img2vid idle (gpu-img2vid-xxx"),
+        "{subject}"
+    );
+    assert!(subject.ends_with("xxx..."), "{subject}");
+    // The message itself carries the whole name.
+    let notice: Value = serde_json::from_str(envelopes[0]["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(notice["autoScalingGroup"], group.as_str());
+    assert_eq!(notice["desiredCapacity"], 0);
 }
 
 #[tokio::test]

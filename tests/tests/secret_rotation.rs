@@ -874,3 +874,82 @@ async fn alternating_users_refuse_to_use_the_master_when_the_current_login_fails
             .unwrap();
     assert_eq!(clones, 0, "the master did nothing");
 }
+
+/// Non-default server settings (MariaDB: `NO_BACKSLASH_ESCAPES` in the global `sql_mode`;
+/// PostgreSQL: `standard_conforming_strings=off` and every statement logged): a pending
+/// password with quotes, backslashes and `$` is set exactly, and PostgreSQL's statement log
+/// gets a SCRAM verifier, never the password.
+#[tokio::test]
+async fn hostile_passwords_rotate_exactly_whatever_the_server_settings_and_never_reach_the_server_log()
+ {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let (aws, maria, postgres) = tokio::join!(
+        Aws::start(),
+        MariaDb::start(),
+        Postgres::start_with_settings(&["standard_conforming_strings=off", "log_statement=all"])
+    );
+    let maria_admin = maria.admin_pool().await;
+    for sql in [
+        "SET GLOBAL sql_mode = CONCAT_WS(',', NULLIF(@@GLOBAL.sql_mode, ''), 'NO_BACKSLASH_ESCAPES')",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'Old-password-1'",
+    ] {
+        sqlx::query(sql).execute(&maria_admin).await.unwrap();
+    }
+    let pg_admin = postgres.admin_pool().await;
+    sqlx::query("CREATE ROLE app LOGIN PASSWORD 'Old-password-1'")
+        .execute(&pg_admin)
+        .await
+        .unwrap();
+    let rotator = aws.rotator(&[]);
+    let hostile = r#"it's "q" \back\\slash $1 $$ end\"#;
+    for (engine, port) in [("mariadb", maria.port()), ("postgres", postgres.port())] {
+        let arn = aws
+            .create_secret(
+                &format!("{engine}-app"),
+                &db_secret(engine, port, "app", "Old-password-1"),
+            )
+            .await;
+        let (_, current) = aws.value(&arn, "AWSCURRENT").await;
+        let token = aws.start_rotation(&arn).await;
+        let mut pending = current.clone();
+        pending["password"] = json!(hostile);
+        aws.secrets
+            .put_secret_value()
+            .secret_id(&arn)
+            .client_request_token(&token)
+            .secret_string(pending.to_string())
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .unwrap();
+        for (name, outcome) in [
+            ("setSecret", "password-changed"),
+            ("testSecret", "pending-verified"),
+            ("finishSecret", "current-moved"),
+        ] {
+            assert_eq!(
+                step(&rotator, name, &arn, &token).await.unwrap(),
+                outcome,
+                "{engine} {name}"
+            );
+        }
+        let logs_in = match engine {
+            "mariadb" => maria_logs_in(&maria, "app", hostile).await,
+            _ => postgres_logs_in(&postgres, "app", hostile).await,
+        };
+        assert!(logs_in, "{engine}: the password was set exactly");
+    }
+    let server_log = postgres.server_log();
+    assert!(
+        server_log.contains("ALTER ROLE CURRENT_USER WITH PASSWORD E'SCRAM-SHA-256$4096:"),
+        "log_statement=all logged the change, with a verifier: {server_log}"
+    );
+    for piece in [hostile, "slash $1 $$ end"] {
+        assert!(
+            !server_log.contains(piece),
+            "the password in PostgreSQL's log: {server_log}"
+        );
+        assert!(!logs.text().contains(piece), "the password in the logs");
+    }
+}

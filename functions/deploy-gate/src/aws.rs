@@ -11,6 +11,7 @@ use aws_sdk_cloudwatch::types::{
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_types::DateTime;
+use shared::sns_subject::SnsSubject;
 
 use crate::bake::Observer;
 use crate::gate::{Gate, TargetGroup};
@@ -247,7 +248,7 @@ impl AwsGate {
     pub async fn publish_verdict(
         &self,
         topic_arn: &str,
-        subject: &str,
+        subject: &SnsSubject,
         verdict: &str,
         trigger: &str,
         message: String,
@@ -262,7 +263,7 @@ impl AwsGate {
         self.sns
             .publish()
             .topic_arn(topic_arn)
-            .subject(subject)
+            .subject(subject.as_str())
             .message(message)
             .message_attributes("verdict", attribute(verdict))
             .message_attributes("trigger", attribute(trigger))

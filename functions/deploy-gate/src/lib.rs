@@ -22,6 +22,7 @@ use serde_json::Value;
 use shared::{
     BoxError,
     custom_resource::{CustomResource, Outcome, Request, Responder, ResponderError},
+    sns_subject::SnsSubject,
 };
 use tokio::time::Instant;
 
@@ -147,15 +148,11 @@ pub trait Reporter: Sync {
 
 impl Reporter for AwsGate {
     async fn publish(&self, topic_arn: &str, verdict: &Verdict) -> Result<(), AwsError> {
-        let subject: String = format!(
+        let subject = SnsSubject::new(&format!(
             "deploy-gate {}: {}",
             verdict.label(),
             verdict.release.as_deref().unwrap_or("(no release)")
-        )
-        .chars()
-        .filter(|c| c.is_ascii() && !c.is_ascii_control())
-        .take(100)
-        .collect();
+        ));
         let message = serde_json::to_string(verdict).expect("a verdict serializes");
         self.publish_verdict(
             topic_arn,

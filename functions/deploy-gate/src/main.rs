@@ -7,7 +7,7 @@ use shared::{custom_resource::Responder, env_config::EnvVars};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
     let config = Config::from_env(&EnvVars::from_process())?;
-    let sdk = shared::aws::load_aws_config().await;
+    let sdk = shared::aws::load_aws_config(shared::aws::AwsTimeouts::DEPLOY_GATE).await;
     let function = DeployGate::new(
         config,
         AwsGate::new(

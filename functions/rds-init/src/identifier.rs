@@ -5,7 +5,12 @@
 //! or `_`, 1 to 63 bytes (PostgreSQL silently truncates longer names). Extension names may
 //! also contain `-` (`uuid-ossp`). Names are still quoted wherever they reach SQL.
 
+use shared::database::sql;
 use std::fmt;
+
+// String literals come from `shared::database::sql` only: PostgreSQL `E'…'` (any
+// `standard_conforming_strings`), MariaDB/MySQL for the `NO_BACKSLASH_ESCAPES` sessions
+// `shared::database::connect` opens.
 
 /// PostgreSQL's NAMEDATALEN - 1; MariaDB allows 64 for databases, so 63 fits both.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -81,32 +86,25 @@ impl Identifier {
         &self.0
     }
 
-    /// Quoted for MariaDB/MySQL: `` `name` `` (backticks doubled, though validation excludes them).
+    /// Quoted for MariaDB/MySQL: `` `name` `` ([`sql::mysql_identifier`]).
     pub fn mysql_quoted(&self) -> String {
-        format!("`{}`", self.0.replace('`', "``"))
+        sql::mysql_identifier(&self.0)
     }
 
     /// Quoted for a MariaDB/MySQL database-level GRANT or REVOKE, where `_` and `%` in the
-    /// database name are wildcards: `tenant_pool_1` would also match `tenantXpool_1`.
+    /// database name are wildcards ([`sql::mysql_grant_database`]).
     pub fn mysql_grant_database(&self) -> String {
-        format!(
-            "`{}`",
-            self.0
-                .replace('`', "``")
-                .replace('\\', "\\\\")
-                .replace('_', "\\_")
-                .replace('%', "\\%")
-        )
+        sql::mysql_grant_database(&self.0)
     }
 
-    /// A MariaDB/MySQL account name for host `%`: `'name'@'%'`.
+    /// A MariaDB/MySQL account name for host `%`: `` `name`@`%` ``.
     pub fn mysql_account(&self) -> String {
-        format!("{}@'%'", string_literal(&self.0))
+        sql::mysql_account(&self.0, "%")
     }
 
-    /// Quoted for PostgreSQL: `"name"` (double quotes doubled).
+    /// Quoted for PostgreSQL: `"name"` ([`sql::postgres_identifier`]).
     pub fn pg_quoted(&self) -> String {
-        format!("\"{}\"", self.0.replace('"', "\"\""))
+        sql::postgres_identifier(&self.0)
     }
 }
 
@@ -114,18 +112,6 @@ impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// A single-quoted SQL string literal valid on both engines with their default settings
-/// (MySQL's backslash escapes on, PostgreSQL's `standard_conforming_strings` on): quotes are
-/// doubled; backslashes are doubled only for MySQL.
-pub fn string_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// [`string_literal`] for MariaDB/MySQL, where a backslash escapes.
-pub fn mysql_string_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -172,8 +158,6 @@ mod tests {
         assert_eq!(name.mysql_quoted(), "`tenant_pool_1`");
         assert_eq!(name.mysql_grant_database(), "`tenant\\_pool\\_1`");
         assert_eq!(name.pg_quoted(), "\"tenant_pool_1\"");
-        assert_eq!(name.mysql_account(), "'tenant_pool_1'@'%'");
-        assert_eq!(mysql_string_literal(r"a'b\c"), r"'a''b\\c'");
-        assert_eq!(string_literal(r"a'b\c"), r"'a''b\c'");
+        assert_eq!(name.mysql_account(), "`tenant_pool_1`@`%`");
     }
 }

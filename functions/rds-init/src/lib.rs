@@ -2,11 +2,13 @@
 //! PostgreSQL) as the CloudFormation custom resource `Custom::TenantDatabases`.
 //!
 //! Layers: [`properties`] and [`identifier`] validate what CloudFormation sent; [`plan`]
-//! decides (pure); [`statements`] renders SQL (pure); [`secrets`] and [`server`] are the
-//! adapters to Secrets Manager and the database. [`TenantDatabases`] wires them under the
+//! decides (pure); [`statements`] renders SQL (pure); [`ownership`] marks the databases this
+//! resource creates and reads the marks back; [`secrets`] and [`server`] are the adapters to
+//! Secrets Manager and the database. [`TenantDatabases`] wires them under the
 //! shared responder, which owns the CloudFormation protocol.
 
 pub mod identifier;
+pub mod ownership;
 pub mod plan;
 pub mod properties;
 pub mod secrets;
@@ -14,7 +16,10 @@ pub mod server;
 pub mod statements;
 
 use crate::identifier::{Identifier, IdentifierKind};
-use crate::plan::{Action, Plan, PreviousSpec, ServerState, plan_apply, plan_removal};
+use crate::ownership::{Creator, read_marks};
+use crate::plan::{
+    Action, Plan, PreviousSpec, ServerState, adopted_databases, plan_apply, plan_removal,
+};
 use crate::properties::{DatabaseNames, SpecError, TenantDatabaseProperties, TenantDatabaseSpec};
 use crate::secrets::{SecretError, SecretStore};
 use crate::server::{
@@ -26,7 +31,7 @@ use serde_json::Value;
 use shared::{
     BoxError,
     custom_resource::{Answered, CustomResource, Outcome, Request, Responder, ResponderError},
-    database::{ConnectSettings, DatabaseSecret},
+    database::{ConnectSettings, DatabaseSecret, sql::KnownSecrets},
     env_config::{ConfigError, EnvVars},
 };
 use std::collections::BTreeMap;
@@ -87,16 +92,20 @@ impl TenantDatabases {
 
     /// Validates every name, then reads the master's and the users' secrets. No SQL runs
     /// before this returns, and names are checked before any AWS call.
+    /// Every password read is added to `known`, so error texts can be redacted.
     async fn inputs(
         &self,
         properties: &TenantDatabaseProperties,
+        known: &mut KnownSecrets,
     ) -> Result<Inputs, TenantDatabaseError> {
         let names = DatabaseNames::validate(properties)?;
         let master = self.secrets.master(&properties.master_secret_arn).await?;
+        known.add(&master.password);
         let mut usernames = Vec::new();
         let mut passwords = BTreeMap::new();
         for user in &properties.users {
             let credentials = self.secrets.user(&user.secret_arn).await?;
+            known.add(&credentials.password);
             usernames.push(credentials.username.clone());
             if let Ok(name) = Identifier::parse(IdentifierKind::User, &credentials.username) {
                 passwords.insert(name, credentials.password);
@@ -116,20 +125,23 @@ impl TenantDatabases {
         request: &Request,
         properties: TenantDatabaseProperties,
         previous: Option<TenantDatabaseProperties>,
+        known: &mut KnownSecrets,
     ) -> Result<Outcome, TenantDatabaseError> {
         let Inputs {
             master,
             spec,
             passwords,
-        } = self.inputs(&properties).await?;
+        } = self.inputs(&properties, known).await?;
         let previous = previous.as_ref().map(previous_spec);
         let settings = &self.config.connect;
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
         let (databases, users, available_extensions) = read_names(&mut connection).await?;
+        let database_marks = read_marks(&mut connection).await?;
         let mut state = ServerState {
             databases,
             users,
             available_extensions,
+            database_marks,
             ..Default::default()
         };
         for user in spec
@@ -142,16 +154,27 @@ impl TenantDatabases {
                 && password_logs_in(&master, settings, name, password).await
             {
                 state.users_with_current_password.insert(name.to_owned());
-            } else if let Some(pending) = self.secrets.pending_user_password(&user.secret_arn).await
+            } else if let Some(pending) = self
+                .secrets
+                .pending_user_password(&user.secret_arn)
+                .await
+                .inspect(|pending| known.add(pending))
                 && password_logs_in(&master, settings, name, &pending).await
             {
                 state.users_mid_rotation.insert(name.to_owned());
             }
         }
-        let plan = plan_apply(master.engine, &spec, previous.as_ref(), &state)?;
+        let mut plan = plan_apply(master.engine, &spec, previous.as_ref(), &state)?;
+        let creator = creator(request);
+        let adopted = adopted_databases(&spec, &state, &creator);
+        for (db, ownership) in &adopted {
+            plan.notes.push(format!(
+                "database `{db}` used as it is: {ownership}; RemoveOnDelete will keep it"
+            ));
+        }
         let mut runner = StatementRunner::new(&master, settings, connection);
         let result = self
-            .carry_out(&master, &plan, &passwords, &mut runner)
+            .carry_out(&master, &creator, &plan, &passwords, &mut runner)
             .await;
         runner.close().await;
         result?;
@@ -176,12 +199,21 @@ impl TenantDatabases {
             .data("Endpoint", master.host.clone())
             .data("Port", master.port.to_string())
             .data("Databases", database_list.join(","))
+            .data(
+                "AdoptedDatabases",
+                adopted
+                    .iter()
+                    .map(|(db, _)| db.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .reason(reason))
     }
 
     async fn carry_out(
         &self,
         master: &DatabaseSecret,
+        creator: &Creator,
         plan: &Plan,
         passwords: &BTreeMap<Identifier, SecretString>,
         runner: &mut StatementRunner<'_>,
@@ -196,6 +228,12 @@ impl TenantDatabases {
             }
             tracing::info!(action = %action, statements = statements.len(), "applying");
             runner.run(&action.to_string(), statements).await?;
+            // Only a database this run created is marked; one found existing never is.
+            if let Action::CreateDatabase(database) = action {
+                let mark = ownership::mark_statements(master.engine, database, creator);
+                let described = format!("mark database `{database}` as created by this resource");
+                runner.run(&described, mark).await?;
+            }
         }
         Ok(())
     }
@@ -204,12 +242,13 @@ impl TenantDatabases {
         &self,
         request: &Request,
         properties: TenantDatabaseProperties,
+        known: &mut KnownSecrets,
     ) -> Result<Outcome, TenantDatabaseError> {
         let Inputs {
             master,
             spec,
             passwords,
-        } = self.inputs(&properties).await?;
+        } = self.inputs(&properties, known).await?;
         let endpoint = format!("{}:{}", master.host, master.port);
         let current = request.physical_resource_id.as_deref().unwrap_or_default();
         // After a replacement (the endpoint changed) CloudFormation deletes the old id with
@@ -225,15 +264,19 @@ impl TenantDatabases {
         let settings = &self.config.connect;
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
         let (databases, users, _) = read_names(&mut connection).await?;
+        // Read right before the drops: only a database marked as this resource's goes.
+        let database_marks = read_marks(&mut connection).await?;
         let state = ServerState {
             databases,
             users,
+            database_marks,
             ..Default::default()
         };
-        let plan = plan_removal(&spec, &state);
+        let creator = creator(request);
+        let plan = plan_removal(&spec, &state, &creator);
         let mut runner = StatementRunner::new(&master, settings, connection);
         let result = self
-            .carry_out(&master, &plan, &passwords, &mut runner)
+            .carry_out(&master, &creator, &plan, &passwords, &mut runner)
             .await;
         runner.close().await;
         result?;
@@ -244,6 +287,11 @@ impl TenantDatabases {
         }
         Ok(Outcome::new().reason(reason))
     }
+}
+
+/// What the marks of the databases this request creates name.
+fn creator(request: &Request) -> Creator {
+    Creator::new(&request.stack_id, &request.logical_resource_id)
 }
 
 /// The previous properties as far as planning needs them; names that no longer validate
@@ -273,7 +321,10 @@ impl CustomResource for TenantDatabases {
         request: &Request,
         properties: Self::Properties,
     ) -> Result<Outcome, BoxError> {
-        Ok(self.apply(request, properties, None).await?)
+        let mut known = KnownSecrets::default();
+        self.apply(request, properties, None, &mut known)
+            .await
+            .map_err(|error| redacted(&known, &error))
     }
 
     async fn update(
@@ -282,7 +333,10 @@ impl CustomResource for TenantDatabases {
         properties: Self::Properties,
         old: Option<Self::Properties>,
     ) -> Result<Outcome, BoxError> {
-        Ok(self.apply(request, properties, old).await?)
+        let mut known = KnownSecrets::default();
+        self.apply(request, properties, old, &mut known)
+            .await
+            .map_err(|error| redacted(&known, &error))
     }
 
     async fn delete(
@@ -298,8 +352,17 @@ impl CustomResource for TenantDatabases {
             tracing::info!(%reason);
             return Ok(Outcome::new().reason(reason));
         }
-        Ok(self.remove(request, properties).await?)
+        let mut known = KnownSecrets::default();
+        self.remove(request, properties, &mut known)
+            .await
+            .map_err(|error| redacted(&known, &error))
     }
+}
+
+/// The error as the `Reason` (and the responder's log line) gets it: every password the
+/// request read removed, whatever the server or a driver put into the message.
+fn redacted(known: &KnownSecrets, error: &TenantDatabaseError) -> BoxError {
+    known.redact_error(error).into()
 }
 
 /// The Lambda entry point.

@@ -9,7 +9,7 @@ use shared::{custom_resource::Responder, env_config::EnvVars};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
     let config = Config::from_env(&EnvVars::from_process())?;
-    let aws = shared::aws::load_aws_config().await;
+    let aws = shared::aws::load_aws_config(shared::aws::AwsTimeouts::RDS_INIT).await;
     let resource = TenantDatabases::new(aws_sdk_secretsmanager::Client::new(&aws), config);
     let responder = Responder::new();
     run(service_fn(|event| {

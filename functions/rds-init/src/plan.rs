@@ -3,6 +3,7 @@
 //! SQL and [`crate::server`] carries them out.
 
 use crate::identifier::Identifier;
+use crate::ownership::{Creator, Ownership};
 use crate::properties::{Access, TenantDatabaseSpec};
 use shared::database::Engine;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,8 @@ pub struct ServerState {
     pub users_mid_rotation: BTreeSet<String>,
     /// PostgreSQL: `pg_available_extensions`; empty on MariaDB/MySQL.
     pub available_extensions: BTreeSet<String>,
+    /// Each database's rds-init mark, where it has one (see [`crate::ownership`]).
+    pub database_marks: BTreeMap<String, String>,
 }
 
 /// The previous properties of an Update, as far as planning needs them.
@@ -220,24 +223,65 @@ pub fn plan_apply(
     Ok(plan)
 }
 
-/// Delete with `RemoveOnDelete`: drops the listed databases, then the listed users (a
-/// PostgreSQL role cannot be dropped while it holds privileges in a database). What is
-/// already gone is skipped.
-pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState) -> Plan {
+/// Listed databases that exist and that this resource did not create, with why: Create
+/// and Update use them as they are (never marking them), and Delete keeps them.
+pub fn adopted_databases<'a>(
+    spec: &'a TenantDatabaseSpec,
+    state: &ServerState,
+    creator: &Creator,
+) -> Vec<(&'a Identifier, Ownership)> {
+    spec.databases
+        .iter()
+        .filter(|db| state.databases.contains(db.as_str()))
+        .map(|db| (db, ownership(db, state, creator)))
+        .filter(|(_, ownership)| *ownership != Ownership::Ours)
+        .collect()
+}
+
+fn ownership(db: &Identifier, state: &ServerState, creator: &Creator) -> Ownership {
+    creator.judge(state.database_marks.get(db.as_str()).map(String::as_str))
+}
+
+/// Delete with `RemoveOnDelete`: drops the listed databases this resource created (marked
+/// as its own), then the listed users (a PostgreSQL role cannot be dropped while it holds
+/// privileges in a database). Adopted databases are kept, and so is a user with access to a
+/// database that stays: dropping it would fail on PostgreSQL. What is already gone is skipped.
+pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState, creator: &Creator) -> Plan {
     let mut plan = Plan::default();
+    let mut dropped = BTreeSet::new();
     for db in &spec.databases {
-        if state.databases.contains(db.as_str()) {
-            plan.actions.push(Action::DropDatabase(db.clone()));
-        } else {
+        if !state.databases.contains(db.as_str()) {
             plan.notes.push(format!("database `{db}` was already gone"));
+            continue;
+        }
+        match ownership(db, state, creator) {
+            Ownership::Ours => {
+                dropped.insert(db.as_str());
+                plan.actions.push(Action::DropDatabase(db.clone()));
+            }
+            adopted => plan.notes.push(format!(
+                "database `{db}` kept, with its data: {adopted}; RemoveOnDelete drops only \
+                 databases rds-init created"
+            )),
         }
     }
     for user in &spec.users {
-        if state.users.contains(user.username.as_str()) {
-            plan.actions.push(Action::DropUser(user.username.clone()));
+        let name = user.username.as_str();
+        let kept: Vec<String> = user
+            .databases
+            .iter()
+            .filter(|db| state.databases.contains(db.as_str()) && !dropped.contains(db.as_str()))
+            .map(|db| format!("`{db}`"))
+            .collect();
+        if !state.users.contains(name) {
+            plan.notes.push(format!("user `{name}` was already gone"));
+        } else if !kept.is_empty() {
+            plan.notes.push(format!(
+                "user `{name}` kept: it has access to database(s) {} that are kept",
+                kept.join(", ")
+            ));
         } else {
-            plan.notes
-                .push(format!("user `{}` was already gone", user.username));
+            plan.actions.push(Action::DropUser(user.username.clone()));
         }
     }
     plan
@@ -445,11 +489,104 @@ mod tests {
         let state = ServerState {
             databases: set(&["bp"]),
             users: set(&["app"]),
+            database_marks: [("bp".to_owned(), creator().mark())].into(),
             ..Default::default()
         };
-        let plan = plan_removal(&wanted, &state);
+        let plan = plan_removal(&wanted, &state, &creator());
         let described: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
         assert_eq!(described, ["drop database `bp`", "drop user `app`"]);
         assert_eq!(plan.notes, ["database `gone` was already gone"]);
+    }
+
+    fn creator() -> Creator {
+        Creator::new(
+            "arn:aws:cloudformation:eu-west-1:1:stack/s/1",
+            "TenantDatabases",
+        )
+    }
+
+    #[test]
+    fn removal_drops_only_databases_marked_as_this_resources_and_keeps_adopted_ones() {
+        let wanted = spec(
+            &["ours", "unmarked", "other_stack", "other_resource"],
+            &[],
+            vec![],
+        );
+        let other_stack = Creator::new(
+            "arn:aws:cloudformation:eu-west-1:1:stack/s/2",
+            "TenantDatabases",
+        );
+        let other_resource = Creator::new(creator().stack_id, "MoreDatabases");
+        let state = ServerState {
+            databases: set(&["ours", "unmarked", "other_stack", "other_resource"]),
+            database_marks: [
+                ("ours".to_owned(), creator().mark()),
+                ("other_stack".to_owned(), other_stack.mark()),
+                ("other_resource".to_owned(), other_resource.mark()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let plan = plan_removal(&wanted, &state, &creator());
+        assert_eq!(plan.actions, [Action::DropDatabase(id("ours"))]);
+        assert_eq!(plan.notes.len(), 3, "{:?}", plan.notes);
+        assert!(plan.notes[0].starts_with("database `unmarked` kept, with its data: adopted"));
+        assert!(
+            plan.notes[1].contains("`other_stack` kept") && plan.notes[1].contains("stack/s/2")
+        );
+        assert!(
+            plan.notes[2].contains("`other_resource` kept")
+                && plan.notes[2].contains("MoreDatabases")
+        );
+        let adopted: Vec<&str> = adopted_databases(&wanted, &state, &creator())
+            .iter()
+            .map(|(db, _)| db.as_str())
+            .collect();
+        assert_eq!(adopted, ["unmarked", "other_stack", "other_resource"]);
+    }
+
+    #[test]
+    fn removal_keeps_a_user_with_access_to_a_kept_database() {
+        let wanted = spec(
+            &["ours", "legacy"],
+            &[],
+            vec![
+                user("app", "arn:app", &["ours", "legacy"], Access::Readwrite),
+                user("ro", "arn:ro", &["ours"], Access::Readonly),
+            ],
+        );
+        let state = ServerState {
+            databases: set(&["ours", "legacy"]),
+            users: set(&["app", "ro"]),
+            database_marks: [("ours".to_owned(), creator().mark())].into(),
+            ..Default::default()
+        };
+        let plan = plan_removal(&wanted, &state, &creator());
+        let described: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
+        assert_eq!(described, ["drop database `ours`", "drop user `ro`"]);
+        assert_eq!(
+            plan.notes[1],
+            "user `app` kept: it has access to database(s) `legacy` that are kept"
+        );
+    }
+
+    #[test]
+    fn a_create_that_finds_a_database_reports_it_as_adopted_and_does_not_create_it() {
+        let wanted = spec(&["legacy", "fresh"], &[], vec![]);
+        let state = ServerState {
+            databases: set(&["legacy"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &state).unwrap();
+        assert_eq!(plan.actions, [Action::CreateDatabase(id("fresh"))]);
+        let adopted = adopted_databases(&wanted, &state, &creator());
+        assert_eq!(adopted, [(&id("legacy"), Ownership::Unmarked)]);
+        // A retried Create: what it created before carries its mark and is not adopted.
+        let retried = ServerState {
+            databases: set(&["legacy", "fresh"]),
+            database_marks: [("fresh".to_owned(), creator().mark())].into(),
+            ..Default::default()
+        };
+        assert_eq!(adopted_databases(&wanted, &retried, &creator()).len(), 1);
     }
 }

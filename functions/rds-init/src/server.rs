@@ -3,7 +3,9 @@
 
 use crate::statements::Statement;
 use secrecy::SecretString;
-use shared::database::{ConnectError, ConnectSettings, DatabaseSecret, DbConnection, connect};
+use shared::database::{
+    ConnectError, ConnectSettings, DatabaseSecret, DbConnection, connect, sql::KnownSecrets,
+};
 use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -89,6 +91,9 @@ pub async fn connect_with_retry(
             });
         }
         let pause = backoff.min(left - MIN_ATTEMPT_TIMEOUT);
+        let error = KnownSecrets::default()
+            .with(&secret.password)
+            .redact_error(&error);
         tracing::warn!(attempts, error = %error, retry_in_ms = pause.as_millis() as u64, "database not reachable yet; retrying");
         tokio::time::sleep(pause).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -161,6 +166,10 @@ pub async fn password_logs_in(
         }
         Err(error) if error.is_authentication_failure() => false,
         Err(error) => {
+            let error = KnownSecrets::default()
+                .with(&master.password)
+                .with(password)
+                .redact_error(&error);
             tracing::warn!(user = username, error = %error, "could not check the user's password; leaving it unchanged");
             true
         }

@@ -1,11 +1,15 @@
 //! Actions rendered as SQL for each engine. Pure: identifiers are validated and quoted,
-//! passwords escaped as literals; the result is executed by [`crate::server`].
+//! literals come from `shared::database::sql` (PostgreSQL passwords as SCRAM-SHA-256
+//! verifiers, never the cleartext); the result is executed by [`crate::server`].
 
-use crate::identifier::{Identifier, mysql_string_literal, string_literal};
+use crate::identifier::Identifier;
 use crate::plan::Action;
 use crate::properties::Access;
 use secrecy::{ExposeSecret, SecretString};
-use shared::database::Engine;
+use shared::database::{
+    Engine,
+    sql::{mysql_string_literal, postgres_password_literal, postgres_string_literal},
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -72,7 +76,7 @@ pub fn render(
     let password = |user: &Identifier| {
         passwords
             .get(user)
-            .map(|p| p.expose_secret().to_owned())
+            .cloned()
             .ok_or_else(|| MissingPassword(user.to_string()))
     };
     Ok(if engine.is_mysql_family() {
@@ -82,7 +86,7 @@ pub fn render(
     })
 }
 
-type PasswordOf<'a> = dyn Fn(&Identifier) -> Result<String, MissingPassword> + 'a;
+type PasswordOf<'a> = dyn Fn(&Identifier) -> Result<SecretString, MissingPassword> + 'a;
 
 fn mysql(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, MissingPassword> {
     let s = Statement::on_server;
@@ -96,12 +100,12 @@ fn mysql(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Missi
         Action::CreateUser(user) => vec![Statement::secret(format!(
             "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {}",
             user.mysql_account(),
-            mysql_string_literal(&password(user)?)
+            mysql_string_literal(password(user)?.expose_secret())
         ))],
         Action::SetPassword(user) => vec![Statement::secret(format!(
             "ALTER USER {} IDENTIFIED BY {}",
             user.mysql_account(),
-            mysql_string_literal(&password(user)?)
+            mysql_string_literal(password(user)?.expose_secret())
         ))],
         Action::GrantAccess {
             user,
@@ -170,12 +174,12 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
         Action::CreateUser(user) => vec![Statement::secret(format!(
             "CREATE ROLE {} WITH LOGIN PASSWORD {}",
             user.pg_quoted(),
-            string_literal(&password(user)?)
+            postgres_password_literal(&password(user)?)
         ))],
         Action::SetPassword(user) => vec![Statement::secret(format!(
             "ALTER ROLE {} WITH LOGIN PASSWORD {}",
             user.pg_quoted(),
-            string_literal(&password(user)?)
+            postgres_password_literal(&password(user)?)
         ))],
         Action::GrantAccess {
             user,
@@ -252,7 +256,7 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
             out
         }
         Action::DropDatabase(db) => {
-            let literal = string_literal(db.as_str());
+            let literal = postgres_string_literal(db.as_str());
             vec![
                 // No new sessions, then end the open ones: DROP DATABASE fails while any exist.
                 s(format!(
@@ -269,7 +273,7 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
         Action::DropUser(user) => vec![
             s(format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
-                string_literal(user.as_str())
+                postgres_string_literal(user.as_str())
             )),
             s(format!("DROP ROLE IF EXISTS {}", user.pg_quoted())),
         ],
@@ -323,7 +327,7 @@ mod tests {
         let sql = render(Engine::MariaDb, &grant, &passwords()).unwrap();
         assert_eq!(
             sql[0].sql,
-            r"GRANT ALL PRIVILEGES ON `tenant\_pool\_1`.* TO 'app'@'%'"
+            r"GRANT ALL PRIVILEGES ON `tenant\_pool\_1`.* TO `app`@`%`"
         );
     }
 
@@ -337,7 +341,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             sql[0].sql,
-            r"CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'it''s\\secret'"
+            r"CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY 'it''s\secret'"
         );
         assert!(!format!("{:?}", sql[0]).contains("secret'"));
         let sql = render(
@@ -346,10 +350,13 @@ mod tests {
             &passwords(),
         )
         .unwrap();
-        assert_eq!(
-            sql[0].sql,
-            r#"ALTER ROLE "app" WITH LOGIN PASSWORD 'it''s\secret'"#
+        // A SCRAM verifier, not the password.
+        let sql_text = &sql[0].sql;
+        assert!(
+            sql_text.starts_with(r#"ALTER ROLE "app" WITH LOGIN PASSWORD E'SCRAM-SHA-256$4096:"#),
+            "{sql_text}"
         );
+        assert!(!sql_text.contains("secret"), "{sql_text}");
         let err = render(
             Engine::Postgres,
             &Action::CreateUser(user("other")),
@@ -383,7 +390,7 @@ mod tests {
             &passwords(),
         )
         .unwrap();
-        assert!(sql[1].sql.contains("pg_terminate_backend") && sql[1].sql.contains("'bp'"));
+        assert!(sql[1].sql.contains("pg_terminate_backend") && sql[1].sql.contains("E'bp'"));
         assert_eq!(sql[2].sql, r#"DROP DATABASE IF EXISTS "bp""#);
     }
 }

@@ -11,6 +11,7 @@ use aws_sdk_cloudwatch::types::{
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_types::DateTime;
 use shared::fleet_tags::{MANAGED_TAG, STACK_TAG, WORKFLOW_TAG, ownership};
+use shared::sns_subject::SnsSubject;
 
 use crate::config::Config;
 use crate::decision::BacklogValue;
@@ -45,6 +46,20 @@ pub struct IdleNotice {
     pub busy_instances: u32,
     /// What asked: the alarm's name, or `direct invoke`.
     pub cause: String,
+}
+
+impl IdleNotice {
+    /// The change first and the names last: a long group name (up to 255 characters) is what
+    /// gets cut to SNS's 100, never the capacities.
+    pub fn subject(&self) -> SnsSubject {
+        SnsSubject::new(&format!(
+            "scale-to-zero: desired {} -> {}, {} idle ({})",
+            self.previous_desired_capacity,
+            self.desired_capacity,
+            self.workflow,
+            self.auto_scaling_group
+        ))
+    }
 }
 
 /// The clients, built once per cold start.
@@ -265,13 +280,7 @@ impl AwsFleet {
         self.sns
             .publish()
             .topic_arn(topic_arn)
-            .subject(format!(
-                "scale-to-zero: {} idle, {} desired {} -> {}",
-                notice.workflow,
-                notice.auto_scaling_group,
-                notice.previous_desired_capacity,
-                notice.desired_capacity
-            ))
+            .subject(notice.subject())
             .message(message)
             .message_attributes("type", attribute(notice.kind))
             .message_attributes("workflow", attribute(&notice.workflow))
@@ -347,4 +356,42 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(workflow: &str, group: &str) -> IdleNotice {
+        IdleNotice {
+            kind: "scaled-to-zero",
+            workflow: workflow.into(),
+            auto_scaling_group: group.into(),
+            previous_desired_capacity: 12,
+            desired_capacity: 2,
+            busy_instances: 2,
+            cause: "direct invoke".into(),
+        }
+    }
+
+    #[test]
+    fn the_subject_names_the_change_the_workflow_and_the_group() {
+        assert_eq!(
+            notice("img2vid", "gpu-img2vid").subject().as_str(),
+            "scale-to-zero: desired 12 -> 2, img2vid idle (gpu-img2vid)"
+        );
+    }
+
+    #[test]
+    fn a_255_character_group_name_is_cut_and_the_change_survives() {
+        let group = "g".repeat(255);
+        let subject = notice("img2vid", &group).subject();
+        let text = subject.as_str();
+        assert_eq!(text.len(), shared::sns_subject::MAX_SUBJECT_CHARS, "{text}");
+        assert!(
+            text.starts_with("scale-to-zero: desired 12 -> 2, img2vid idle (ggg"),
+            "{text}"
+        );
+        assert!(text.ends_with("..."), "{text}");
+    }
 }

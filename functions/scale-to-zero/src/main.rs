@@ -7,7 +7,7 @@ use shared::env_config::EnvVars;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
     let config = Config::from_env(&EnvVars::from_process())?;
-    let sdk = shared::aws::load_aws_config().await;
+    let sdk = shared::aws::load_aws_config(shared::aws::AwsTimeouts::SCALE_TO_ZERO).await;
     let function = ScaleToZero::new(
         config,
         AwsFleet::new(

@@ -5,7 +5,10 @@
 use crate::plan::LoginOutcome;
 use crate::sql::{self, SqlTextError};
 use secrecy::{ExposeSecret, SecretString};
-use shared::database::{ConnectError, ConnectSettings, DatabaseSecret, DbConnection, Engine};
+use shared::database::{
+    ConnectError, ConnectSettings, DatabaseSecret, DbConnection, Engine,
+    sql::{KnownSecrets, mysql_string_literal, postgres_password_literal},
+};
 
 /// A database statement or check that failed. Messages never contain a password: server
 /// messages are scrubbed of it before they are kept.
@@ -61,19 +64,18 @@ struct Session<'a> {
     engine: Engine,
     host: &'a str,
     port: u16,
-    /// Scrubbed from server messages (MySQL quotes the statement near a syntax error).
+    /// Scrubbed from server messages (MySQL quotes the statement near a syntax error); the
+    /// step redacts every other password it read before its error leaves the function.
     password: Option<&'a SecretString>,
 }
 
 impl Session<'_> {
     fn failed(&self, action: &str, error: sqlx::Error) -> DatabaseUserError {
-        let mut message = error.to_string();
-        if let Some(password) = self.password {
-            let password = password.expose_secret();
-            if !password.is_empty() {
-                message = message.replace(password, "[REDACTED]");
-            }
-        }
+        let known = self
+            .password
+            .map(|password| KnownSecrets::default().with(password))
+            .unwrap_or_default();
+        let message = known.redact(&error.to_string());
         DatabaseUserError::Statement {
             action: action.to_owned(),
             engine: self.engine,
@@ -90,29 +92,14 @@ impl Session<'_> {
         }
     }
 
-    /// Whether this MySQL-family session reads backslashes literally.
-    async fn no_backslash_escapes(&mut self) -> Result<bool, DatabaseUserError> {
-        let DbConnection::MySql(c) = &mut *self.connection else {
-            return Ok(false);
-        };
-        let mode: Result<String, _> = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
-            .fetch_one(&mut *c)
-            .await;
-        mode.map(|m| m.contains("NO_BACKSLASH_ESCAPES"))
-            .map_err(|e| self.failed("reading sql_mode", e))
-    }
-
-    async fn password_literal(
-        &mut self,
-        password: &SecretString,
-    ) -> Result<String, DatabaseUserError> {
-        Ok(match self.engine {
-            Engine::Postgres => sql::postgres_string_literal(password.expose_secret())?,
-            _ => {
-                let literal_backslashes = self.no_backslash_escapes().await?;
-                sql::mysql_string_literal(password.expose_secret(), literal_backslashes)?
-            }
-        })
+    /// The password as SQL: PostgreSQL a SCRAM-SHA-256 verifier (the cleartext never reaches
+    /// the server or its log), MariaDB/MySQL a literal for the `NO_BACKSLASH_ESCAPES` session
+    /// `shared::database::connect` opened.
+    fn password_literal(&self, password: &SecretString) -> String {
+        match self.engine {
+            Engine::Postgres => postgres_password_literal(password),
+            Engine::MariaDb | Engine::MySql => mysql_string_literal(password.expose_secret()),
+        }
     }
 }
 
@@ -130,7 +117,7 @@ pub async fn change_own_password(
         port: secret.port,
         password: Some(new_password),
     };
-    let literal = session.password_literal(new_password).await?;
+    let literal = session.password_literal(new_password);
     let statement = match secret.engine {
         Engine::Postgres => format!("ALTER ROLE CURRENT_USER WITH PASSWORD {literal}"),
         // MariaDB lets a user change only its own password this way without CREATE USER
@@ -246,7 +233,7 @@ async fn provision_mysql(
     if engine == Engine::MySql {
         copy_mysql_tls_requirement(session, &host, source, &to).await?;
     }
-    let literal = session.password_literal(password).await?;
+    let literal = session.password_literal(password);
     session
         .execute(
             &format!("setting the password of {to}"),
@@ -345,7 +332,7 @@ async fn provision_postgres(
             )
             .await?;
     }
-    let literal = session.password_literal(password).await?;
+    let literal = session.password_literal(password);
     session
         .execute(
             &format!("setting the password of {to}"),

@@ -20,7 +20,7 @@ use plan::{CredentialStage, Entry, FinishAction, LoginOutcome, SetDecision};
 use secret_document::{MalformedSecret, SecretDocument, SecretKind};
 use secrets_store::{SecretsManagerError, SecretsStore};
 use serde_json::{Value, json};
-use shared::database::{ConnectError, DatabaseSecret};
+use shared::database::{ConnectError, DatabaseSecret, sql::KnownSecrets};
 use step::{RotationEventError, RotationRequest, RotationStep};
 
 /// Why a rotation step failed.
@@ -76,12 +76,20 @@ pub enum RotationError {
         #[source]
         source: Box<ConnectError>,
     },
+    /// An error as it leaves the function: its text with every password the step read
+    /// removed ([`KnownSecrets`]), its `errorType` kept.
+    #[error("{message}")]
+    Redacted {
+        error_type: &'static str,
+        message: String,
+    },
 }
 
-impl From<RotationError> for Diagnostic {
-    fn from(error: RotationError) -> Self {
+impl RotationError {
+    /// The `errorType` Lambda reports.
+    pub fn error_type(&self) -> &'static str {
         use plan::EntryRefusal::*;
-        let error_type = match &error {
+        match self {
             RotationError::Event(_) => "InvalidRotationEvent",
             RotationError::Refused(RotationDisabled { .. }) => "RotationNotEnabled",
             RotationError::Refused(UnknownToken { .. }) => "UnknownRotationToken",
@@ -100,8 +108,31 @@ impl From<RotationError> for Diagnostic {
             RotationError::Unreachable { .. } => "DatabaseUnreachable",
             RotationError::NoCredentialsLogIn { .. } => "NoCredentialsLogIn",
             RotationError::CurrentCredentialsRefused { .. } => "CurrentCredentialsRefused",
-        };
-        shared::diagnostic(error_type, &error)
+            RotationError::Redacted { error_type, .. } => error_type,
+        }
+    }
+
+    /// This error with every secret in `known` removed from its text.
+    pub fn redacted(self, known: &KnownSecrets) -> RotationError {
+        match self {
+            RotationError::Redacted {
+                error_type,
+                message,
+            } => RotationError::Redacted {
+                error_type,
+                message: known.redact(&message),
+            },
+            error => RotationError::Redacted {
+                error_type: error.error_type(),
+                message: known.redact_error(&error),
+            },
+        }
+    }
+}
+
+impl From<RotationError> for Diagnostic {
+    fn from(error: RotationError) -> Self {
+        shared::diagnostic(error.error_type(), &error)
     }
 }
 
@@ -162,7 +193,8 @@ impl Rotator {
     /// Decodes and runs one rotation event (what [`Rotator::handle`] does, without the context).
     pub async fn handle_payload(&self, payload: Value) -> Result<Value, RotationError> {
         let request = RotationRequest::from_payload(payload)?;
-        match self.rotate(&request).await {
+        let mut known = KnownSecrets::default();
+        match self.rotate_with(&request, &mut known).await {
             Ok(outcome) => {
                 tracing::info!(
                     secret_id = %request.secret_id,
@@ -179,6 +211,7 @@ impl Rotator {
                 }))
             }
             Err(error) => {
+                let error = error.redacted(&known);
                 tracing::error!(
                     secret_id = %request.secret_id,
                     token = %request.token,
@@ -191,8 +224,19 @@ impl Rotator {
         }
     }
 
-    /// Runs one step for `request`.
+    /// Runs one step for `request`. Its error is not redacted yet: [`Rotator::handle`] does
+    /// that before the error leaves the function.
     pub async fn rotate(&self, request: &RotationRequest) -> Result<StepOutcome, RotationError> {
+        self.rotate_with(request, &mut KnownSecrets::default())
+            .await
+    }
+
+    /// [`Rotator::rotate`], adding every password read to `known`.
+    async fn rotate_with(
+        &self,
+        request: &RotationRequest,
+        known: &mut KnownSecrets,
+    ) -> Result<StepOutcome, RotationError> {
         let id = request.secret_id.as_str();
         let token = request.token.as_str();
         let metadata = self.secrets.metadata(id).await?;
@@ -202,9 +246,9 @@ impl Rotator {
             return Ok(StepOutcome::RotationAlreadyComplete);
         }
         match request.step {
-            RotationStep::CreateSecret => self.create_secret(id, token).await,
-            RotationStep::SetSecret => self.set_secret(id, token).await,
-            RotationStep::TestSecret => self.test_secret(id, token).await,
+            RotationStep::CreateSecret => self.create_secret(id, token, known).await,
+            RotationStep::SetSecret => self.set_secret(id, token, known).await,
+            RotationStep::TestSecret => self.test_secret(id, token, known).await,
             RotationStep::FinishSecret => match plan::finish(token, &metadata.versions) {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
                 FinishAction::MoveCurrent { from } => {
@@ -217,10 +261,15 @@ impl Rotator {
         }
     }
 
-    async fn current(&self, id: &str) -> Result<SecretDocument, RotationError> {
+    async fn current(
+        &self,
+        id: &str,
+        known: &mut KnownSecrets,
+    ) -> Result<SecretDocument, RotationError> {
         self.secrets
             .value(id, None, plan::AWSCURRENT)
             .await?
+            .inspect(|document| remember(known, document))
             .ok_or(RotationError::MissingVersion {
                 secret_id: id.to_owned(),
                 stage: plan::AWSCURRENT,
@@ -228,10 +277,16 @@ impl Rotator {
             })
     }
 
-    async fn pending(&self, id: &str, token: &str) -> Result<SecretDocument, RotationError> {
+    async fn pending(
+        &self,
+        id: &str,
+        token: &str,
+        known: &mut KnownSecrets,
+    ) -> Result<SecretDocument, RotationError> {
         self.secrets
             .value(id, Some(token), plan::AWSPENDING)
             .await?
+            .inspect(|document| remember(known, document))
             .ok_or(RotationError::MissingVersion {
                 secret_id: id.to_owned(),
                 stage: plan::AWSPENDING,
@@ -239,8 +294,13 @@ impl Rotator {
             })
     }
 
-    async fn create_secret(&self, id: &str, token: &str) -> Result<StepOutcome, RotationError> {
-        let current = self.current(id).await?;
+    async fn create_secret(
+        &self,
+        id: &str,
+        token: &str,
+        known: &mut KnownSecrets,
+    ) -> Result<StepOutcome, RotationError> {
+        let current = self.current(id, known).await?;
         // A pending value for this token means an earlier run got this far: keep its password,
         // which a later step may already have set in the database.
         if self
@@ -273,6 +333,7 @@ impl Rotator {
                 &self.config.exclude_characters,
             )
             .await?;
+        known.add(&password);
         let pending = current
             .with_credentials(username.as_deref(), &password)
             .map_err(malformed(id, plan::AWSCURRENT))?;
@@ -280,9 +341,14 @@ impl Rotator {
         Ok(StepOutcome::PendingCreated)
     }
 
-    async fn set_secret(&self, id: &str, token: &str) -> Result<StepOutcome, RotationError> {
-        let current = self.current(id).await?;
-        let pending = self.pending(id, token).await?;
+    async fn set_secret(
+        &self,
+        id: &str,
+        token: &str,
+        known: &mut KnownSecrets,
+    ) -> Result<StepOutcome, RotationError> {
+        let current = self.current(id, known).await?;
+        let pending = self.pending(id, token, known).await?;
         let kind = current.kind().map_err(malformed(id, plan::AWSCURRENT))?;
         match kind {
             SecretKind::Generic => Ok(StepOutcome::NothingToSet),
@@ -300,7 +366,7 @@ impl Rotator {
                         ),
                     ));
                 }
-                self.set_single_user(id, current, pending).await
+                self.set_single_user(id, current, pending, known).await
             }
             SecretKind::AlternatingUsers {
                 secret: current,
@@ -320,7 +386,7 @@ impl Rotator {
                         ),
                     ));
                 }
-                self.set_alternating(id, current, pending, &master_arn)
+                self.set_alternating(id, current, pending, &master_arn, known)
                     .await
             }
         }
@@ -331,6 +397,7 @@ impl Rotator {
         id: &str,
         current: DatabaseSecret,
         pending: DatabaseSecret,
+        known: &mut KnownSecrets,
     ) -> Result<StepOutcome, RotationError> {
         let settings = &self.config.connect;
         let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
@@ -342,7 +409,7 @@ impl Rotator {
                     let credentials = match stage {
                         CredentialStage::Pending => Some(pending.clone()),
                         CredentialStage::Current => Some(current.clone()),
-                        CredentialStage::Previous => self.previous_for(id, &current).await?,
+                        CredentialStage::Previous => self.previous_for(id, &current, known).await?,
                     };
                     let Some(credentials) = credentials else {
                         errors.push(format!(
@@ -423,10 +490,12 @@ impl Rotator {
         &self,
         id: &str,
         current: &DatabaseSecret,
+        known: &mut KnownSecrets,
     ) -> Result<Option<DatabaseSecret>, RotationError> {
         let Some(previous) = self.secrets.value(id, None, plan::AWSPREVIOUS).await? else {
             return Ok(None);
         };
+        remember(known, &previous);
         let previous = previous
             .database()
             .map_err(malformed(id, plan::AWSPREVIOUS))?;
@@ -442,6 +511,7 @@ impl Rotator {
         current: DatabaseSecret,
         pending: DatabaseSecret,
         master_arn: &str,
+        known: &mut KnownSecrets,
     ) -> Result<StepOutcome, RotationError> {
         let settings = &self.config.connect;
         let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
@@ -490,6 +560,7 @@ impl Rotator {
             .secrets
             .value(master_arn, None, plan::AWSCURRENT)
             .await?
+            .inspect(|document| remember(known, document))
             .ok_or(RotationError::MissingVersion {
                 secret_id: master_arn.to_owned(),
                 stage: plan::AWSCURRENT,
@@ -541,8 +612,13 @@ impl Rotator {
         Ok(StepOutcome::AlternateUserProvisioned)
     }
 
-    async fn test_secret(&self, id: &str, token: &str) -> Result<StepOutcome, RotationError> {
-        let pending = self.pending(id, token).await?;
+    async fn test_secret(
+        &self,
+        id: &str,
+        token: &str,
+        known: &mut KnownSecrets,
+    ) -> Result<StepOutcome, RotationError> {
+        let pending = self.pending(id, token, known).await?;
         match pending.kind().map_err(malformed(id, plan::AWSPENDING))? {
             SecretKind::Generic => {
                 if pending
@@ -567,6 +643,13 @@ impl Rotator {
                 Ok(StepOutcome::PendingVerified)
             }
         }
+    }
+}
+
+/// Adds the document's password to what error texts must not show.
+fn remember(known: &mut KnownSecrets, document: &SecretDocument) {
+    if let Some(password) = document.password() {
+        known.add(&password);
     }
 }
 

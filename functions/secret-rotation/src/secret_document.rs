@@ -89,6 +89,15 @@ impl SecretDocument {
             .map_err(|e| MalformedSecret::InvalidDatabaseSecret(e.to_string()))
     }
 
+    /// The `password` field when it is a string: what error texts must never show.
+    pub fn password(&self) -> Option<SecretString> {
+        self.fields()
+            .ok()?
+            .get("password")
+            .and_then(Value::as_str)
+            .map(SecretString::from)
+    }
+
     /// `password` as a non-empty string (generic secrets' test).
     pub fn has_password(&self) -> Result<bool, MalformedSecret> {
         Ok(self

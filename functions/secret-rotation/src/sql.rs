@@ -1,8 +1,8 @@
-//! SQL text for the statements that cannot take bind parameters (`ALTER USER … IDENTIFIED BY`,
-//! `CREATE ROLE`, `GRANT`): identifiers are validated and quoted, passwords become escaped
-//! literals. Pure functions, unit-tested with hostile input.
+//! User-name validation and the copying of MySQL grants. Identifiers and literals themselves
+//! come from `shared::database::sql`, the suite's one producer of SQL text for values.
 
 use shared::database::Engine;
+pub use shared::database::sql::{mysql_account, postgres_identifier};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlTextError {
@@ -14,9 +14,6 @@ pub enum SqlTextError {
         engine: Engine,
         max: usize,
     },
-    /// Never carries the password itself.
-    #[error("the new password contains a control character, which is not accepted in SQL text")]
-    ControlCharacterInPassword,
     #[error("cannot copy grant `{line}` to {target}: {reason}")]
     UnsupportedGrant {
         line: String,
@@ -46,54 +43,6 @@ pub fn validate_user_name(name: &str, engine: Engine) -> Result<(), SqlTextError
             engine,
             max,
         })
-    }
-}
-
-/// `` `name` `` with embedded backticks doubled.
-pub fn mysql_identifier(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// `` `user`@`host` ``: the account as `SHOW GRANTS` prints it.
-pub fn mysql_account(user: &str, host: &str) -> String {
-    format!("{}@{}", mysql_identifier(user), mysql_identifier(host))
-}
-
-/// `"name"` with embedded double quotes doubled.
-pub fn postgres_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A MySQL/MariaDB string literal. Backslashes are escapes unless the session's `sql_mode`
-/// has `NO_BACKSLASH_ESCAPES`, so the caller says which applies.
-pub fn mysql_string_literal(
-    value: &str,
-    no_backslash_escapes: bool,
-) -> Result<String, SqlTextError> {
-    reject_control_characters(value)?;
-    let escaped = if no_backslash_escapes {
-        value.replace('\'', "''")
-    } else {
-        value.replace('\\', "\\\\").replace('\'', "''")
-    };
-    Ok(format!("'{escaped}'"))
-}
-
-/// A PostgreSQL escape-string literal `E'…'`: its meaning does not depend on
-/// `standard_conforming_strings`.
-pub fn postgres_string_literal(value: &str) -> Result<String, SqlTextError> {
-    reject_control_characters(value)?;
-    Ok(format!(
-        "E'{}'",
-        value.replace('\\', "\\\\").replace('\'', "''")
-    ))
-}
-
-fn reject_control_characters(value: &str) -> Result<(), SqlTextError> {
-    if value.chars().any(char::is_control) {
-        Err(SqlTextError::ControlCharacterInPassword)
-    } else {
-        Ok(())
     }
 }
 
@@ -179,33 +128,6 @@ mod tests {
         assert!(validate_user_name("app_user$1-x", Engine::Postgres).is_ok());
         assert!(validate_user_name(&"a".repeat(33), Engine::MySql).is_err());
         assert!(validate_user_name(&"a".repeat(80), Engine::MariaDb).is_ok());
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(mysql_account("a`b", "%"), "`a``b`@`%`");
-        assert_eq!(postgres_identifier("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn literals_escape_quotes_and_backslashes() {
-        let password = r#"a'b\c"d\'"#;
-        assert_eq!(
-            mysql_string_literal(password, false).unwrap(),
-            r#"'a''b\\c"d\\'''"#
-        );
-        assert_eq!(
-            mysql_string_literal(password, true).unwrap(),
-            r#"'a''b\c"d\'''"#
-        );
-        assert_eq!(
-            postgres_string_literal(password).unwrap(),
-            r#"E'a''b\\c"d\\'''"#
-        );
-        assert_eq!(
-            postgres_string_literal("x\0y"),
-            Err(SqlTextError::ControlCharacterInPassword)
-        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::metric;
 use crate::plan::{
     Detach, Facts, FactsNeeded, GroupFacts, InstanceFacts, InterruptionCount, LifecycleCompletion,
 };
+use crate::unfinished::UnfinishedEvents;
 
 /// The error code Auto Scaling answers when an instance is not (or no longer) in a state the
 /// call needs: not attached for `DetachInstances`, no pending action for
@@ -77,19 +78,22 @@ fn stdout_metric_output() -> MetricOutput {
 }
 
 /// The Auto Scaling and SNS clients (built once per cold start), the fleet topic and the
-/// metric namespace.
+/// metric namespace, and the events this execution environment left unfinished for Lambda's
+/// retry (shared by clones).
 #[derive(Clone)]
 pub struct AwsFleet {
     config: Config,
     autoscaling: AutoScalingClient,
     sns: SnsClient,
     metric_output: MetricOutput,
+    unfinished: Arc<UnfinishedEvents>,
 }
 
 impl fmt::Debug for AwsFleet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AwsFleet")
             .field("config", &self.config)
+            .field("unfinished_events", &self.unfinished.len())
             .finish_non_exhaustive()
     }
 }
@@ -101,12 +105,18 @@ impl AwsFleet {
             autoscaling,
             sns,
             metric_output: stdout_metric_output(),
+            unfinished: Arc::default(),
         }
     }
 
     /// The configuration the fleet was built with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What transiently failed invocations here left for their retries.
+    pub fn unfinished_events(&self) -> &UnfinishedEvents {
+        &self.unfinished
     }
 
     /// Sends metric lines to `output` instead of stdout (tests read them back).

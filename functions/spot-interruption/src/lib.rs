@@ -4,9 +4,10 @@
 //! stacks' groups in the same account and region are left alone.
 //!
 //! `notice` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
-//! plan out. A failure a retry can fix (throttling, 5xx, timeout) fails the invocation so
-//! Lambda retries; anything else is logged and the invocation succeeds, since retrying
-//! cannot change the answer.
+//! plan out. Every step of a plan is attempted, the publish and the detach at the same time.
+//! A failure a retry can fix (throttling, 5xx, timeout) then fails the invocation so Lambda
+//! retries, and `unfinished` keeps what was done so that retry repeats nothing; anything else
+//! is logged and the invocation succeeds, since retrying cannot change the answer.
 
 pub mod aws;
 pub mod config;
@@ -14,6 +15,9 @@ pub mod fleet_message;
 pub mod metric;
 pub mod notice;
 pub mod plan;
+pub mod unfinished;
+
+use std::future::Future;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
@@ -25,29 +29,42 @@ pub use config::Config;
 use aws::{AwsCallError, StepResult};
 use notice::ReceivedNotice;
 use plan::{ActionPlan, Decision, FactsNeeded};
+use unfinished::{Unfinished, progress_of};
 
 /// Why an invocation failed: only failures a retry can fix end up here.
 #[derive(Debug, thiserror::Error)]
 pub enum SpotInterruptionError {
     #[error(
-        "event {event_id}: {source} (transient; failing the invocation so Lambda retries it{})",
+        "event {event_id}: {source}{} (transient; failing the invocation so Lambda retries it{})",
+        also_note(also),
         done_note(done)
     )]
     Transient {
         event_id: String,
-        /// Steps that succeeded before; a retry repeats only what is safe to repeat.
+        /// Every step done so far, by this attempt and earlier ones; the retry does not
+        /// repeat them.
         done: Vec<Action>,
         source: Box<AwsCallError>,
+        /// The other steps that failed in the same attempt (every step is attempted).
+        also: Vec<AwsCallError>,
     },
+}
+
+fn also_note(also: &[AwsCallError]) -> String {
+    also.iter().map(|error| format!("; also {error}")).collect()
 }
 
 fn done_note(done: &[Action]) -> String {
     if done.is_empty() {
         String::new()
     } else {
-        let names: Vec<&str> = done.iter().map(|a| a.as_str()).collect();
-        format!("; already done: {}", names.join(", "))
+        format!("; already done: {}", action_names(done))
     }
+}
+
+fn action_names(actions: &[Action]) -> String {
+    let names: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+    names.join(", ")
 }
 
 impl From<SpotInterruptionError> for Diagnostic {
@@ -120,6 +137,10 @@ pub struct Outcome {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// Steps an earlier, transiently failed attempt at this event got done (and this one
+    /// did not repeat).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub already_done: Vec<Action>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
 }
@@ -134,6 +155,7 @@ impl Outcome {
             workflow: None,
             reason: None,
             actions: Vec::new(),
+            already_done: Vec::new(),
             failures: Vec::new(),
         }
     }
@@ -170,6 +192,7 @@ pub async fn handle_payload(
                 workflow: None,
                 reason: Some(reason),
                 actions: Vec::new(),
+                already_done: Vec::new(),
                 failures: Vec::new(),
             };
             return Ok(outcome.to_json());
@@ -185,17 +208,30 @@ pub async fn handle_payload(
     outcome.map(|outcome| outcome.to_json())
 }
 
-/// Gathers the facts, decides, carries the plan out.
+/// Gathers the facts, decides, carries the plan out; or, for the retry of an event an earlier
+/// attempt here left unfinished, carries the rest of that attempt's plan out.
 pub async fn act_on(
     received: &ReceivedNotice,
     fleet: &AwsFleet,
 ) -> Result<Outcome, SpotInterruptionError> {
+    if let Some(Unfinished { plan, done }) = fleet.unfinished_events().take(&received.event_id) {
+        // No lookup: after the detach no group lists the instance, yet the message may be owed.
+        tracing::info!(event_id = %received.event_id, already_done = %action_names(&done), "resuming the plan an earlier attempt left unfinished");
+        return carry_out(received, &plan, done, fleet).await;
+    }
     let facts = match fleet
         .gather(&FactsNeeded::for_notice(&received.notice))
         .await
     {
         Ok(facts) => facts,
-        Err(error) if error.transient => return retry(received, Vec::new(), error),
+        Err(error) if error.transient => {
+            return Err(SpotInterruptionError::Transient {
+                event_id: received.event_id.clone(),
+                done: Vec::new(),
+                source: Box::new(error),
+                also: Vec::new(),
+            });
+        }
         Err(error) => {
             let mut outcome = Outcome::for_notice(OutcomeKind::Failed, received);
             outcome.failures = vec![error.to_string()];
@@ -212,40 +248,64 @@ pub async fn act_on(
             }
             Ok(outcome)
         }
-        Decision::Act(plan) => carry_out(received, &plan, fleet).await,
+        Decision::Act(plan) => carry_out(received, &plan, Vec::new(), fleet).await,
     }
 }
 
-/// Runs the plan's steps in order. A transient failure stops and fails the invocation (the
-/// steps before it are safe to repeat); a permanent one is recorded and the rest still run,
-/// because replacing capacity matters more than any single message.
+/// Runs the steps of `plan` that `already_done` leaves, all of them even when one fails:
+/// the publish, the detach and the lifecycle completion at the same time, so neither the
+/// replacement nor the message waits on the other; the count after a successful detach. A
+/// transient failure fails the invocation once every step was tried, recording what got done
+/// for the retry; a permanent one is reported and the invocation succeeds.
 async fn carry_out(
     received: &ReceivedNotice,
     plan: &ActionPlan,
+    already_done: Vec<Action>,
     fleet: &AwsFleet,
 ) -> Result<Outcome, SpotInterruptionError> {
+    let steps = plan.steps_left(&progress_of(&already_done));
     let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
     outcome.workflow = Some(plan.fleet_message.workflow.clone());
+    let mut transient: Vec<AwsCallError> = Vec::new();
     let mut failures: Vec<AwsCallError> = Vec::new();
+    let mut failed = |error: AwsCallError| {
+        if error.transient {
+            transient.push(error);
+        } else {
+            failures.push(error);
+        }
+    };
 
-    match fleet.publish(&plan.fleet_message).await {
-        Ok(()) => outcome.actions.push(Action::PublishedFleetMessage),
-        Err(error) if error.transient => return retry(received, outcome.actions, error),
-        Err(error) => failures.push(error),
+    let (published, detached, completed) = tokio::join!(
+        attempt(steps.publish, |message| fleet.publish(message)),
+        attempt(steps.detach, |detach| fleet.detach(detach)),
+        attempt(steps.complete_lifecycle_action, |completion| {
+            fleet.complete_lifecycle_action(completion)
+        }),
+    );
+
+    match published {
+        None => {}
+        Some(Ok(())) => outcome.actions.push(Action::PublishedFleetMessage),
+        Some(Err(error)) => failed(error),
     }
 
-    let mut count = plan.count_interruption.as_ref();
-    if let Some(detach) = &plan.detach {
-        match fleet.detach(detach).await {
-            Ok(StepResult::Done) => outcome.actions.push(Action::Detached),
-            Ok(StepResult::AlreadyDone(detail)) => {
-                // Whoever detached it counted it.
+    let mut count = steps.count_interruption;
+    match detached {
+        None => {}
+        Some(Ok(StepResult::Done)) => outcome.actions.push(Action::Detached),
+        Some(Ok(StepResult::AlreadyDone(detail))) => {
+            // Whoever detached it counted it.
+            count = None;
+            tracing::info!(event_id = %received.event_id, %detail, "instance no longer attached");
+            outcome.actions.push(Action::AlreadyDetached);
+        }
+        Some(Err(error)) => {
+            // Counted by the retry that detaches; a permanent refusal is still an interruption.
+            if error.transient {
                 count = None;
-                tracing::info!(event_id = %received.event_id, %detail, "instance no longer attached");
-                outcome.actions.push(Action::AlreadyDetached);
             }
-            Err(error) if error.transient => return retry(received, outcome.actions, error),
-            Err(error) => failures.push(error),
+            failed(error);
         }
     }
 
@@ -254,18 +314,45 @@ async fn carry_out(
         outcome.actions.push(Action::CountedInterruption);
     }
 
-    if let Some(completion) = &plan.complete_lifecycle_action {
-        match fleet.complete_lifecycle_action(completion).await {
-            Ok(StepResult::Done) => outcome.actions.push(Action::CompletedLifecycleAction),
-            Ok(StepResult::AlreadyDone(detail)) => {
-                tracing::info!(event_id = %received.event_id, %detail, "lifecycle action already resolved");
-                outcome.actions.push(Action::LifecycleActionAlreadyResolved);
-            }
-            Err(error) if error.transient => return retry(received, outcome.actions, error),
-            Err(error) => failures.push(error),
+    match completed {
+        None => {}
+        Some(Ok(StepResult::Done)) => outcome.actions.push(Action::CompletedLifecycleAction),
+        Some(Ok(StepResult::AlreadyDone(detail))) => {
+            tracing::info!(event_id = %received.event_id, %detail, "lifecycle action already resolved");
+            outcome.actions.push(Action::LifecycleActionAlreadyResolved);
         }
+        Some(Err(error)) => failed(error),
     }
 
+    if !transient.is_empty() {
+        let mut done = already_done;
+        done.extend_from_slice(&outcome.actions);
+        let unfinished = Unfinished {
+            plan: plan.clone(),
+            done: done.clone(),
+        };
+        if unfinished.owes_message_after_detach() {
+            // The one message a retry in another execution environment cannot rebuild.
+            tracing::warn!(
+                event_id = %received.event_id,
+                fleet_message = %plan.fleet_message.body(),
+                "fleet message owed: the instance is detached, the message is not sent yet; Lambda's retry sends it from this execution environment's record"
+            );
+        }
+        fleet
+            .unfinished_events()
+            .keep(&received.event_id, unfinished);
+        let source = transient.remove(0);
+        transient.extend(failures);
+        return Err(SpotInterruptionError::Transient {
+            event_id: received.event_id.clone(),
+            done,
+            source: Box::new(source),
+            also: transient,
+        });
+    }
+
+    outcome.already_done = already_done;
     if !failures.is_empty() {
         outcome.outcome = OutcomeKind::Failed;
         outcome.failures = failures.iter().map(ToString::to_string).collect();
@@ -273,16 +360,15 @@ async fn carry_out(
     Ok(outcome)
 }
 
-fn retry<T>(
-    received: &ReceivedNotice,
-    done: Vec<Action>,
-    source: AwsCallError,
-) -> Result<T, SpotInterruptionError> {
-    Err(SpotInterruptionError::Transient {
-        event_id: received.event_id.clone(),
-        done,
-        source: Box::new(source),
-    })
+/// Runs `step` when there is one.
+async fn attempt<S, F, T>(step: Option<S>, run: impl FnOnce(S) -> F) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    match step {
+        Some(step) => Some(run(step).await),
+        None => None,
+    }
 }
 
 fn log_outcome(outcome: &Outcome) {
@@ -292,6 +378,8 @@ fn log_outcome(outcome: &Outcome) {
     let workflow = outcome.workflow.as_deref().unwrap_or("");
     let actions: Vec<&str> = outcome.actions.iter().map(|a| a.as_str()).collect();
     let actions = actions.join(",");
+    let already_done: Vec<&str> = outcome.already_done.iter().map(|a| a.as_str()).collect();
+    let already_done = already_done.join(",");
     match outcome.outcome {
         OutcomeKind::Acted => {
             tracing::info!(
@@ -301,6 +389,7 @@ fn log_outcome(outcome: &Outcome) {
                 instance_id,
                 workflow,
                 actions,
+                already_done,
                 "acted on instance notice"
             )
         }
@@ -324,6 +413,7 @@ fn log_outcome(outcome: &Outcome) {
                 instance_id,
                 workflow,
                 actions,
+                already_done,
                 failures,
                 "instance notice not fully handled; not retried"
             )

@@ -6,7 +6,8 @@ use spot_interruption::{AwsFleet, Config};
 async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
     let config = Config::from_env(&EnvVars::from_process())?;
-    let sdk_config = shared::aws::load_aws_config().await;
+    let sdk_config =
+        shared::aws::load_aws_config(shared::aws::AwsTimeouts::SPOT_INTERRUPTION).await;
     let fleet = AwsFleet::new(
         config,
         aws_sdk_autoscaling::Client::new(&sdk_config),

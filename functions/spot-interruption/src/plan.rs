@@ -101,14 +101,66 @@ pub struct LifecycleCompletion {
     pub instance_id: String,
 }
 
-/// What to do, in this order: publish (a repeat is harmless: subscribers dedup on `eventId`),
-/// detach (once it succeeded a retried event finds nothing to do), count, complete.
+/// What to do: publish, detach and complete are independent of each other and all attempted
+/// (neither the replacement nor the message waits on the other's success); the count follows
+/// the detach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionPlan {
     pub fleet_message: FleetMessage,
     pub detach: Option<Detach>,
     pub count_interruption: Option<InterruptionCount>,
     pub complete_lifecycle_action: Option<LifecycleCompletion>,
+}
+
+/// What an earlier attempt at the same event already did (the record a transiently failed
+/// invocation leaves for Lambda's retry: [`crate::unfinished`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub published: bool,
+    /// Detached, or found already detached.
+    pub detached: bool,
+    pub counted: bool,
+    /// Completed, or found already resolved.
+    pub lifecycle_action_resolved: bool,
+}
+
+/// The steps of a plan still to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps<'a> {
+    pub publish: Option<&'a FleetMessage>,
+    pub detach: Option<&'a Detach>,
+    /// With a detach: counted only when this attempt's detach succeeds (a detach that finds
+    /// the instance gone was someone else's, who counted it). Without one: counted now.
+    pub count_interruption: Option<&'a InterruptionCount>,
+    pub complete_lifecycle_action: Option<&'a LifecycleCompletion>,
+}
+
+impl ActionPlan {
+    /// What is left to do once `progress` is done: nothing is done twice. An earlier detach
+    /// settles the count too: it counted, or found the instance already detached.
+    pub fn steps_left(&self, progress: &Progress) -> Steps<'_> {
+        Steps {
+            publish: (!progress.published).then_some(&self.fleet_message),
+            detach: self.detach.as_ref().filter(|_| !progress.detached),
+            count_interruption: self
+                .count_interruption
+                .as_ref()
+                .filter(|_| !progress.counted && !progress.detached),
+            complete_lifecycle_action: self
+                .complete_lifecycle_action
+                .as_ref()
+                .filter(|_| !progress.lifecycle_action_resolved),
+        }
+    }
+}
+
+impl Steps<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_none()
+            && self.detach.is_none()
+            && self.count_interruption.is_none()
+            && self.complete_lifecycle_action.is_none()
+    }
 }
 
 /// Why nothing is done. Every case ends the invocation successfully: a retry would find the
@@ -673,6 +725,72 @@ mod tests {
             message.deadline.map(|d| d.to_string()).as_deref(),
             Some("2026-11-22T12:05:14Z")
         );
+    }
+
+    #[test]
+    fn a_retried_plan_repeats_only_what_the_earlier_attempt_did_not_do() {
+        let Decision::Act(plan) = decide(
+            &warning(),
+            &facts(instance("InService"), group(MANAGED)),
+            STACK,
+        ) else {
+            panic!("acted on");
+        };
+        // (published, detached, counted) before → (publish, detach, count) now.
+        let cases = [
+            ((false, false, false), (true, true, true)),
+            // The message went out, the detach failed: detach and count, no second message.
+            ((true, false, false), (false, true, true)),
+            // Detached (and counted), the publish failed: only the message.
+            ((false, true, true), (true, false, false)),
+            // Found already detached: whoever detached it counted it.
+            ((false, true, false), (true, false, false)),
+            ((true, true, true), (false, false, false)),
+        ];
+        for ((published, detached, counted), expected) in cases {
+            let progress = Progress {
+                published,
+                detached,
+                counted,
+                lifecycle_action_resolved: false,
+            };
+            let steps = plan.steps_left(&progress);
+            assert_eq!(
+                (
+                    steps.publish.is_some(),
+                    steps.detach.is_some(),
+                    steps.count_interruption.is_some()
+                ),
+                expected,
+                "{progress:?}"
+            );
+            assert_eq!(steps.is_empty(), expected == (false, false, false));
+        }
+        let all = plan.steps_left(&Progress::default());
+        assert_eq!(all.publish, Some(&plan.fleet_message));
+        assert_eq!(all.detach, plan.detach.as_ref());
+    }
+
+    #[test]
+    fn a_retried_lifecycle_plan_does_not_complete_twice() {
+        let Decision::Act(plan) = decide(&terminating(), &facts(None, group(MANAGED)), STACK)
+        else {
+            panic!("acted on");
+        };
+        let resolved = Progress {
+            lifecycle_action_resolved: true,
+            ..Progress::default()
+        };
+        let steps = plan.steps_left(&resolved);
+        assert!(steps.complete_lifecycle_action.is_none());
+        assert!(steps.publish.is_some());
+        let published = Progress {
+            published: true,
+            ..Progress::default()
+        };
+        let steps = plan.steps_left(&published);
+        assert!(steps.complete_lifecycle_action.is_some());
+        assert!(steps.publish.is_none());
     }
 
     #[test]

@@ -266,33 +266,138 @@ async fn throttling_fails_the_invocation_so_lambda_retries_it() {
     assert_eq!(publish.num_calls(), 0, "nothing was done");
 }
 
+/// A detach that keeps desired capacity, for `INSTANCE` in `GROUP`: answers `responses` in
+/// order, then nothing (a further call finds no rule and fails the test).
+fn detach_answering(responses: &[u16]) -> Rule {
+    let mut sequence = mock!(aws_sdk_autoscaling::Client::detach_instances)
+        .match_requests(|req| {
+            req.should_decrement_desired_capacity() == Some(false)
+                && req.instance_ids() == [INSTANCE]
+                && req.auto_scaling_group_name() == Some(GROUP)
+        })
+        .sequence();
+    for &status in responses {
+        sequence = if status == 200 {
+            sequence.output(|| DetachInstancesOutput::builder().build())
+        } else {
+            sequence.http_response(move || query_error(status, "ServiceUnavailable", "try again"))
+        };
+    }
+    sequence.build()
+}
+
+/// A publish that fails once with a 5xx; listed before [`publish_ok`], which answers after it.
+fn publish_unavailable_once() -> Rule {
+    mock!(aws_sdk_sns::Client::publish)
+        .sequence()
+        .http_response(|| query_error(503, "ServiceUnavailable", "SNS is unavailable"))
+        .build()
+}
+
+/// Listed `InService` once (the first attempt's lookup), then in no group: what Auto Scaling
+/// answers once the instance is detached.
+fn instance_listed_then_detached() -> (Rule, Rule) {
+    let listed = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_instances)
+        .sequence()
+        .output(|| {
+            DescribeAutoScalingInstancesOutput::builder()
+                .auto_scaling_instances(
+                    AutoScalingInstanceDetails::builder()
+                        .instance_id(INSTANCE)
+                        .auto_scaling_group_name(GROUP)
+                        .instance_type("g5.xlarge")
+                        .availability_zone("us-east-1a")
+                        .lifecycle_state("InService")
+                        .health_status("HEALTHY")
+                        .protected_from_scale_in(false)
+                        .build(),
+                )
+                .build()
+        })
+        .build();
+    (listed, instance_not_listed())
+}
+
 #[tokio::test]
-async fn a_5xx_on_detach_fails_after_the_message_and_the_retry_finishes_the_job() {
+async fn a_transient_publish_failure_still_detaches_and_the_retry_only_publishes() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (listed, detached) = instance_listed_then_detached();
+    let (group, detach) = (managed_group(), detach_answering(&[200]));
+    let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
+    let mocked = Mocked::new(
+        &[&group, &listed, &detached, &detach],
+        &[&unavailable, &publish],
+    );
+    let warning = sample("spot-interruption-warning.json");
+
+    let first = mocked.handle(warning.clone()).await.unwrap_err();
+
+    // The replacement did not wait for SNS: detached in the same attempt.
+    assert_eq!(detach.num_calls(), 1, "detached despite the failed publish");
+    assert_eq!(mocked.metric_count(), 1, "counted with the detach");
+    assert!(bodies.lock().unwrap().is_empty());
+    let text = first.to_string();
+    assert!(
+        text.contains("Publish") && text.contains("SNS is unavailable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("already done: detached, counted-interruption"),
+        "{text}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(first).error_type,
+        "TransientAwsError",
+        "Lambda retries it"
+    );
+
+    // Lambda's retry of the same event: no second detach (Auto Scaling no longer lists the
+    // instance, and nothing is looked up), the owed message goes out.
+    let retried = mocked.handle(warning).await.unwrap();
+    assert_eq!(retried["outcome"], "acted", "{retried}");
+    assert_eq!(retried["actions"], json!(["published-fleet-message"]));
+    assert_eq!(
+        retried["alreadyDone"],
+        json!(["detached", "counted-interruption"])
+    );
+    assert_eq!(detach.num_calls(), 1, "detached once");
+    assert_eq!(mocked.metric_count(), 1, "counted once");
+    assert_eq!(listed.num_calls() + detached.num_calls(), 1, "one lookup");
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 1);
+    let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(body["type"], "spot-interruption");
+    assert_eq!(body["autoScalingGroup"], GROUP);
+    assert_eq!(body["workflow"], "img2vid");
+    assert_eq!(body["eventId"], "1e5527d7-bb36-4607-3370-4164db56a40e");
+    assert_eq!(body["deadline"], "2026-11-22T12:05:14Z");
+}
+
+#[tokio::test]
+async fn a_transient_detach_failure_is_retried_without_a_second_message() {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let (group, instance, publish) = (
         managed_group(),
         instance_listed("InService"),
         publish_ok(&bodies),
     );
-    let detach = mock!(aws_sdk_autoscaling::Client::detach_instances)
-        .match_requests(|req| {
-            req.should_decrement_desired_capacity() == Some(false)
-                && req.instance_ids() == [INSTANCE]
-                && req.auto_scaling_group_name() == Some(GROUP)
-        })
-        .sequence()
-        .http_response(|| query_error(503, "ServiceUnavailable", "try again"))
-        .output(|| DetachInstancesOutput::builder().build())
-        .build();
+    let detach = detach_answering(&[503, 200]);
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
     let warning = sample("spot-interruption-warning.json");
 
     let first = mocked.handle(warning.clone()).await.unwrap_err();
+
+    assert_eq!(bodies.lock().unwrap().len(), 1, "the message went out");
+    assert_eq!(detach.num_calls(), 1);
+    let text = first.to_string();
+    assert!(text.contains("DetachInstances"), "{text}");
     assert!(
-        first
-            .to_string()
-            .contains("already done: published-fleet-message"),
-        "{first}"
+        text.contains("already done: published-fleet-message"),
+        "{text}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(first).error_type,
+        "TransientAwsError"
     );
     assert_eq!(
         mocked.metric_count(),
@@ -300,15 +405,109 @@ async fn a_5xx_on_detach_fails_after_the_message_and_the_retry_finishes_the_job(
         "not counted before the detach succeeded"
     );
 
-    // Lambda's retry: the message goes out again with the same eventId (subscribers dedup),
-    // the detach succeeds, the interruption is counted once.
+    // Lambda's retry: the detach succeeds, the interruption is counted once, and the message
+    // that already went out is not sent again.
     let retried = mocked.handle(warning).await.unwrap();
     assert_eq!(retried["outcome"], "acted", "{retried}");
+    assert_eq!(
+        retried["actions"],
+        json!(["detached", "counted-interruption"])
+    );
+    assert_eq!(retried["alreadyDone"], json!(["published-fleet-message"]));
     assert_eq!(detach.num_calls(), 2);
     assert_eq!(mocked.metric_count(), 1);
+    assert_eq!(publish.num_calls(), 1, "one message");
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn both_failing_are_both_tried_and_both_retried() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance) = (managed_group(), instance_listed("InService"));
+    let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
+    let detach = detach_answering(&[503, 200]);
+    let mocked = Mocked::new(&[&group, &instance, &detach], &[&unavailable, &publish]);
+    let warning = sample("spot-interruption-warning.json");
+
+    let first = mocked.handle(warning.clone()).await.unwrap_err();
+    let text = first.to_string();
+    assert!(
+        text.contains("Publish") && text.contains("DetachInstances"),
+        "both failures are named: {text}"
+    );
+    assert!(!text.contains("already done"), "{text}");
+    assert_eq!((unavailable.num_calls(), detach.num_calls()), (1, 1));
+
+    let retried = mocked.handle(warning.clone()).await.unwrap();
+    assert_eq!(
+        retried["actions"],
+        json!([
+            "published-fleet-message",
+            "detached",
+            "counted-interruption"
+        ]),
+        "{retried}"
+    );
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+    assert_eq!(detach.num_calls(), 2);
+    assert_eq!(mocked.metric_count(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_in_another_execution_environment_sends_the_message_again_with_the_same_event_id() {
+    // The record lives in the environment that failed; Lambda may run the retry elsewhere.
+    // There the instance is still in service, so the plan is made again: the message goes out
+    // a second time (subscribers deduplicate on eventId) and the detach is done once.
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance, publish) = (
+        managed_group(),
+        instance_listed("InService"),
+        publish_ok(&bodies),
+    );
+    let detach = detach_answering(&[503, 200]);
+    let failing = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let warning = sample("spot-interruption-warning.json");
+    failing.handle(warning.clone()).await.unwrap_err();
+
+    let elsewhere = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let retried = elsewhere.handle(warning).await.unwrap();
+
+    assert_eq!(
+        retried["actions"],
+        json!([
+            "published-fleet-message",
+            "detached",
+            "counted-interruption"
+        ]),
+        "{retried}"
+    );
+    assert_eq!(detach.num_calls(), 2);
     let bodies = bodies.lock().unwrap();
     assert_eq!(bodies.len(), 2);
     assert_eq!(bodies[0], bodies[1], "the same message, same eventId");
+}
+
+#[tokio::test]
+async fn a_transient_publish_failure_still_completes_a_gone_instances_lifecycle_action() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (group, instance) = (managed_group(), instance_not_listed());
+    let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
+    let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
+        .then_output(|| CompleteLifecycleActionOutput::builder().build());
+    let mocked = Mocked::new(&[&group, &instance, &complete], &[&unavailable, &publish]);
+    let lifecycle = sample("terminate-lifecycle-action.json");
+
+    mocked.handle(lifecycle.clone()).await.unwrap_err();
+    assert_eq!(complete.num_calls(), 1, "the group is not held up by SNS");
+
+    let retried = mocked.handle(lifecycle).await.unwrap();
+    assert_eq!(retried["actions"], json!(["published-fleet-message"]));
+    assert_eq!(
+        retried["alreadyDone"],
+        json!(["completed-lifecycle-action"])
+    );
+    assert_eq!(complete.num_calls(), 1);
+    assert_eq!(bodies.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

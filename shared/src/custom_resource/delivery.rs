@@ -88,6 +88,8 @@ impl ResponseDelivery {
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
+                    // Cut the signature out before truncating, so no prefix of it survives.
+                    let text = without_signature(text, url);
                     let text: String = text.chars().take(300).collect();
                     if status.is_client_error() && status.as_u16() != 429 {
                         return Err(DeliveryError::Refused {
@@ -97,7 +99,7 @@ impl ResponseDelivery {
                     }
                     last_error = format!("HTTP {}: {text}", status.as_u16());
                 }
-                Err(e) => last_error = error_chain(&e),
+                Err(e) => last_error = transport_error(e, url),
             }
             if attempt == self.max_attempts {
                 break;
@@ -119,6 +121,29 @@ pub(crate) fn loggable_url(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
+/// A failed attempt as text safe to log and return: reqwest's message names the whole URL,
+/// signature included, so it is dropped; the causes (refused, timed out, reset) are kept.
+fn transport_error(error: reqwest::Error, url: &str) -> String {
+    without_signature(error_chain(&error.without_url()), url)
+}
+
+/// `text` with the URL's `X-Amz-Signature` value replaced: S3 echoes it in a
+/// `SignatureDoesNotMatch` body, and a nested error could name the URL again.
+fn without_signature(text: String, url: &str) -> String {
+    let signature = url
+        .split_once('?')
+        .into_iter()
+        .flat_map(|(_, query)| query.split('&'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.eq_ignore_ascii_case("X-Amz-Signature"))
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty());
+    match signature {
+        Some(signature) if text.contains(signature) => text.replace(signature, "<signature>"),
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +155,37 @@ mod tests {
         let first: *const reqwest::Client = delivery.client().unwrap();
         let again: *const reqwest::Client = delivery.client().unwrap();
         assert_eq!(first, again, "one client per cold start");
+    }
+
+    #[test]
+    fn a_body_echoing_the_signature_is_returned_without_it() {
+        let url =
+            "https://cfn.s3.amazonaws.com/r?X-Amz-Date=20250101T000000Z&X-Amz-Signature=9a8b7c";
+        let body =
+            "<Code>SignatureDoesNotMatch</Code><SignatureProvided>9a8b7c</SignatureProvided>";
+        assert_eq!(
+            without_signature(body.to_owned(), url),
+            "<Code>SignatureDoesNotMatch</Code><SignatureProvided><signature></SignatureProvided>"
+        );
+        assert_eq!(without_signature("plain".to_owned(), "http://h/p"), "plain");
+        assert_eq!(
+            without_signature("a=".to_owned(), "http://h/p?X-Amz-Signature="),
+            "a="
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_its_cause_but_not_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = format!("http://{addr}/r?X-Amz-Signature=5e5e5e5e5e5e");
+        let error = reqwest::Client::new().put(&url).send().await.unwrap_err();
+        let text = transport_error(error, &url);
+        assert!(
+            !text.contains("5e5e5e5e5e5e") && !text.contains(&url),
+            "{text}"
+        );
+        assert!(text.to_lowercase().contains("connect"), "{text}");
     }
 }
