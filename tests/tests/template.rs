@@ -21,7 +21,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Runs scripts/render-template with the venv's Python; `overrides` are `Key=Value` parameters.
-fn render(overrides: &[&str]) -> Value {
+fn run_render(overrides: &[&str]) -> std::process::Output {
     let root = workspace_root();
     let python = root.join(".venv/bin/python");
     assert!(
@@ -30,7 +30,7 @@ fn render(overrides: &[&str]) -> Value {
          into .venv/, which scripts/render-template needs)",
         python.display()
     );
-    let output = Command::new(&python)
+    Command::new(&python)
         .arg(root.join("scripts/render-template"))
         .arg(root.join("template.yaml"))
         .args(overrides)
@@ -38,7 +38,12 @@ fn render(overrides: &[&str]) -> Value {
         .env("SAM_CLI_TELEMETRY", "0")
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .output()
-        .expect("scripts/render-template runs");
+        .expect("scripts/render-template runs")
+}
+
+/// The rendered template (see [`run_render`]).
+fn render(overrides: &[&str]) -> Value {
+    let output = run_render(overrides);
     assert!(
         output.status.success(),
         "scripts/render-template {overrides:?} failed ({}); run scripts/setup if the venv is \
@@ -1493,16 +1498,7 @@ fn every_invoke_permission_for_a_service_names_its_source_and_account() {
 
 /// Runs scripts/render-template expecting CloudFormation's refusal; returns its message.
 fn refused(overrides: &[&str]) -> String {
-    let root = workspace_root();
-    let output = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("scripts/render-template"))
-        .arg(root.join("template.yaml"))
-        .args(overrides)
-        .current_dir(&root)
-        .env("SAM_CLI_TELEMETRY", "0")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .expect("scripts/render-template runs");
+    let output = run_render(overrides);
     assert!(
         !output.status.success(),
         "{overrides:?} should be refused, as CloudFormation refuses it"
