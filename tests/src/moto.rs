@@ -120,6 +120,55 @@ impl Moto {
             .await
     }
 
+    /// Creates spot-interruption's progress table `name` (the key and TTL `template.yaml`
+    /// declares) and returns its name, for `PROGRESS_TABLE`.
+    pub async fn create_progress_table(&self, name: &str) -> Result<String, String> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+            TimeToLiveSpecification,
+        };
+        use spot_interruption::progress_table::{EXPIRES_ATTRIBUTE, KEY_ATTRIBUTE};
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.sdk_config().await);
+        let built = |e: aws_sdk_dynamodb::error::BuildError| e.to_string();
+        dynamodb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY_ATTRIBUTE)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(built)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY_ATTRIBUTE)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(built)?,
+            )
+            .send()
+            .await
+            .map_err(crate::scenario::aws_error(format!("CreateTable {name}")))?;
+        dynamodb
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(EXPIRES_ATTRIBUTE)
+                    .enabled(true)
+                    .build()
+                    .map_err(built)?,
+            )
+            .send()
+            .await
+            .map_err(crate::scenario::aws_error(format!(
+                "UpdateTimeToLive {name}"
+            )))?;
+        Ok(name.to_owned())
+    }
+
     /// Forgets every resource moto holds (all services, all regions) and clears the request
     /// recording.
     pub async fn reset(&self) {

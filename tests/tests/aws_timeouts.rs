@@ -111,12 +111,14 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
         ),
         ("METRIC_NAMESPACE", "Orchestrator/orchestrator-dev/Fleet"),
         ("ORCHESTRATOR_STACK", "orchestrator-dev"),
+        ("PROGRESS_TABLE", "orchestrator-dev-SpotProgressTable-1ABC"),
     ]))
     .unwrap();
     let fleet = spot_interruption::AwsFleet::new(
         config,
         aws_sdk_autoscaling::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(&sdk),
     );
     let event = LambdaEvent::new(
         sample("spot-interruption/spot-interruption-warning.json"),

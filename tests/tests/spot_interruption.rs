@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_autoscaling::types::Tag;
 use harness::log_capture::CapturedLogs;
 use harness::moto::{Moto, RecordedRequest};
+use harness::stalling_server::StallingServer;
 use serde_json::{Value, json};
+use shared::aws::AwsTimeouts;
 use shared::env_config::EnvVars;
 use spot_interruption::notice::EventTime;
 use spot_interruption::{AwsFleet, Config};
@@ -23,12 +25,16 @@ const INSTANCE_TYPE: &str = "g5.xlarge";
 const STACK: &str = "orch-a";
 /// Another stack in the same account and region.
 const OTHER_STACK: &str = "orch-b";
+/// spot-interruption's progress table (`PROGRESS_TABLE`).
+const PROGRESS_TABLE: &str = "orch-a-SpotProgressTable";
 
 /// moto with a fleet topic, two subscribed queues, a launch configuration, and the function's
 /// clients.
 struct Fleet {
     moto: Moto,
     fleet: AwsFleet,
+    config: Config,
+    sdk: aws_config::SdkConfig,
     autoscaling: aws_sdk_autoscaling::Client,
     sqs: aws_sdk_sqs::Client,
     /// The metric lines the function wrote.
@@ -79,20 +85,33 @@ impl Fleet {
             .await
             .expect("CreateLaunchConfiguration");
 
+        let table = moto
+            .create_progress_table(PROGRESS_TABLE)
+            .await
+            .expect("progress table");
         let config = Config::from_env(&EnvVars::from_pairs([
             ("FLEET_TOPIC_ARN", topic_arn.as_str()),
             ("METRIC_NAMESPACE", NAMESPACE),
             ("ORCHESTRATOR_STACK", STACK),
+            ("PROGRESS_TABLE", table.as_str()),
         ]))
         .expect("config");
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&metric_lines);
-        let fleet = AwsFleet::new(config, autoscaling.clone(), sns).with_metric_output(Arc::new(
-            move |line: &str| sink.lock().unwrap().push(line.to_owned()),
-        ));
+        let fleet = AwsFleet::new(
+            config.clone(),
+            autoscaling.clone(),
+            sns,
+            aws_sdk_dynamodb::Client::new(&sdk),
+        )
+        .with_metric_output(Arc::new(move |line: &str| {
+            sink.lock().unwrap().push(line.to_owned())
+        }));
         Fleet {
             moto,
             fleet,
+            config,
+            sdk,
             autoscaling,
             sqs,
             metric_lines,
@@ -146,6 +165,29 @@ impl Fleet {
             .filter_map(|i| i.instance_id().map(str::to_owned))
             .collect();
         (group.desired_capacity().unwrap_or_default(), instances)
+    }
+
+    /// Another execution environment of the function (its own memory), with these SNS and
+    /// DynamoDB clients, writing its metric lines where the first one does.
+    fn environment(
+        &self,
+        sns: aws_sdk_sns::Client,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> AwsFleet {
+        let sink = Arc::clone(&self.metric_lines);
+        AwsFleet::new(self.config.clone(), self.autoscaling.clone(), sns, dynamodb)
+            .with_metric_output(Arc::new(move |line: &str| {
+                sink.lock().unwrap().push(line.to_owned())
+            }))
+    }
+
+    /// What the function called, split into the progress table's calls and the others. The
+    /// table is read alongside the Auto Scaling lookup, so only the others keep an order.
+    fn calls(&self) -> (Vec<String>, Vec<String>) {
+        self.moto
+            .recorded_actions()
+            .into_iter()
+            .partition(|action| action.starts_with("dynamodb:"))
     }
 
     async fn handle(&self, event: Value) -> Value {
@@ -404,7 +446,8 @@ async fn a_warning_detaches_the_instance_the_group_replaces_it_and_the_fleet_is_
         fleet.detach_calls(),
         [(interrupted.clone(), "false".to_owned())]
     );
-    let actions = fleet.moto.recorded_actions();
+    let (table, actions) = fleet.calls();
+    assert_eq!(table, ["dynamodb:GetItem"], "no record: nothing failed");
     assert_eq!(
         actions[..2],
         [
@@ -478,8 +521,10 @@ async fn a_rebalance_recommendation_only_tells_the_fleet() {
 
     assert_eq!(outcome["outcome"], "acted", "{outcome}");
     assert_eq!(outcome["actions"], json!(["published-fleet-message"]));
+    let (table, actions) = fleet.calls();
+    assert_eq!(table, ["dynamodb:GetItem"]);
     assert_eq!(
-        fleet.moto.recorded_actions(),
+        actions,
         [
             "autoscaling:DescribeAutoScalingInstances",
             "autoscaling:DescribeAutoScalingGroups",
@@ -529,7 +574,8 @@ async fn a_terminate_lifecycle_action_hands_hook_and_token_to_the_worker() {
 
     assert_eq!(outcome["outcome"], "acted", "{outcome}");
     assert_eq!(outcome["actions"], json!(["published-fleet-message"]));
-    let mut actions = fleet.moto.recorded_actions();
+    let (table, mut actions) = fleet.calls();
+    assert_eq!(table, ["dynamodb:GetItem"]);
     actions.sort();
     assert_eq!(
         actions,
@@ -581,6 +627,111 @@ async fn the_same_warning_delivered_twice_detaches_once() {
     assert_eq!(fleet.interruptions("img2vid", &availability_zone), 1.0);
     let (desired, now_in_group) = fleet.group_state(group).await;
     assert_eq!((desired, now_in_group.len()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_message_owed_after_the_detach_is_sent_by_a_retry_in_another_execution_environment() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-img2vid";
+    let instances = fleet.group(group, 2, &managed("img2vid")).await;
+    let availability_zone = fleet.availability_zone(&instances[0]).await;
+    // The first environment's SNS has stalled: its publish times out (a transient failure).
+    let stalled = StallingServer::start().await;
+    let stalled_sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(&fleet.sdk)
+            .endpoint_url(stalled.endpoint_url())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_millis(300))
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let first = fleet.environment(stalled_sns, aws_sdk_dynamodb::Client::new(&fleet.sdk));
+    fleet.moto.clear_recording().await;
+    let warning = warning("evt-owed", &instances[0]);
+
+    let failed = spot_interruption::handle_payload(warning.clone(), &first)
+        .await
+        .unwrap_err();
+
+    assert!(failed.to_string().contains("Publish"), "{failed}");
+    assert_eq!(
+        fleet.detach_calls().len(),
+        1,
+        "the replacement did not wait"
+    );
+    let (desired, in_group) = fleet.group_state(group).await;
+    assert!(!in_group.contains(&instances[0]));
+    assert_eq!(desired, 2);
+    assert!(fleet.fleet_messages().await.is_empty());
+
+    // Lambda's retry runs in another environment: no group lists the instance any more, yet
+    // the message goes out, from the progress table in moto's DynamoDB.
+    let retried = fleet.handle(warning.clone()).await;
+    assert_eq!(retried["outcome"], "acted", "{retried}");
+    assert_eq!(retried["actions"], json!(["published-fleet-message"]));
+    assert_eq!(
+        retried["alreadyDone"],
+        json!(["detached", "counted-interruption"])
+    );
+    let messages = fleet.fleet_messages().await;
+    assert_eq!(messages.len(), 1);
+    let (body, attributes) = &messages[0];
+    assert_eq!(body["eventId"], "evt-owed");
+    assert_eq!(body["instanceId"], instances[0].as_str());
+    assert_eq!(body["autoScalingGroup"], group);
+    assert_eq!(body["workflow"], "img2vid");
+    assert_eq!(attributes["type"], "spot-interruption");
+    assert_eq!(fleet.detach_calls().len(), 1, "detached once");
+    assert_eq!(fleet.interruptions("img2vid", &availability_zone), 1.0);
+
+    // A late duplicate, in a third environment: nothing again.
+    let third = fleet.environment(
+        aws_sdk_sns::Client::new(&fleet.sdk),
+        aws_sdk_dynamodb::Client::new(&fleet.sdk),
+    );
+    let duplicate = spot_interruption::handle_payload(warning, &third)
+        .await
+        .unwrap();
+    assert_eq!(duplicate["outcome"], "ignored", "{duplicate}");
+    assert!(fleet.fleet_messages().await.is_empty());
+    assert_eq!(fleet.detach_calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_progress_table_that_never_answers_delays_no_detach() {
+    let fleet = Fleet::start().await;
+    let group = "orchestrator-test-img2vid";
+    let instances = fleet.group(group, 2, &managed("img2vid")).await;
+    let stalled = StallingServer::start().await;
+    let stalled_table = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&fleet.sdk)
+            .endpoint_url(stalled.endpoint_url())
+            .build(),
+    );
+    let environment = fleet.environment(aws_sdk_sns::Client::new(&fleet.sdk), stalled_table);
+    fleet.moto.clear_recording().await;
+
+    let started = Instant::now();
+    let outcome =
+        spot_interruption::handle_payload(warning("evt-no-table", &instances[0]), &environment)
+            .await
+            .unwrap();
+    let took = started.elapsed();
+
+    assert_eq!(outcome["outcome"], "acted", "{outcome}");
+    assert_eq!(fleet.detach_calls().len(), 1);
+    assert_eq!(fleet.fleet_messages().await.len(), 1);
+    assert!(stalled.connections() >= 1, "the table was asked");
+    // Decided without the table once its lookup budget was spent: the DynamoDB call itself
+    // would have run on to its own operation timeout.
+    assert!(
+        took < AwsTimeouts::SPOT_INTERRUPTION.operation,
+        "took {took:?}, the table's budget is {:?}",
+        spot_interruption::progress_table::LOOKUP_BUDGET
+    );
 }
 
 #[tokio::test]
@@ -680,12 +831,13 @@ async fn unmanaged_and_unknown_instances_are_left_alone_with_a_log_line() {
         );
     }
 
-    let actions = fleet.moto.recorded_actions();
+    let (table, actions) = fleet.calls();
     assert!(
         actions
             .iter()
-            .all(|a| a.starts_with("autoscaling:Describe")),
-        "only lookups: {actions:?}"
+            .all(|a| a.starts_with("autoscaling:Describe"))
+            && table.iter().all(|a| a == "dynamodb:GetItem"),
+        "only lookups: {actions:?} {table:?}"
     );
     for (group, instances) in [
         ("someone-elses", &unmanaged),
@@ -730,8 +882,10 @@ async fn another_stacks_instance_is_left_alone_and_ours_is_still_handled() {
         "{line}"
     );
     assert!(fleet.detach_calls().is_empty());
+    let (table, actions) = fleet.calls();
+    assert_eq!(table, ["dynamodb:GetItem"]);
     assert_eq!(
-        fleet.moto.recorded_actions(),
+        actions,
         [
             "autoscaling:DescribeAutoScalingInstances",
             "autoscaling:DescribeAutoScalingGroups",
@@ -917,8 +1071,10 @@ async fn two_hundred_warnings_across_four_workflows_each_detach_once() {
         all_originals,
         "every instance detached once"
     );
-    let calls = fleet.moto.recorded_actions();
+    let (table, calls) = fleet.calls();
     assert_eq!(calls.len(), 800, "four calls per warning");
+    assert_eq!(table.len(), 200, "and one progress-table lookup");
+    assert!(table.iter().all(|a| a == "dynamodb:GetItem"), "{table:?}");
 
     let messages = fleet.fleet_messages().await;
     assert_eq!(messages.len(), 200);

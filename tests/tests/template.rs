@@ -352,6 +352,59 @@ fn spot_interruption_gets_the_three_ec2_and_autoscaling_events() {
 }
 
 #[test]
+fn spot_interruption_keeps_its_progress_in_a_table_only_it_uses_until_its_retries_are_over() {
+    use spot_interruption::progress_table::{EXPIRES_ATTRIBUTE, KEY_ATTRIBUTE, RECORD_TTL_SECONDS};
+    let template = default_template();
+    let env = env_vars(template, "SpotInterruptionFunction");
+    assert_eq!(env["PROGRESS_TABLE"], reference("SpotProgressTable"));
+    let table = resource(template, "SpotProgressTable");
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    let properties = &table["Properties"];
+    assert_eq!(
+        properties["KeySchema"],
+        json!([{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}])
+    );
+    assert_eq!(
+        properties["AttributeDefinitions"],
+        json!([{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}])
+    );
+    assert_eq!(
+        properties["TimeToLiveSpecification"],
+        json!({"AttributeName": EXPIRES_ATTRIBUTE, "Enabled": true})
+    );
+    assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
+    assert!(properties.get("TableName").is_none(), "generated name");
+
+    // Lambda's retries end before a record expires, so a retry always finds it.
+    let invoke_config = resource(template, "SpotInterruptionFunctionEventInvokeConfig");
+    assert_eq!(
+        invoke_config["Properties"]["FunctionName"],
+        reference("SpotInterruptionFunction")
+    );
+    let max_age = invoke_config["Properties"]["MaximumEventAgeInSeconds"]
+        .as_i64()
+        .unwrap();
+    assert!(max_age < RECORD_TTL_SECONDS, "{max_age}");
+    assert_eq!(invoke_config["Properties"]["MaximumRetryAttempts"], 2);
+
+    // Only spot-interruption reaches the table, and only it.
+    let functions = of_type(template, "AWS::Lambda::Function");
+    assert_eq!(functions.len(), 5);
+    for (function, _) in functions {
+        let dynamodb: Vec<&Value> = role_statements(template, function)
+            .into_iter()
+            .filter(|s| actions(s).iter().any(|a| a.starts_with("dynamodb:")))
+            .collect();
+        if function == "SpotInterruptionFunction" {
+            assert_eq!(dynamodb.len(), 1, "{dynamodb:?}");
+            assert_eq!(dynamodb[0]["Resource"], get_att("SpotProgressTable", "Arn"));
+        } else {
+            assert!(dynamodb.is_empty(), "{function}: {dynamodb:?}");
+        }
+    }
+}
+
+#[test]
 fn rds_init_serves_tenant_databases_after_the_database() {
     let template = default_template();
     let custom: Vec<_> = of_type(template, "Custom::TenantDatabases");
@@ -1382,6 +1435,8 @@ const SDK_OPERATIONS: &[(&str, &str)] = &[
         "codedeploy:PutLifecycleEventHookExecutionStatus",
     ),
     ("describe_stacks", "cloudformation:DescribeStacks"),
+    ("get_item", "dynamodb:GetItem"),
+    ("put_item", "dynamodb:PutItem"),
 ];
 
 /// The IAM actions a function's code calls: every `.operation()` of an SDK client in its

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_autoscaling::Client as AutoScalingClient;
+use aws_sdk_dynamodb::Client as DynamoDbClient;
 use aws_sdk_sns::Client as SnsClient;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -22,7 +23,8 @@ use crate::metric;
 use crate::plan::{
     Detach, Facts, FactsNeeded, GroupFacts, InstanceFacts, InterruptionCount, LifecycleCompletion,
 };
-use crate::unfinished::UnfinishedEvents;
+use crate::progress_table::{LOOKUP_BUDGET, ProgressTable};
+use crate::unfinished::{Unfinished, UnfinishedEvents};
 
 /// The error code Auto Scaling answers when an instance is not (or no longer) in a state the
 /// call needs: not attached for `DetachInstances`, no pending action for
@@ -42,7 +44,11 @@ pub struct AwsCallError {
 }
 
 impl AwsCallError {
-    fn new<E>(operation: &'static str, target: &str, error: SdkError<E, HttpResponse>) -> Self
+    pub(crate) fn new<E>(
+        operation: &'static str,
+        target: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
@@ -77,14 +83,15 @@ fn stdout_metric_output() -> MetricOutput {
     })
 }
 
-/// The Auto Scaling and SNS clients (built once per cold start), the fleet topic and the
-/// metric namespace, and the events this execution environment left unfinished for Lambda's
-/// retry (shared by clones).
+/// The Auto Scaling, SNS and DynamoDB clients (built once per cold start), the fleet topic,
+/// the metric namespace and the progress table, and the events this execution environment
+/// left unfinished for Lambda's retry (shared by clones).
 #[derive(Clone)]
 pub struct AwsFleet {
     config: Config,
     autoscaling: AutoScalingClient,
     sns: SnsClient,
+    progress: ProgressTable,
     metric_output: MetricOutput,
     unfinished: Arc<UnfinishedEvents>,
 }
@@ -99,11 +106,18 @@ impl fmt::Debug for AwsFleet {
 }
 
 impl AwsFleet {
-    pub fn new(config: Config, autoscaling: AutoScalingClient, sns: SnsClient) -> Self {
+    pub fn new(
+        config: Config,
+        autoscaling: AutoScalingClient,
+        sns: SnsClient,
+        dynamodb: DynamoDbClient,
+    ) -> Self {
+        let progress = ProgressTable::new(dynamodb, config.progress_table.clone());
         AwsFleet {
             config,
             autoscaling,
             sns,
+            progress,
             metric_output: stdout_metric_output(),
             unfinished: Arc::default(),
         }
@@ -117,6 +131,45 @@ impl AwsFleet {
     /// What transiently failed invocations here left for their retries.
     pub fn unfinished_events(&self) -> &UnfinishedEvents {
         &self.unfinished
+    }
+
+    /// The record an attempt at `event_id` in any execution environment left in the progress
+    /// table. `None` also when the table does not answer within [`LOOKUP_BUDGET`] or holds an
+    /// unreadable record (both logged): the event is then decided from Auto Scaling alone, as
+    /// a first attempt is, so the table can delay no detach.
+    pub async fn recorded_progress(&self, event_id: &str) -> Option<Unfinished> {
+        let table = self.progress.table_name();
+        match tokio::time::timeout(LOOKUP_BUDGET, self.progress.get(event_id, unix_now())).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(error)) => {
+                tracing::warn!(event_id, table, error = %error, "progress record not read: deciding from Auto Scaling alone");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    event_id,
+                    table,
+                    budget_ms = LOOKUP_BUDGET.as_millis() as u64,
+                    "progress table did not answer in time: deciding from Auto Scaling alone"
+                );
+                None
+            }
+        }
+    }
+
+    /// Stores what an attempt at `event_id` got done, for a retry in any execution
+    /// environment; a failure is logged and returned (the memory record still serves a retry
+    /// here).
+    pub async fn record_progress(
+        &self,
+        event_id: &str,
+        unfinished: &Unfinished,
+    ) -> Result<(), AwsCallError> {
+        let stored = self.progress.put(event_id, unfinished, unix_now()).await;
+        if let Err(error) = &stored {
+            tracing::warn!(event_id, table = self.progress.table_name(), error = %error, "progress record not stored");
+        }
+        stored
     }
 
     /// Sends metric lines to `output` instead of stdout (tests read them back).
@@ -295,4 +348,10 @@ fn already_done_on_validation_error(
         }
         Err(error) => Err(error),
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
 }

@@ -13,6 +13,9 @@ pub struct Config {
     /// `ORCHESTRATOR_STACK`: only instances of groups tagged `orchestrator:stack` with this
     /// name are acted on.
     pub orchestrator_stack: StackName,
+    /// `PROGRESS_TABLE`: the DynamoDB table (name or ARN) that keeps what a failed attempt at
+    /// an event got done, for Lambda's retry ([`crate::progress_table`]).
+    pub progress_table: String,
 }
 
 impl Config {
@@ -30,6 +33,7 @@ impl Config {
             })?,
             metric_namespace: env.required("METRIC_NAMESPACE")?,
             orchestrator_stack: stack_from_env(env)?,
+            progress_table: env.required("PROGRESS_TABLE")?,
         })
     }
 }
@@ -40,6 +44,7 @@ mod tests {
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:fleet";
     const STACK: (&str, &str) = ("ORCHESTRATOR_STACK", "orchestrator-dev");
+    const TABLE: (&str, &str) = ("PROGRESS_TABLE", "orchestrator-dev-SpotProgressTable-1ABC");
 
     #[test]
     fn all_variables_are_read() {
@@ -47,6 +52,7 @@ mod tests {
             ("FLEET_TOPIC_ARN", TOPIC),
             ("METRIC_NAMESPACE", "Orchestrator"),
             STACK,
+            TABLE,
         ]);
         assert_eq!(
             Config::from_env(&env).unwrap(),
@@ -54,6 +60,7 @@ mod tests {
                 fleet_topic_arn: TOPIC.into(),
                 metric_namespace: "Orchestrator".into(),
                 orchestrator_stack: "orchestrator-dev".parse().unwrap(),
+                progress_table: "orchestrator-dev-SpotProgressTable-1ABC".into(),
             }
         );
     }
@@ -83,6 +90,19 @@ mod tests {
         assert!(
             text.contains("FLEET_TOPIC_ARN") && text.contains("`fleet`"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_progress_table_stops_the_function_at_init() {
+        let missing = Config::from_env(&EnvVars::from_pairs([
+            ("FLEET_TOPIC_ARN", TOPIC),
+            ("METRIC_NAMESPACE", "Orchestrator"),
+            STACK,
+        ]));
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "environment variable PROGRESS_TABLE is required but not set"
         );
     }
 

@@ -1,5 +1,6 @@
 //! The message the fleet topic carries: what the backend reads to requeue a worker's jobs.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::notice::EventTime;
@@ -9,7 +10,8 @@ pub const TYPE_ATTRIBUTE: &str = "type";
 pub const WORKFLOW_ATTRIBUTE: &str = "workflow";
 
 /// What is about to happen to the instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FleetMessageKind {
     /// Terminated at `deadline`: hand work back now.
     SpotInterruption,
@@ -30,21 +32,25 @@ impl FleetMessageKind {
 }
 
 /// The lifecycle action a worker completes when it is done (terminate lifecycle hook).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LifecycleAction {
     pub hook_name: String,
     pub token: String,
 }
 
 /// One fleet message; `event_id` lets subscribers drop repeated deliveries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FleetMessage {
     pub kind: FleetMessageKind,
     pub workflow: String,
     pub auto_scaling_group: String,
     pub instance_id: String,
     pub event_id: String,
+    #[serde(with = "crate::notice::unix_seconds")]
     pub time: EventTime,
+    #[serde(with = "crate::notice::unix_seconds::option")]
     pub deadline: Option<EventTime>,
     pub lifecycle_action: Option<LifecycleAction>,
 }

@@ -6,8 +6,9 @@
 //! `notice` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
 //! plan out. Every step of a plan is attempted, the publish and the detach at the same time.
 //! A failure a retry can fix (throttling, 5xx, timeout) then fails the invocation so Lambda
-//! retries, and `unfinished` keeps what was done so that retry repeats nothing; anything else
-//! is logged and the invocation succeeds, since retrying cannot change the answer.
+//! retries, and `unfinished` keeps what was done, in memory and in the progress table
+//! (`progress_table`), so that retry repeats nothing wherever it runs; anything else is
+//! logged and the invocation succeeds, since retrying cannot change the answer.
 
 pub mod aws;
 pub mod config;
@@ -15,12 +16,13 @@ pub mod fleet_message;
 pub mod metric;
 pub mod notice;
 pub mod plan;
+pub mod progress_table;
 pub mod unfinished;
 
 use std::future::Future;
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use aws::{AwsFleet, MetricOutput};
@@ -77,7 +79,7 @@ impl From<SpotInterruptionError> for Diagnostic {
 }
 
 /// A step carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     PublishedFleetMessage,
@@ -209,20 +211,27 @@ pub async fn handle_payload(
 }
 
 /// Gathers the facts, decides, carries the plan out; or, for the retry of an event an earlier
-/// attempt here left unfinished, carries the rest of that attempt's plan out.
+/// attempt left unfinished (here or in another execution environment), carries the rest of
+/// that attempt's plan out.
 pub async fn act_on(
     received: &ReceivedNotice,
     fleet: &AwsFleet,
 ) -> Result<Outcome, SpotInterruptionError> {
-    if let Some(Unfinished { plan, done }) = fleet.unfinished_events().take(&received.event_id) {
+    let event_id = received.event_id.as_str();
+    if let Some(unfinished) = fleet.unfinished_events().take(event_id) {
         // No lookup: after the detach no group lists the instance, yet the message may be owed.
-        tracing::info!(event_id = %received.event_id, already_done = %action_names(&done), "resuming the plan an earlier attempt left unfinished");
-        return carry_out(received, &plan, done, fleet).await;
+        return resume(received, unfinished, "this execution environment", fleet).await;
     }
-    let facts = match fleet
-        .gather(&FactsNeeded::for_notice(&received.notice))
-        .await
-    {
+    let needed = FactsNeeded::for_notice(&received.notice);
+    // The table is read while Auto Scaling is asked, so a first attempt does not wait on it.
+    let (facts, recorded) = match needed {
+        FactsNeeded::None => (fleet.gather(&needed).await, None),
+        _ => tokio::join!(fleet.gather(&needed), fleet.recorded_progress(event_id)),
+    };
+    if let Some(unfinished) = recorded {
+        return resume(received, unfinished, "the progress table", fleet).await;
+    }
+    let facts = match facts {
         Ok(facts) => facts,
         Err(error) if error.transient => {
             return Err(SpotInterruptionError::Transient {
@@ -252,11 +261,34 @@ pub async fn act_on(
     }
 }
 
+/// Finishes the plan an earlier attempt at the event left, repeating none of its steps; once
+/// nothing is left, the event is a repeated delivery.
+async fn resume(
+    received: &ReceivedNotice,
+    Unfinished { plan, done }: Unfinished,
+    from: &str,
+    fleet: &AwsFleet,
+) -> Result<Outcome, SpotInterruptionError> {
+    if plan.steps_left(&progress_of(&done)).is_empty() {
+        let mut outcome = Outcome::for_notice(OutcomeKind::Ignored, received);
+        outcome.workflow = Some(plan.fleet_message.workflow.clone());
+        outcome.reason = Some(format!(
+            "repeated delivery: earlier attempts did every step ({})",
+            action_names(&done)
+        ));
+        outcome.already_done = done;
+        return Ok(outcome);
+    }
+    tracing::info!(event_id = %received.event_id, already_done = %action_names(&done), record = from, "resuming the plan an earlier attempt left unfinished");
+    carry_out(received, &plan, done, fleet).await
+}
+
 /// Runs the steps of `plan` that `already_done` leaves, all of them even when one fails:
 /// the publish, the detach and the lifecycle completion at the same time, so neither the
 /// replacement nor the message waits on the other; the count after a successful detach. A
 /// transient failure fails the invocation once every step was tried, recording what got done
-/// for the retry; a permanent one is reported and the invocation succeeds.
+/// for the retry; a permanent one is reported and the invocation succeeds. A resumed plan's
+/// end is recorded too, so a late duplicate delivery repeats nothing.
 async fn carry_out(
     received: &ReceivedNotice,
     plan: &ActionPlan,
@@ -324,19 +356,20 @@ async fn carry_out(
         Some(Err(error)) => failed(error),
     }
 
+    let mut done = already_done.clone();
+    done.extend_from_slice(&outcome.actions);
+    let unfinished = Unfinished {
+        plan: plan.clone(),
+        done: done.clone(),
+    };
     if !transient.is_empty() {
-        let mut done = already_done;
-        done.extend_from_slice(&outcome.actions);
-        let unfinished = Unfinished {
-            plan: plan.clone(),
-            done: done.clone(),
-        };
-        if unfinished.owes_message_after_detach() {
+        let stored = fleet.record_progress(&received.event_id, &unfinished).await;
+        if stored.is_err() && unfinished.owes_message_after_detach() {
             // The one message a retry in another execution environment cannot rebuild.
             tracing::warn!(
                 event_id = %received.event_id,
                 fleet_message = %plan.fleet_message.body(),
-                "fleet message owed: the instance is detached, the message is not sent yet; Lambda's retry sends it from this execution environment's record"
+                "fleet message owed: the instance is detached, the message is not sent yet and the progress table did not take the record; only a retry in this execution environment sends it"
             );
         }
         fleet
@@ -352,6 +385,11 @@ async fn carry_out(
         });
     }
 
+    if !already_done.is_empty() {
+        // A resumed plan: its record says what is done now (a failure is logged, and a late
+        // duplicate then at worst repeats a step that finds its work done).
+        let _ = fleet.record_progress(&received.event_id, &unfinished).await;
+    }
     outcome.already_done = already_done;
     if !failures.is_empty() {
         outcome.outcome = OutcomeKind::Failed;

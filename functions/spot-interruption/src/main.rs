@@ -1,3 +1,7 @@
+// The handler future nests the SDK futures of three clients joined together; its layout needs
+// more than the default 128 levels of query depth to compute.
+#![recursion_limit = "256"]
+
 use lambda_runtime::{Error, run, service_fn};
 use shared::env_config::EnvVars;
 use spot_interruption::{AwsFleet, Config};
@@ -12,6 +16,7 @@ async fn main() -> Result<(), Error> {
         config,
         aws_sdk_autoscaling::Client::new(&sdk_config),
         aws_sdk_sns::Client::new(&sdk_config),
+        aws_sdk_dynamodb::Client::new(&sdk_config),
     );
     let fleet = &fleet;
     run(service_fn(move |event| {

@@ -108,6 +108,43 @@ impl serde::Serialize for EventTime {
     }
 }
 
+/// `#[serde(with)]` for an [`EventTime`] kept as plain Unix seconds (the progress record), where
+/// its own `Serialize` writes RFC 3339 for people.
+pub mod unix_seconds {
+    use super::EventTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &EventTime, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i64(time.unix_seconds())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<EventTime, D::Error> {
+        i64::deserialize(deserializer).map(EventTime::from_unix_seconds)
+    }
+
+    /// The same for an optional time.
+    pub mod option {
+        use super::EventTime;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            time: &Option<EventTime>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match time {
+                Some(time) => serializer.serialize_some(&time.unix_seconds()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<EventTime>, D::Error> {
+            Option::<i64>::deserialize(deserializer).map(|s| s.map(EventTime::from_unix_seconds))
+        }
+    }
+}
+
 /// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;

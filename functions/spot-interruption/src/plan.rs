@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use shared::fleet_tags::{NotOurs, Ownership, ownership};
 
 use crate::fleet_message::{FleetMessage, FleetMessageKind, LifecycleAction};
@@ -78,14 +79,16 @@ impl FactsNeeded {
 
 /// Detach the instance without lowering desired capacity, so the group launches its
 /// replacement now instead of after the instance is gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Detach {
     pub instance_id: String,
     pub auto_scaling_group: String,
 }
 
 /// One `SpotInterruptions` data point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InterruptionCount {
     pub workflow: String,
     pub instance_type: String,
@@ -93,7 +96,8 @@ pub struct InterruptionCount {
 }
 
 /// Complete a terminate lifecycle action with `CONTINUE` because no worker is left to do it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LifecycleCompletion {
     pub auto_scaling_group: String,
     pub hook_name: String,
@@ -104,7 +108,8 @@ pub struct LifecycleCompletion {
 /// What to do: publish, detach and complete are independent of each other and all attempted
 /// (neither the replacement nor the message waits on the other's success); the count follows
 /// the detach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ActionPlan {
     pub fleet_message: FleetMessage,
     pub detach: Option<Detach>,

@@ -6,16 +6,17 @@
 //! So the failing invocation records its plan and the steps it got done under the event id,
 //! and the retry finishes that plan without looking anything up and without repeating a step.
 //!
-//! The record lives in the execution environment's memory: no table, no extra permission.
-//! Lambda usually runs the retry in the same warm environment, but does not promise to. A
-//! retry that lands elsewhere decides afresh from Auto Scaling: a message that went out goes
-//! out again with the same `eventId` (subscribers deduplicate on it, the at-least-once
-//! contract), a detach that went through is not repeated (the instance is in no group); but a
-//! message still owed after such a detach cannot be rebuilt there, so the failing invocation
-//! logs it in full (`WARN`, "fleet message owed").
+//! The record is kept twice: in the execution environment's memory, where Lambda usually
+//! runs the retry, and in the progress table ([`crate::progress_table`]), so a retry that
+//! Lambda runs in another environment finishes the same plan too. Only when the table could
+//! not take the record either, and the message is still owed after a detach, does the failing
+//! invocation log the message in full (`WARN`, "fleet message owed"): a retry elsewhere could
+//! not rebuild it, because no group lists the instance any more.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
 
 use crate::Action;
 use crate::plan::{ActionPlan, Progress};
@@ -25,7 +26,7 @@ use crate::plan::{ActionPlan, Progress};
 pub const CAPACITY: usize = 1024;
 
 /// A plan an invocation could not finish, and the steps done so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unfinished {
     pub plan: ActionPlan,
     /// Every step the earlier attempts got done.

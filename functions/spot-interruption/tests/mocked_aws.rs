@@ -1,8 +1,11 @@
 //! What moto cannot show: `CompleteLifecycleAction` (moto 5.2.5 does not implement it),
 //! throttling, 5xx and permission errors. The function runs through its real entry point
 //! with SDK clients whose responses are scripted by `aws-smithy-mocks`; everything moto can
-//! run is tested against moto in `tests/tests/spot_interruption.rs`.
+//! run is tested against moto in `tests/tests/spot_interruption.rs`. The progress table is a
+//! map behind scripted `GetItem`/`PutItem` answers ([`ProgressTable`]); several `Mocked`
+//! functions sharing one are several execution environments of the same function.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_autoscaling::operation::complete_lifecycle_action::CompleteLifecycleActionOutput;
@@ -10,6 +13,9 @@ use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoSc
 use aws_sdk_autoscaling::operation::describe_auto_scaling_instances::DescribeAutoScalingInstancesOutput;
 use aws_sdk_autoscaling::operation::detach_instances::DetachInstancesOutput;
 use aws_sdk_autoscaling::types::{AutoScalingGroup, AutoScalingInstanceDetails, TagDescription};
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::put_item::PutItemOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::operation::publish::PublishOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
@@ -110,15 +116,74 @@ fn publish_ok(bodies: &Arc<Mutex<Vec<String>>>) -> Rule {
         })
 }
 
-/// The function with mocked Auto Scaling and SNS clients (no SDK retries: each scripted
-/// answer is what the function sees) and its metric lines captured.
+type Item = HashMap<String, AttributeValue>;
+
+/// The progress table: items by event id, read and written through scripted DynamoDB answers.
+#[derive(Clone, Default)]
+struct ProgressTable {
+    items: Arc<Mutex<HashMap<String, Item>>>,
+}
+
+impl ProgressTable {
+    /// `GetItem` and `PutItem` on the items, as DynamoDB answers them.
+    fn rules(&self) -> [Rule; 2] {
+        let event_id = |item: Option<&Item>| {
+            item.and_then(|item| item.get("eventId"))
+                .and_then(|id| id.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let items = Arc::clone(&self.items);
+        let get = mock!(aws_sdk_dynamodb::Client::get_item)
+            .match_requests(|req| req.consistent_read() == Some(true))
+            .then_compute_output(move |req| {
+                let item = items.lock().unwrap().get(&event_id(req.key())).cloned();
+                GetItemOutput::builder().set_item(item).build()
+            });
+        let items = Arc::clone(&self.items);
+        let put = mock!(aws_sdk_dynamodb::Client::put_item).then_compute_output(move |req| {
+            let item = req.item().cloned().unwrap_or_default();
+            items.lock().unwrap().insert(event_id(Some(&item)), item);
+            PutItemOutput::builder().build()
+        });
+        [get, put]
+    }
+
+    /// The steps the record of `event_id` says are done.
+    fn done(&self, event_id: &str) -> Option<Value> {
+        let items = self.items.lock().unwrap();
+        let record = items.get(event_id)?.get("record")?.as_s().ok()?;
+        let record: Value = serde_json::from_str(record).unwrap();
+        Some(record["done"].clone())
+    }
+}
+
+const WARNING_ID: &str = "1e5527d7-bb36-4607-3370-4164db56a40e";
+
+/// The function with mocked Auto Scaling, SNS and DynamoDB clients (no SDK retries: each
+/// scripted answer is what the function sees) and its metric lines captured.
 struct Mocked {
     fleet: AwsFleet,
     metric_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mocked {
+    /// An execution environment with a progress table of its own.
     fn new(autoscaling_rules: &[&Rule], sns_rules: &[&Rule]) -> Mocked {
+        Mocked::sharing(&ProgressTable::default(), autoscaling_rules, sns_rules)
+    }
+
+    /// An execution environment whose progress table is `table`.
+    fn sharing(table: &ProgressTable, autoscaling_rules: &[&Rule], sns_rules: &[&Rule]) -> Mocked {
+        let [get, put] = table.rules();
+        Mocked::with_table_rules(&[&get, &put], autoscaling_rules, sns_rules)
+    }
+
+    fn with_table_rules(
+        dynamodb_rules: &[&Rule],
+        autoscaling_rules: &[&Rule],
+        sns_rules: &[&Rule],
+    ) -> Mocked {
         let autoscaling = mock_client!(
             aws_sdk_autoscaling,
             RuleMode::MatchAny,
@@ -129,6 +194,12 @@ impl Mocked {
         let sns = mock_client!(aws_sdk_sns, RuleMode::MatchAny, sns_rules, |config| {
             config.retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
         });
+        let dynamodb = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            dynamodb_rules,
+            |config| config.retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        );
         let config = Config::from_env(&EnvVars::from_pairs([
             (
                 "FLEET_TOPIC_ARN",
@@ -136,11 +207,12 @@ impl Mocked {
             ),
             ("METRIC_NAMESPACE", "Orchestrator"),
             ("ORCHESTRATOR_STACK", STACK),
+            ("PROGRESS_TABLE", "orchestrator-dev-SpotProgressTable-1ABC"),
         ]))
         .unwrap();
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&metric_lines);
-        let fleet = AwsFleet::new(config, autoscaling, sns).with_metric_output(Arc::new(
+        let fleet = AwsFleet::new(config, autoscaling, sns, dynamodb).with_metric_output(Arc::new(
             move |line: &str| sink.lock().unwrap().push(line.to_owned()),
         ));
         Mocked {
@@ -454,10 +526,10 @@ async fn both_failing_are_both_tried_and_both_retried() {
 }
 
 #[tokio::test]
-async fn a_retry_in_another_execution_environment_sends_the_message_again_with_the_same_event_id() {
-    // The record lives in the environment that failed; Lambda may run the retry elsewhere.
-    // There the instance is still in service, so the plan is made again: the message goes out
-    // a second time (subscribers deduplicate on eventId) and the detach is done once.
+async fn a_retry_in_another_execution_environment_sends_no_second_message() {
+    // Lambda may run the retry in another execution environment: the progress table tells it
+    // that the message went out, so only the detach is done again.
+    let table = ProgressTable::default();
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let (group, instance, publish) = (
         managed_group(),
@@ -465,26 +537,137 @@ async fn a_retry_in_another_execution_environment_sends_the_message_again_with_t
         publish_ok(&bodies),
     );
     let detach = detach_answering(&[503, 200]);
-    let failing = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let failing = Mocked::sharing(&table, &[&group, &instance, &detach], &[&publish]);
     let warning = sample("spot-interruption-warning.json");
     failing.handle(warning.clone()).await.unwrap_err();
+    assert_eq!(
+        table.done(WARNING_ID),
+        Some(json!(["published-fleet-message"]))
+    );
 
-    let elsewhere = Mocked::new(&[&group, &instance, &detach], &[&publish]);
+    let elsewhere = Mocked::sharing(&table, &[&group, &instance, &detach], &[&publish]);
     let retried = elsewhere.handle(warning).await.unwrap();
 
+    assert_eq!(retried["outcome"], "acted", "{retried}");
     assert_eq!(
         retried["actions"],
-        json!([
-            "published-fleet-message",
-            "detached",
-            "counted-interruption"
-        ]),
-        "{retried}"
+        json!(["detached", "counted-interruption"])
     );
+    assert_eq!(retried["alreadyDone"], json!(["published-fleet-message"]));
     assert_eq!(detach.num_calls(), 2);
-    let bodies = bodies.lock().unwrap();
-    assert_eq!(bodies.len(), 2);
-    assert_eq!(bodies[0], bodies[1], "the same message, same eventId");
+    assert_eq!(bodies.lock().unwrap().len(), 1, "one message");
+    assert_eq!(elsewhere.metric_count(), 1);
+}
+
+#[tokio::test]
+async fn a_message_owed_after_the_detach_is_sent_by_a_retry_in_another_execution_environment() {
+    // After the detach no group lists the instance, so the other environment could not make
+    // the plan again: it sends the message the progress table kept.
+    let table = ProgressTable::default();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (listed, detached) = instance_listed_then_detached();
+    let (group, detach) = (managed_group(), detach_answering(&[200]));
+    let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
+    let failing = Mocked::sharing(
+        &table,
+        &[&group, &listed, &detached, &detach],
+        &[&unavailable, &publish],
+    );
+    let warning = sample("spot-interruption-warning.json");
+    failing.handle(warning.clone()).await.unwrap_err();
+    assert_eq!(
+        table.done(WARNING_ID),
+        Some(json!(["detached", "counted-interruption"]))
+    );
+
+    let elsewhere = Mocked::sharing(&table, &[&group, &detached, &detach], &[&publish]);
+    let retried = elsewhere.handle(warning.clone()).await.unwrap();
+
+    assert_eq!(retried["outcome"], "acted", "{retried}");
+    assert_eq!(retried["actions"], json!(["published-fleet-message"]));
+    assert_eq!(
+        retried["alreadyDone"],
+        json!(["detached", "counted-interruption"])
+    );
+    assert_eq!(detach.num_calls(), 1, "detached once");
+    assert_eq!(
+        elsewhere.metric_count(),
+        0,
+        "counted once, by the first attempt"
+    );
+    {
+        let bodies = bodies.lock().unwrap();
+        assert_eq!(bodies.len(), 1);
+        let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+        assert_eq!(body["type"], "spot-interruption");
+        assert_eq!(body["autoScalingGroup"], GROUP);
+        assert_eq!(body["workflow"], "img2vid");
+        assert_eq!(body["instanceId"], INSTANCE);
+        assert_eq!(body["eventId"], WARNING_ID);
+        assert_eq!(body["time"], "2026-11-22T12:03:14Z");
+        assert_eq!(body["deadline"], "2026-11-22T12:05:14Z");
+    }
+    assert_eq!(
+        table.done(WARNING_ID),
+        Some(json!([
+            "detached",
+            "counted-interruption",
+            "published-fleet-message"
+        ])),
+        "the record says the plan is done"
+    );
+
+    // A late duplicate delivery, in a third environment: nothing is done again.
+    let third = Mocked::sharing(&table, &[&group, &detached, &detach], &[&publish]);
+    let duplicate = third.handle(warning).await.unwrap();
+    assert_eq!(duplicate["outcome"], "ignored", "{duplicate}");
+    let reason = duplicate["reason"].as_str().unwrap();
+    assert!(reason.starts_with("repeated delivery"), "{reason}");
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+    assert_eq!(detach.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_unavailable_progress_table_delays_no_detach_and_loses_no_retry_here() {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let (listed, detached) = instance_listed_then_detached();
+    let (group, detach) = (managed_group(), detach_answering(&[200]));
+    let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .then_http_response(|| json_error(500, "InternalServerError", "table unavailable"));
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .then_http_response(|| json_error(500, "InternalServerError", "table unavailable"));
+    let mocked = Mocked::with_table_rules(
+        &[&get, &put],
+        &[&group, &listed, &detached, &detach],
+        &[&unavailable, &publish],
+    );
+    let warning = sample("spot-interruption-warning.json");
+
+    let first = mocked.handle(warning.clone()).await.unwrap_err();
+
+    assert_eq!(
+        detach.num_calls(),
+        1,
+        "the replacement did not wait on the table"
+    );
+    assert!(first.to_string().contains("Publish"), "{first}");
+    assert_eq!((get.num_calls(), put.num_calls()), (1, 1));
+    // The retry in this environment still finishes from the memory record.
+    let retried = mocked.handle(warning).await.unwrap();
+    assert_eq!(retried["actions"], json!(["published-fleet-message"]));
+    assert_eq!(detach.num_calls(), 1);
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+}
+
+/// An error answer in the JSON protocol DynamoDB speaks.
+fn json_error(status: u16, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(status).unwrap(),
+        SdkBody::from(format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"{message}"}}"#
+        )),
+    )
 }
 
 #[tokio::test]

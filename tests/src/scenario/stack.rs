@@ -296,6 +296,9 @@ impl Context<'_> {
                 Some(t) if t == "AWS::IAM::Role" => {
                     json!(format!("arn:aws:iam::{ACCOUNT_ID}:role/{id}"))
                 }
+                Some(t) if t == "AWS::DynamoDB::Table" => {
+                    json!(format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{id}"))
+                }
                 _ => json!(id),
             },
         )

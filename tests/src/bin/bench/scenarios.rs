@@ -319,14 +319,21 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
     let mut event = sample("spot-interruption", "rebalance-recommendation.json")?;
     event["detail"]["instance-id"] = json!(instance);
     event["resources"] = json!([format!("arn:aws:ec2:us-east-1a:instance/{instance}")]);
+    // Read on every invocation (no record: a first attempt), written only on failure.
+    let table = stage
+        .moto
+        .create_progress_table("bench-spot-progress")
+        .await?;
     let env = pairs(&[
         ("FLEET_TOPIC_ARN", &topic),
         ("METRIC_NAMESPACE", FLEET_NAMESPACE),
         ("ORCHESTRATOR_STACK", STACK),
+        ("PROGRESS_TABLE", &table),
     ]);
     let label =
         "`rebalance-recommendation.json`, instance id → a moto instance in a managed group \
-                 (DescribeAutoScalingInstances, fleet message to SNS)"
+                 (DescribeAutoScalingInstances and the progress table's GetItem at once, fleet \
+                 message to SNS)"
             .to_owned();
     Ok((env, event, label))
 }

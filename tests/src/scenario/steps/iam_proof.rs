@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::worker::on_group;
 use super::{FUNCTIONS, STACK, World};
 use crate::iam::{self, Request};
-use crate::moto::RecordedRequest;
+use crate::moto::{ACCOUNT_ID, REGION, RecordedRequest};
 use crate::scenario::aws_error;
 
 /// The access key id a function process signs with (moto checks no signature), e.g.
@@ -128,6 +128,7 @@ fn iam_prefix(signing_name: &str) -> Result<&'static str, String> {
     Ok(match signing_name {
         "autoscaling" => "autoscaling",
         "cloudformation" => "cloudformation",
+        "dynamodb" => "dynamodb",
         // CloudWatch signs as `monitoring`; its IAM actions are `cloudwatch:*`.
         "monitoring" => "cloudwatch",
         "secretsmanager" => "secretsmanager",
@@ -195,6 +196,16 @@ pub(super) fn iam_request(
                 .filter_map(|t| Some((t.key()?, t.value()?)));
             Ok(Request::new(&action, secret.arn().unwrap_or_default())
                 .with_resource_tags("secretsmanager", tags))
+        }
+        "dynamodb:GetItem" | "dynamodb:PutItem" => {
+            // TableName is the name or the ARN; IAM sees the table's ARN.
+            let table = parameter("TableName")?;
+            let arn = if table.starts_with("arn:") {
+                table.to_owned()
+            } else {
+                format!("arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{table}")
+            };
+            Ok(Request::new(&action, &arn))
         }
         "sns:Publish" => {
             let topic = parameter("TopicArn").or_else(|_| parameter("TargetArn"))?;
@@ -483,6 +494,52 @@ mod tests {
                 && failure.contains("\"cloudwatch:namespace\": \"AWS/EC2\""),
             "{failure}"
         );
+    }
+
+    #[test]
+    fn spot_interruption_may_read_and_write_its_progress_table_and_no_other() {
+        let table = |name: &str| format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{name}");
+        let role = || FunctionRole {
+            binary: "spot-interruption",
+            role: "SpotInterruptionFunctionRole".into(),
+            statements: vec![json!({"Sid": "ProgressRecords", "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+                "Resource": table("orch-local-SpotProgressTable-1A")})],
+        };
+        let call = |operation: &str, table_name: &str| {
+            recorded(
+                &access_key_id("spot-interruption"),
+                "dynamodb",
+                &[("X-Amz-Target", &format!("DynamoDB_20120810.{operation}"))],
+                &json!({"TableName": table_name, "Key": {}}).to_string(),
+            )
+        };
+        let proof = check(
+            &[
+                call("GetItem", "orch-local-SpotProgressTable-1A"),
+                call("PutItem", &table("orch-local-SpotProgressTable-1A")),
+            ],
+            &[role()],
+            &resources(),
+        )
+        .unwrap();
+        assert_eq!(proof.functions["spot-interruption"].calls, 2);
+        let failure = only_failure(
+            &[call("GetItem", "orch-other-SpotProgressTable-9Z")],
+            &[role()],
+        );
+        assert!(
+            failure.contains(&format!(
+                "dynamodb:GetItem on {} is ImplicitlyDenied",
+                table("orch-other-SpotProgressTable-9Z")
+            )),
+            "{failure}"
+        );
+        let failure = only_failure(
+            &[call("DeleteItem", "orch-local-SpotProgressTable-1A")],
+            &[role()],
+        );
+        assert!(failure.contains("dynamodb:DeleteItem"), "{failure}");
     }
 
     #[test]
