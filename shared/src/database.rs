@@ -19,7 +19,9 @@
 //! MariaDB/MySQL sessions get `NO_BACKSLASH_ESCAPES` added to their `sql_mode` (so the
 //! literals of [`sql`] mean the same whatever the server's global mode) and a
 //! `lock_wait_timeout` equal to the statement timeout (so DDL never waits a year on a metadata
-//! lock). SQL text for values and names comes from [`sql`] only.
+//! lock). PostgreSQL sessions get `statement_timeout` and a `lock_timeout` of half of it in
+//! their startup packet (no extra round trip; see [`pg_lock_timeout`]). SQL text for values
+//! and names comes from [`sql`] only.
 
 pub mod sql;
 
@@ -384,6 +386,17 @@ impl DbConnection {
     }
 }
 
+/// The code the server gave an error: its error number on MariaDB/MySQL (their SQLSTATE is
+/// often the catch-all `HY000`: "database exists" and "CREATE USER failed" share it), the
+/// SQLSTATE on PostgreSQL. `None` when the error did not come from the server.
+pub fn server_error_code(error: &sqlx::Error) -> Option<String> {
+    let error = error.as_database_error()?;
+    match error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        Some(mysql) => Some(mysql.number().to_string()),
+        None => error.code().map(|code| code.into_owned()),
+    }
+}
+
 /// Why a connection could not be made. Says where, as whom and over what, never the password.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -540,6 +553,15 @@ fn mysql_options(
     }
 }
 
+/// PostgreSQL's `lock_timeout` for a session whose statements may run `statement_timeout`:
+/// half of it. Equal would never fire (the statement's clock starts first and wins the tie),
+/// and the wait should end early: a DDL or GRANT queued for a lock makes every later request
+/// for that lock queue behind it. So a lock wait fails as itself (SQLSTATE 55P03, "lock
+/// timeout"), not as a slow statement.
+fn pg_lock_timeout(statement_timeout: Duration) -> Duration {
+    (statement_timeout / 2).max(Duration::from_millis(1))
+}
+
 /// `trust`: verified TLS against these certificates; `None`: plaintext (`ssl: false`).
 fn pg_options(
     secret: &DatabaseSecret,
@@ -548,6 +570,9 @@ fn pg_options(
     settings: &ConnectSettings,
 ) -> PgConnectOptions {
     let statement_timeout = settings.statement_timeout.as_millis().to_string();
+    let lock_timeout = pg_lock_timeout(settings.statement_timeout)
+        .as_millis()
+        .to_string();
     let mut options = PgConnectOptions::new()
         // sqlx logs statement text (slow ones at WARN); statements can carry passwords.
         .disable_statement_logging()
@@ -555,8 +580,11 @@ fn pg_options(
         .port(secret.port)
         .username(&secret.username)
         .password(secret.password.expose_secret())
-        // Sent in the startup packet: the limit holds from the first statement on.
-        .options([("statement_timeout", statement_timeout.as_str())]);
+        // Sent in the startup packet: the limits hold from the first statement on.
+        .options([
+            ("statement_timeout", statement_timeout.as_str()),
+            ("lock_timeout", lock_timeout.as_str()),
+        ]);
     // PostgreSQL connects to a database named like the user when none is given.
     options = options.database(database.unwrap_or("postgres"));
     match trust {
@@ -947,6 +975,27 @@ yXGmyxdo
         )
         .unwrap_err();
         assert!(err.to_string().contains("99999"), "{err}");
+    }
+
+    #[test]
+    fn postgres_sessions_start_with_a_statement_and_a_shorter_lock_timeout() {
+        let secret = DatabaseSecret::from_json(
+            r#"{"engine":"postgres","host":"db","port":5432,"username":"app","password":"x","ssl":false}"#,
+        )
+        .unwrap();
+        let settings = ConnectSettings {
+            statement_timeout: Duration::from_secs(30),
+            ..ConnectSettings::default()
+        };
+        let options = pg_options(&secret, None, None, &settings);
+        assert_eq!(
+            options.get_options(),
+            Some("-c statement_timeout=30000 -c lock_timeout=15000")
+        );
+        assert_eq!(
+            pg_lock_timeout(Duration::from_millis(1)),
+            Duration::from_millis(1)
+        );
     }
 
     #[test]

@@ -19,4 +19,5 @@ pub mod postgres;
 pub mod process;
 pub mod scenario;
 pub mod stalling_server;
+pub mod tenant_databases;
 pub mod tls;

@@ -2,181 +2,42 @@
 //! moto, real MariaDB and PostgreSQL servers, and its answers PUT over real HTTP to a
 //! recording stand-in for CloudFormation's pre-signed URL.
 
-use aws_sdk_secretsmanager::Client as SecretsClient;
 use harness::log_capture::CapturedLogs;
-use harness::{
-    cfn_recorder::CfnResponseRecorder, mariadb::MariaDb, moto::Moto, postgres::Postgres,
-};
-use lambda_runtime::{Context, LambdaEvent};
-use rds_init::{Config, TenantDatabases};
+use harness::tenant_databases::{Server, TenantDatabasesUnderTest, query_strings};
+use harness::{mariadb::MariaDb, postgres::Postgres};
 use serde_json::{Value, json};
-use shared::{
-    custom_resource::Responder,
-    database::{ConnectSettings, DatabaseSecret, DbConnection, connect},
-};
-use std::{
-    path::Path,
-    sync::Mutex,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
+use shared::database::DbConnection;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
 
 const APP_PASSWORD: &str = "app-Pa55word-7f3a9c";
 const RO_PASSWORD: &str = "ro-Pa55word-2b8d4e";
 const STACK_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/orchestrator/1a2b";
 
-/// A database server of either engine.
-enum Server {
-    Maria(MariaDb),
-    Pg(Postgres),
-}
-
-impl Server {
-    fn engine(&self) -> &'static str {
-        match self {
-            Server::Maria(_) => "mariadb",
-            Server::Pg(_) => "postgres",
-        }
-    }
-    fn port(&self) -> u16 {
-        match self {
-            Server::Maria(s) => s.port(),
-            Server::Pg(s) => s.port(),
-        }
-    }
-    fn admin(&self) -> (&'static str, String) {
-        match self {
-            Server::Maria(s) => (s.admin_user(), s.admin_password().to_owned()),
-            Server::Pg(s) => (s.admin_user(), s.admin_password().to_owned()),
-        }
-    }
-    fn ca(&self) -> Option<&Path> {
-        match self {
-            Server::Maria(s) => s.ca_pem_path(),
-            Server::Pg(s) => s.ca_pem_path(),
-        }
-    }
-    fn is_postgres(&self) -> bool {
-        matches!(self, Server::Pg(_))
-    }
-
-    fn secret(&self, user: &str, password: &str) -> Value {
-        let mut secret = json!({
-            "engine": self.engine(), "host": "127.0.0.1", "port": self.port(),
-            "username": user, "password": password,
-        });
-        if self.ca().is_none() {
-            secret["ssl"] = json!(false);
-        }
-        secret
-    }
-
-    fn settings(&self) -> ConnectSettings {
-        let settings = ConnectSettings {
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(10),
-            ..ConnectSettings::default()
-        };
-        match self.ca() {
-            Some(ca) => settings.trusting(ca).expect("the test CA is a PEM bundle"),
-            None => settings,
-        }
-    }
-
-    async fn login(
-        &self,
-        user: &str,
-        password: &str,
-        database: &str,
-    ) -> Result<DbConnection, String> {
-        let secret = DatabaseSecret::from_json(&self.secret(user, password).to_string()).unwrap();
-        connect(&secret, Some(database), &self.settings())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn admin_connection(&self) -> DbConnection {
-        let (user, password) = self.admin();
-        let database = if self.is_postgres() {
-            "postgres"
-        } else {
-            "mysql"
-        };
-        self.login(user, &password, database).await.unwrap()
-    }
-
-    /// Names of databases (or users) the server has.
-    async fn names(&self, what: &str) -> Vec<String> {
-        let mut connection = self.admin_connection().await;
-        let sql = match (what, &connection) {
-            ("databases", DbConnection::MySql(_)) => {
-                "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA"
-            }
-            ("databases", DbConnection::Postgres(_)) => "SELECT datname::text FROM pg_database",
-            (_, DbConnection::MySql(_)) => {
-                "SELECT CAST(User AS CHAR) FROM mysql.user WHERE Host = '%'"
-            }
-            (_, DbConnection::Postgres(_)) => "SELECT rolname::text FROM pg_roles",
-        };
-        query_strings(&mut connection, sql).await
-    }
-}
-
-async fn query_strings(connection: &mut DbConnection, sql: &'static str) -> Vec<String> {
-    match connection {
-        DbConnection::MySql(c) => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap(),
-        DbConnection::Postgres(c) => sqlx::query_scalar(sql).fetch_all(&mut *c).await.unwrap(),
-    }
-}
-
-/// moto with the secrets, the recorder, and the function.
+/// The function under test, with a second (readonly) user's secret.
 struct Fixture {
-    server: Server,
-    moto: Moto,
-    secrets: SecretsClient,
-    recorder: CfnResponseRecorder,
-    resource: TenantDatabases,
-    master_arn: String,
-    app_arn: String,
+    under_test: TenantDatabasesUnderTest,
     ro_arn: String,
-    calls: Mutex<u32>,
+}
+
+impl Deref for Fixture {
+    type Target = TenantDatabasesUnderTest;
+
+    fn deref(&self) -> &TenantDatabasesUnderTest {
+        &self.under_test
+    }
 }
 
 impl Fixture {
     async fn new(server: Server) -> Fixture {
-        let (moto, recorder) = tokio::join!(Moto::start(), CfnResponseRecorder::start());
-        let secrets = SecretsClient::new(&moto.sdk_config().await);
-        let (admin, admin_password) = server.admin();
-        let master_arn =
-            create_secret(&secrets, "master", &server.secret(admin, &admin_password)).await;
-        let app_arn = create_secret(
-            &secrets,
-            "app",
-            &json!({"username": "app", "password": APP_PASSWORD}),
-        )
-        .await;
-        let ro_arn = create_secret(
-            &secrets,
-            "reporting",
-            &json!({"username": "reporting", "password": RO_PASSWORD}),
-        )
-        .await;
-        let resource = TenantDatabases::new(
-            secrets.clone(),
-            Config {
-                connect: server.settings(),
-            },
-        );
-        Fixture {
-            server,
-            moto,
-            secrets,
-            recorder,
-            resource,
-            master_arn,
-            app_arn,
-            ro_arn,
-            calls: Mutex::new(0),
-        }
+        let under_test = TenantDatabasesUnderTest::start(server, APP_PASSWORD).await;
+        let ro_arn = under_test
+            .create_secret(
+                "reporting",
+                &json!({"username": "reporting", "password": RO_PASSWORD}),
+            )
+            .await;
+        Fixture { under_test, ro_arn }
     }
 
     fn props(&self, databases: &[&str], users: Value) -> Value {
@@ -202,10 +63,6 @@ impl Fixture {
         json!({"SecretArn": self.ro_arn, "Databases": databases, "Access": "readonly"})
     }
 
-    fn physical_id(&self) -> String {
-        format!("tenant-databases@127.0.0.1:{}", self.server.port())
-    }
-
     /// Invokes the function with a `left` Lambda deadline and returns the body it PUT.
     async fn invoke_within(
         &self,
@@ -214,61 +71,23 @@ impl Fixture {
         extra: Value,
         left: Duration,
     ) -> Value {
-        let n = {
-            let mut calls = self.calls.lock().unwrap();
-            *calls += 1;
-            *calls
-        };
-        let mut event = json!({
-            "RequestType": request_type,
-            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:rds-init",
-            "ResponseURL": self.recorder.response_url(&format!("call-{n}")),
-            "StackId": STACK_ID,
-            "RequestId": format!("req-{n}"),
-            "LogicalResourceId": "TenantDatabases",
-            "ResourceType": "Custom::TenantDatabases",
-            "ResourceProperties": props,
-        });
-        event
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let responder = Responder::new().with_retries(3, Duration::from_millis(20));
-        responder
-            .respond(&self.resource, LambdaEvent::new(event, context(left)))
+        self.under_test
+            .invoke(request_type, STACK_ID, props, extra, left)
             .await
-            .unwrap();
-        let requests = self
-            .recorder
-            .wait_for(n as usize, Duration::from_secs(5))
-            .await;
-        requests[n as usize - 1].json()
     }
 
     async fn invoke(&self, request_type: &str, props: Value, extra: Value) -> Value {
         self.invoke_within(request_type, props, extra, Duration::from_secs(60))
             .await
     }
-}
 
-async fn create_secret(client: &SecretsClient, name: &str, value: &Value) -> String {
-    client
-        .create_secret()
-        .name(name)
-        .secret_string(value.to_string())
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap()
-}
-
-fn context(left: Duration) -> Context {
-    let mut context = Context::default();
-    context.request_id = "lambda-request-1".into();
-    let deadline = SystemTime::now() + left;
-    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    context
+    /// An Update whose properties did not change (what a stack update that changes other
+    /// resources, or a changed secret, sends).
+    async fn update_unchanged(&self, props: &Value) -> Value {
+        let extra =
+            json!({"PhysicalResourceId": self.physical_id(), "OldResourceProperties": props});
+        self.invoke("Update", props.clone(), extra).await
+    }
 }
 
 fn assert_success(body: &Value) {
@@ -369,11 +188,11 @@ async fn create_twice_gives_working_users_and_the_same_state(server: Server) {
     }
 
     // The same Create again: SUCCESS, nothing lost, logins unchanged.
-    let databases_before = f.server.names("databases").await;
+    let databases_before = f.server.databases().await;
     let body = f.invoke("Create", props, json!({})).await;
     assert_success(&body);
     assert_eq!(body["PhysicalResourceId"], f.physical_id());
-    assert_eq!(f.server.names("databases").await, databases_before);
+    assert_eq!(f.server.databases().await, databases_before);
     let mut app = f
         .server
         .login("app", APP_PASSWORD, "tenant_pool_1")
@@ -468,7 +287,7 @@ async fn update_adds_changes_access_and_keeps_removed(server: Server) {
     );
     assert!(
         f.server
-            .names("databases")
+            .databases()
             .await
             .contains(&"tenant_pool_1".to_owned())
     );
@@ -508,8 +327,8 @@ async fn delete_keeps_unless_told_to_remove(server: Server) {
         )
         .await;
     assert_success(&body);
-    assert!(f.server.names("databases").await.contains(&"bp".to_owned()));
-    assert!(f.server.names("users").await.contains(&"app".to_owned()));
+    assert!(f.server.databases().await.contains(&"bp".to_owned()));
+    assert!(f.server.users().await.contains(&"app".to_owned()));
 
     let _open_session = f.server.login("app", APP_PASSWORD, "bp").await.unwrap();
     let mut remove = props;
@@ -522,12 +341,12 @@ async fn delete_keeps_unless_told_to_remove(server: Server) {
         )
         .await;
     assert_success(&body);
-    let databases = f.server.names("databases").await;
+    let databases = f.server.databases().await;
     assert!(
         !databases.iter().any(|d| d == "bp" || d == "tenant_pool_1"),
         "{databases:?}"
     );
-    assert!(!f.server.names("users").await.contains(&"app".to_owned()));
+    assert!(!f.server.users().await.contains(&"app".to_owned()));
 }
 
 #[tokio::test]
@@ -538,6 +357,32 @@ async fn mariadb_delete_keeps_unless_told_to_remove() {
 #[tokio::test]
 async fn postgres_delete_keeps_unless_told_to_remove() {
     delete_keeps_unless_told_to_remove(Server::Pg(Postgres::start().await)).await;
+}
+
+/// Another session holds `bp`'s catalog row in an open transaction, so rds-init's
+/// `GRANT … ON DATABASE bp` waits for a lock. The session's `lock_timeout` (half the 10 s
+/// statement timeout) ends the wait as a lock timeout, before the statement timeout would.
+#[tokio::test]
+async fn postgres_a_grant_stuck_behind_a_lock_fails_with_a_lock_timeout() {
+    let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
+    let props = f.props(&["bp"], json!([f.app(&["bp"], "readwrite")]));
+    assert_success(&f.invoke("Create", props.clone(), json!({})).await);
+    let mut holder = f.server.admin_connection().await;
+    try_execute(&mut holder, "BEGIN").await.unwrap();
+    try_execute(&mut holder, "ALTER DATABASE bp CONNECTION LIMIT 50")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let body = f.update_unchanged(&props).await;
+    let took = started.elapsed();
+    assert_failed_with(&body, "grant readwrite on database `bp` to user `app`");
+    assert_failed_with(&body, "canceling statement due to lock timeout");
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+    try_execute(&mut holder, "ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]
@@ -560,12 +405,7 @@ async fn delete_after_a_failed_create_succeeds_and_touches_nothing() {
         "no secret read: {:?}",
         f.moto.recorded_actions()
     );
-    assert!(
-        f.server
-            .names("databases")
-            .await
-            .contains(&"mysql".to_owned())
-    );
+    assert!(f.server.databases().await.contains(&"mysql".to_owned()));
 }
 
 #[tokio::test]
@@ -577,7 +417,7 @@ async fn hostile_identifiers_fail_before_any_sql_or_secret_read() {
             &f.invoke("Create", f.props(&["bp"], json!([])), json!({}))
                 .await,
         );
-        let before = f.server.names("databases").await;
+        let before = f.server.databases().await;
         for hostile in [
             "x; DROP DATABASE bp",
             "a'b",
@@ -601,12 +441,12 @@ async fn hostile_identifiers_fail_before_any_sql_or_secret_read() {
             );
         }
         // A hostile user name arrives in a secret: refused after reading it, before any SQL.
-        let evil = create_secret(
-            &f.secrets,
-            "evil",
-            &json!({"username": "u'@'%'; DROP USER admin; --", "password": "x"}),
-        )
-        .await;
+        let evil = f
+            .create_secret(
+                "evil",
+                &json!({"username": "u'@'%'; DROP USER admin; --", "password": "x"}),
+            )
+            .await;
         let body = f
             .invoke(
                 "Create",
@@ -618,11 +458,7 @@ async fn hostile_identifiers_fail_before_any_sql_or_secret_read() {
             )
             .await;
         assert_failed_with(&body, "user name \"u'@'%'; DROP USER admin; --\"");
-        assert_eq!(
-            f.server.names("databases").await,
-            before,
-            "nothing was created"
-        );
+        assert_eq!(f.server.databases().await, before, "nothing was created");
     }
 }
 
@@ -639,7 +475,9 @@ async fn missing_or_malformed_secrets_fail_with_a_clear_reason() {
     );
     assert_failed_with(&body, "ResourceNotFoundException");
 
-    let no_password = create_secret(&f.secrets, "no-password", &json!({"username": "app2"})).await;
+    let no_password = f
+        .create_secret("no-password", &json!({"username": "app2"}))
+        .await;
     let body = f
         .invoke(
             "Create",
@@ -655,13 +493,15 @@ async fn missing_or_malformed_secrets_fail_with_a_clear_reason() {
         &format!("secret {no_password} is malformed: missing field `password`"),
     );
 
-    let not_json = create_secret(&f.secrets, "not-json", &json!("hunter2-not-json")).await;
+    let not_json = f
+        .create_secret("not-json", &json!("hunter2-not-json"))
+        .await;
     let mut props = f.props(&["bp"], json!([]));
     props["MasterSecretArn"] = json!(not_json);
     let body = f.invoke("Create", props, json!({})).await;
     assert_failed_with(&body, "is malformed");
     assert!(!body.to_string().contains("hunter2"), "{body}");
-    assert!(!f.server.names("databases").await.contains(&"bp".to_owned()));
+    assert!(!f.server.databases().await.contains(&"bp".to_owned()));
 }
 
 #[tokio::test]
@@ -672,7 +512,7 @@ async fn an_unknown_extension_fails_naming_it() {
     let body = f.invoke("Create", props, json!({})).await;
     assert_failed_with(&body, "extension `vector_not_installed` is not available");
     assert!(
-        !f.server.names("databases").await.contains(&"bp".to_owned()),
+        !f.server.databases().await.contains(&"bp".to_owned()),
         "nothing created"
     );
 }
@@ -690,7 +530,7 @@ async fn an_unreachable_database_fails_before_the_deadline_with_the_connection_e
     let (admin, password) = f.server.admin();
     let mut secret = f.server.secret(admin, &password);
     secret["port"] = json!(closed);
-    let arn = create_secret(&f.secrets, "unreachable", &secret).await;
+    let arn = f.create_secret("unreachable", &secret).await;
     let mut props = f.props(&["bp"], json!([]));
     props["MasterSecretArn"] = json!(arn);
     let started = Instant::now();
@@ -727,12 +567,9 @@ async fn an_unreachable_database_fails_before_the_deadline_with_the_connection_e
 async fn a_wrong_master_password_is_not_retried_until_the_deadline() {
     let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
     let (admin, _) = f.server.admin();
-    let arn = create_secret(
-        &f.secrets,
-        "wrong",
-        &f.server.secret(admin, "not-the-password"),
-    )
-    .await;
+    let arn = f
+        .create_secret("wrong", &f.server.secret(admin, "not-the-password"))
+        .await;
     let mut props = f.props(&["bp"], json!([]));
     props["MasterSecretArn"] = json!(arn);
     let started = Instant::now();
@@ -758,13 +595,7 @@ async fn a_changed_secret_password_is_applied(server: Server) {
         .send()
         .await
         .unwrap();
-    let body = f
-        .invoke(
-            "Update",
-            props.clone(),
-            json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
-        )
-        .await;
+    let body = f.update_unchanged(&props).await;
     assert_success(&body);
     f.server
         .login("app", "n3w-Pa55word-9e1f", "bp")
@@ -789,13 +620,7 @@ async fn a_changed_secret_password_is_applied(server: Server) {
         "ALTER USER 'app'@'%' IDENTIFIED BY 'pend1ng-Pa55word'"
     };
     try_execute(&mut admin, set).await.unwrap();
-    let body = f
-        .invoke(
-            "Update",
-            props.clone(),
-            json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
-        )
-        .await;
+    let body = f.update_unchanged(&props).await;
     assert_success(&body);
     assert!(
         body["Reason"]
@@ -842,7 +667,7 @@ async fn a_changed_endpoint_gets_a_new_physical_id_and_the_old_delete_touches_no
         .invoke("Delete", props, json!({"PhysicalResourceId": old_id}))
         .await;
     assert_success(&body);
-    assert!(f.server.names("databases").await.contains(&"bp".to_owned()));
+    assert!(f.server.databases().await.contains(&"bp".to_owned()));
 }
 
 #[tokio::test]
@@ -944,13 +769,7 @@ async fn hostile_passwords_are_set_exactly_whatever_the_server_settings() {
             .unwrap_or_else(|e| panic!("{engine}: the created user logs in: {e}"));
         // The password changed in the secret: ALTER USER / ALTER ROLE.
         set_app_password(HOSTILE_PASSWORD_2).await.unwrap();
-        let body = f
-            .invoke(
-                "Update",
-                props.clone(),
-                json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": props}),
-            )
-            .await;
+        let body = f.update_unchanged(&props).await;
         bodies.push(body["Reason"].as_str().unwrap_or_default().to_owned());
         assert_success(&body);
         f.server

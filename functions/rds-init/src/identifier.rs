@@ -108,6 +108,15 @@ impl Identifier {
     }
 }
 
+/// The names joined by `separator` (`Data` values, notes).
+pub fn join(names: &[Identifier], separator: &str) -> String {
+    names
+        .iter()
+        .map(Identifier::as_str)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

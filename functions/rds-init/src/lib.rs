@@ -2,11 +2,13 @@
 //! PostgreSQL) as the CloudFormation custom resource `Custom::TenantDatabases`.
 //!
 //! Layers: [`properties`] and [`identifier`] validate what CloudFormation sent; [`plan`]
-//! decides (pure); [`statements`] renders SQL (pure); [`ownership`] marks the databases this
-//! resource creates and reads the marks back; [`secrets`] and [`server`] are the adapters to
-//! Secrets Manager and the database. [`TenantDatabases`] wires them under the
-//! shared responder, which owns the CloudFormation protocol.
+//! decides (pure); [`statements`] renders SQL (pure); [`ownership`] marks the databases and
+//! users this resource creates and reads the marks back; [`execution`] carries a plan out;
+//! [`secrets`] and [`server`] are the adapters to Secrets Manager and the database.
+//! [`TenantDatabases`] wires them under the shared responder, which owns the CloudFormation
+//! protocol.
 
+pub mod execution;
 pub mod identifier;
 pub mod ownership;
 pub mod plan;
@@ -18,7 +20,7 @@ pub mod statements;
 use crate::identifier::{Identifier, IdentifierKind};
 use crate::ownership::{Creator, read_marks};
 use crate::plan::{
-    Action, Plan, PreviousSpec, ServerState, adopted_databases, plan_apply, plan_removal,
+    PreviousSpec, ServerState, adopted_databases, adopted_users, plan_apply, plan_removal,
 };
 use crate::properties::{DatabaseNames, SpecError, TenantDatabaseProperties, TenantDatabaseSpec};
 use crate::secrets::{SecretError, SecretStore};
@@ -136,12 +138,13 @@ impl TenantDatabases {
         let settings = &self.config.connect;
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
         let (databases, users, available_extensions) = read_names(&mut connection).await?;
-        let database_marks = read_marks(&mut connection).await?;
+        let marks = read_marks(&mut connection).await?;
         let mut state = ServerState {
             databases,
             users,
             available_extensions,
-            database_marks,
+            database_marks: marks.databases,
+            user_marks: marks.users,
             ..Default::default()
         };
         for user in spec
@@ -166,21 +169,29 @@ impl TenantDatabases {
         }
         let mut plan = plan_apply(master.engine, &spec, previous.as_ref(), &state)?;
         let creator = creator(request);
-        let adopted = adopted_databases(&spec, &state, &creator);
-        for (db, ownership) in &adopted {
+        let mut adopted = Adopted::default();
+        for (db, ownership) in adopted_databases(&spec, &state, &creator) {
             plan.notes.push(format!(
                 "database `{db}` used as it is: {ownership}; RemoveOnDelete will keep it"
             ));
+            adopted.databases.push(db.clone());
+        }
+        for (user, ownership) in adopted_users(&spec, &state, &creator) {
+            plan.notes.push(format!(
+                "user `{user}` used as it is: {ownership}; RemoveOnDelete will keep it"
+            ));
+            adopted.users.push(user.clone());
         }
         let mut runner = StatementRunner::new(&master, settings, connection);
-        let result = self
-            .carry_out(&master, &creator, &plan, &passwords, &mut runner)
-            .await;
+        let result =
+            execution::carry_out(master.engine, &creator, &plan, &passwords, &mut runner).await;
         runner.close().await;
-        result?;
+        let found = result?;
+        plan.notes.extend(found.notes());
+        adopted.databases.extend(found.databases);
+        adopted.users.extend(found.users);
 
         let endpoint = format!("{}:{}", master.host, master.port);
-        let database_list: Vec<&str> = spec.databases.iter().map(Identifier::as_str).collect();
         let mut reason = format!(
             "{} on {} {endpoint}: {} step(s)",
             match request.request_type {
@@ -198,44 +209,13 @@ impl TenantDatabases {
             .physical_resource_id(format!("{PHYSICAL_ID_PREFIX}{endpoint}"))
             .data("Endpoint", master.host.clone())
             .data("Port", master.port.to_string())
-            .data("Databases", database_list.join(","))
+            .data("Databases", identifier::join(&spec.databases, ","))
             .data(
                 "AdoptedDatabases",
-                adopted
-                    .iter()
-                    .map(|(db, _)| db.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                identifier::join(&adopted.databases, ","),
             )
+            .data("AdoptedUsers", identifier::join(&adopted.users, ","))
             .reason(reason))
-    }
-
-    async fn carry_out(
-        &self,
-        master: &DatabaseSecret,
-        creator: &Creator,
-        plan: &Plan,
-        passwords: &BTreeMap<Identifier, SecretString>,
-        runner: &mut StatementRunner<'_>,
-    ) -> Result<(), TenantDatabaseError> {
-        for note in &plan.notes {
-            tracing::info!(note = %note, "left alone");
-        }
-        for action in &plan.actions {
-            let statements = statements::render(master.engine, action, passwords)?;
-            if let Action::DropDatabase(database) = action {
-                runner.release(database.as_str()).await;
-            }
-            tracing::info!(action = %action, statements = statements.len(), "applying");
-            runner.run(&action.to_string(), statements).await?;
-            // Only a database this run created is marked; one found existing never is.
-            if let Action::CreateDatabase(database) = action {
-                let mark = ownership::mark_statements(master.engine, database, creator);
-                let described = format!("mark database `{database}` as created by this resource");
-                runner.run(&described, mark).await?;
-            }
-        }
-        Ok(())
     }
 
     async fn remove(
@@ -264,20 +244,20 @@ impl TenantDatabases {
         let settings = &self.config.connect;
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
         let (databases, users, _) = read_names(&mut connection).await?;
-        // Read right before the drops: only a database marked as this resource's goes.
-        let database_marks = read_marks(&mut connection).await?;
+        // Read right before the drops: only what is marked as this resource's goes.
+        let marks = read_marks(&mut connection).await?;
         let state = ServerState {
             databases,
             users,
-            database_marks,
+            database_marks: marks.databases,
+            user_marks: marks.users,
             ..Default::default()
         };
         let creator = creator(request);
         let plan = plan_removal(&spec, &state, &creator);
         let mut runner = StatementRunner::new(&master, settings, connection);
-        let result = self
-            .carry_out(&master, &creator, &plan, &passwords, &mut runner)
-            .await;
+        let result =
+            execution::carry_out(master.engine, &creator, &plan, &passwords, &mut runner).await;
         runner.close().await;
         result?;
         let mut reason = format!("removed from {endpoint}: {} step(s)", plan.actions.len());
@@ -289,7 +269,14 @@ impl TenantDatabases {
     }
 }
 
-/// What the marks of the databases this request creates name.
+/// Listed databases and users this resource uses without having created them.
+#[derive(Default)]
+struct Adopted {
+    databases: Vec<Identifier>,
+    users: Vec<Identifier>,
+}
+
+/// What the marks of the databases and users this request creates name.
 fn creator(request: &Request) -> Creator {
     Creator::new(&request.stack_id, &request.logical_resource_id)
 }

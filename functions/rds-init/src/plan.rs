@@ -2,7 +2,7 @@
 //! order. No SQL runs here and no SDK type appears; [`crate::statements`] renders actions as
 //! SQL and [`crate::server`] carries them out.
 
-use crate::identifier::Identifier;
+use crate::identifier::{self, Identifier};
 use crate::ownership::{Creator, Ownership};
 use crate::properties::{Access, TenantDatabaseSpec};
 use shared::database::Engine;
@@ -24,6 +24,8 @@ pub struct ServerState {
     pub available_extensions: BTreeSet<String>,
     /// Each database's rds-init mark, where it has one (see [`crate::ownership`]).
     pub database_marks: BTreeMap<String, String>,
+    /// Each user's rds-init mark, where it has one.
+    pub user_marks: BTreeMap<String, String>,
 }
 
 /// The previous properties of an Update, as far as planning needs them.
@@ -134,7 +136,7 @@ pub fn plan_apply(
     } else if !spec.extensions.is_empty() {
         plan.notes.push(format!(
             "Extensions ({}) ignored: extensions are PostgreSQL only and this is {engine}",
-            join(&spec.extensions)
+            identifier::join(&spec.extensions, ", ")
         ));
     }
 
@@ -230,22 +232,52 @@ pub fn adopted_databases<'a>(
     state: &ServerState,
     creator: &Creator,
 ) -> Vec<(&'a Identifier, Ownership)> {
-    spec.databases
-        .iter()
-        .filter(|db| state.databases.contains(db.as_str()))
-        .map(|db| (db, ownership(db, state, creator)))
+    adopted(
+        &spec.databases,
+        &state.databases,
+        &state.database_marks,
+        creator,
+    )
+}
+
+/// Listed users that exist and that this resource did not create, with why: like
+/// [`adopted_databases`], used as they are and kept by Delete.
+pub fn adopted_users<'a>(
+    spec: &'a TenantDatabaseSpec,
+    state: &ServerState,
+    creator: &Creator,
+) -> Vec<(&'a Identifier, Ownership)> {
+    adopted(
+        spec.users.iter().map(|u| &u.username),
+        &state.users,
+        &state.user_marks,
+        creator,
+    )
+}
+
+fn adopted<'a>(
+    names: impl IntoIterator<Item = &'a Identifier>,
+    existing: &BTreeSet<String>,
+    marks: &BTreeMap<String, String>,
+    creator: &Creator,
+) -> Vec<(&'a Identifier, Ownership)> {
+    names
+        .into_iter()
+        .filter(|name| existing.contains(name.as_str()))
+        .map(|name| (name, ownership(name, marks, creator)))
         .filter(|(_, ownership)| *ownership != Ownership::Ours)
         .collect()
 }
 
-fn ownership(db: &Identifier, state: &ServerState, creator: &Creator) -> Ownership {
-    creator.judge(state.database_marks.get(db.as_str()).map(String::as_str))
+fn ownership(name: &Identifier, marks: &BTreeMap<String, String>, creator: &Creator) -> Ownership {
+    creator.judge(marks.get(name.as_str()).map(String::as_str))
 }
 
 /// Delete with `RemoveOnDelete`: drops the listed databases this resource created (marked
-/// as its own), then the listed users (a PostgreSQL role cannot be dropped while it holds
-/// privileges in a database). Adopted databases are kept, and so is a user with access to a
-/// database that stays: dropping it would fail on PostgreSQL. What is already gone is skipped.
+/// as its own), then the listed users it created (a PostgreSQL role cannot be dropped while
+/// it holds privileges in a database). Adopted databases and users are kept, and so is a user
+/// with access to a database that stays: dropping it would fail on PostgreSQL. What is
+/// already gone is skipped.
 pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState, creator: &Creator) -> Plan {
     let mut plan = Plan::default();
     let mut dropped = BTreeSet::new();
@@ -254,7 +286,7 @@ pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState, creator: &Cr
             plan.notes.push(format!("database `{db}` was already gone"));
             continue;
         }
-        match ownership(db, state, creator) {
+        match ownership(db, &state.database_marks, creator) {
             Ownership::Ours => {
                 dropped.insert(db.as_str());
                 plan.actions.push(Action::DropDatabase(db.clone()));
@@ -267,32 +299,30 @@ pub fn plan_removal(spec: &TenantDatabaseSpec, state: &ServerState, creator: &Cr
     }
     for user in &spec.users {
         let name = user.username.as_str();
+        if !state.users.contains(name) {
+            plan.notes.push(format!("user `{name}` was already gone"));
+            continue;
+        }
         let kept: Vec<String> = user
             .databases
             .iter()
             .filter(|db| state.databases.contains(db.as_str()) && !dropped.contains(db.as_str()))
             .map(|db| format!("`{db}`"))
             .collect();
-        if !state.users.contains(name) {
-            plan.notes.push(format!("user `{name}` was already gone"));
-        } else if !kept.is_empty() {
-            plan.notes.push(format!(
+        match ownership(&user.username, &state.user_marks, creator) {
+            Ownership::Ours if kept.is_empty() => {
+                plan.actions.push(Action::DropUser(user.username.clone()));
+            }
+            Ownership::Ours => plan.notes.push(format!(
                 "user `{name}` kept: it has access to database(s) {} that are kept",
                 kept.join(", ")
-            ));
-        } else {
-            plan.actions.push(Action::DropUser(user.username.clone()));
+            )),
+            adopted => plan.notes.push(format!(
+                "user `{name}` kept: {adopted}; RemoveOnDelete drops only users rds-init created"
+            )),
         }
     }
     plan
-}
-
-fn join(names: &[Identifier]) -> String {
-    names
-        .iter()
-        .map(Identifier::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
@@ -490,6 +520,7 @@ mod tests {
             databases: set(&["bp"]),
             users: set(&["app"]),
             database_marks: [("bp".to_owned(), creator().mark())].into(),
+            user_marks: marked(&["app"]),
             ..Default::default()
         };
         let plan = plan_removal(&wanted, &state, &creator());
@@ -503,6 +534,58 @@ mod tests {
             "arn:aws:cloudformation:eu-west-1:1:stack/s/1",
             "TenantDatabases",
         )
+    }
+
+    /// `names`, each marked as [`creator`]'s.
+    fn marked(names: &[&str]) -> BTreeMap<String, String> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), creator().mark()))
+            .collect()
+    }
+
+    #[test]
+    fn removal_drops_only_users_marked_as_this_resources_and_keeps_adopted_ones() {
+        let wanted = spec(
+            &["ours"],
+            &[],
+            vec![
+                user("app", "arn:app", &["ours"], Access::Readwrite),
+                user("legacy", "arn:legacy", &["ours"], Access::Readonly),
+                user("theirs", "arn:theirs", &["ours"], Access::Readonly),
+            ],
+        );
+        let other_resource = Creator::new(creator().stack_id, "MoreDatabases");
+        let mut user_marks = marked(&["app"]);
+        user_marks.insert("theirs".to_owned(), other_resource.mark());
+        let state = ServerState {
+            databases: set(&["ours"]),
+            users: set(&["app", "legacy", "theirs"]),
+            database_marks: marked(&["ours"]),
+            user_marks,
+            ..Default::default()
+        };
+        let plan = plan_removal(&wanted, &state, &creator());
+        let described: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
+        assert_eq!(described, ["drop database `ours`", "drop user `app`"]);
+        assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].starts_with("user `legacy` kept: adopted (it existed before;"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(
+            plan.notes[1].starts_with("user `theirs` kept: adopted")
+                && plan.notes[1].contains("MoreDatabases")
+                && plan.notes[1].ends_with("RemoveOnDelete drops only users rds-init created"),
+            "{:?}",
+            plan.notes
+        );
+        let adopted: Vec<&str> = adopted_users(&wanted, &state, &creator())
+            .iter()
+            .map(|(user, _)| user.as_str())
+            .collect();
+        assert_eq!(adopted, ["legacy", "theirs"]);
     }
 
     #[test]
@@ -559,6 +642,7 @@ mod tests {
             databases: set(&["ours", "legacy"]),
             users: set(&["app", "ro"]),
             database_marks: [("ours".to_owned(), creator().mark())].into(),
+            user_marks: marked(&["app", "ro"]),
             ..Default::default()
         };
         let plan = plan_removal(&wanted, &state, &creator());

@@ -60,6 +60,8 @@ const RESERVED_DATABASES: &[&str] = &[
     "template0",
     "template1",
     "rdsadmin",
+    // rds-init's own bookkeeping on MariaDB/MySQL.
+    crate::ownership::USER_MARKS_DATABASE,
 ];
 
 /// Properties that cannot be carried out, found before anything runs.
@@ -243,6 +245,8 @@ mod tests {
             DatabaseNames::validate(&p).unwrap_err(),
             SpecError::ReservedDatabase("mysql".into())
         );
+        let p = props(json!({"MasterSecretArn": "a", "Databases": ["_orchestrator_rds_init"]}));
+        assert!(DatabaseNames::validate(&p).is_err());
     }
 
     #[test]

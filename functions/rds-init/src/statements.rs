@@ -91,14 +91,16 @@ type PasswordOf<'a> = dyn Fn(&Identifier) -> Result<SecretString, MissingPasswor
 fn mysql(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, MissingPassword> {
     let s = Statement::on_server;
     Ok(match action {
+        // Plain CREATE on both engines: "already exists" must fail, so that a database or
+        // user someone else made after planning is adopted, not marked (crate::ownership).
         Action::CreateDatabase(db) => vec![s(format!(
-            "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            "CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
             db.mysql_quoted()
         ))],
         // Planning never asks for extensions on MariaDB/MySQL.
         Action::CreateExtension { .. } => vec![],
         Action::CreateUser(user) => vec![Statement::secret(format!(
-            "CREATE USER IF NOT EXISTS {} IDENTIFIED BY {}",
+            "CREATE USER {} IDENTIFIED BY {}",
             user.mysql_account(),
             mysql_string_literal(password(user)?.expose_secret())
         ))],
@@ -162,7 +164,6 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
     let s = Statement::on_server;
     let d = Statement::in_database;
     Ok(match action {
-        // PostgreSQL has no CREATE DATABASE IF NOT EXISTS: planning checked pg_database.
         Action::CreateDatabase(db) => vec![s(format!("CREATE DATABASE {}", db.pg_quoted()))],
         Action::CreateExtension {
             database,
@@ -316,7 +317,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             sql[0].sql,
-            "CREATE DATABASE IF NOT EXISTS `tenant_pool_1` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            "CREATE DATABASE `tenant_pool_1` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
         );
         let grant = Action::GrantAccess {
             user: user("app"),
@@ -341,7 +342,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             sql[0].sql,
-            r"CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY 'it''s\secret'"
+            r"CREATE USER `app`@`%` IDENTIFIED BY 'it''s\secret'"
         );
         assert!(!format!("{:?}", sql[0]).contains("secret'"));
         let sql = render(
