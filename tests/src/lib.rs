@@ -12,6 +12,7 @@ pub mod cfn_recorder;
 pub mod cloudwatch_cbor;
 pub mod database;
 pub mod iam;
+pub mod lambda_context;
 pub mod log_capture;
 pub mod mariadb;
 pub mod moto;

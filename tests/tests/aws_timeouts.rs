@@ -6,13 +6,14 @@
 //! how many attempts the stalled endpoint saw (run with `--no-capture` to read it).
 
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_config::{Region, SdkConfig};
 use deploy_gate::DeployGate;
 use harness::cfn_recorder::CfnResponseRecorder;
+use harness::lambda_context::with_deadline_in as context;
 use harness::stalling_server::StallingServer;
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 use shared::aws::AwsTimeouts;
 use shared::custom_resource::{Responder, Status};
@@ -40,15 +41,6 @@ async fn sdk_config(endpoint: &StallingServer, timeouts: AwsTimeouts) -> SdkConf
 fn sample(path: &str) -> Value {
     let path = format!("{}/../events/{path}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// A Lambda context whose deadline is `timeout` from now, as Lambda gives it.
-fn context(timeout: Duration) -> Context {
-    let mut context = Context::default();
-    context.request_id = "lambda-request-1".into();
-    let deadline = SystemTime::now() + timeout;
-    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    context
 }
 
 /// Runs one invocation; panics if it is still running when the Lambda timeout is up.

@@ -2,8 +2,9 @@
 //! shared `Responder` PUTs its answers to a local server that records them.
 
 use harness::cfn_recorder::{CfnResponseRecorder, RecordedRequest, Reply, presigned_response_url};
+use harness::lambda_context::with_deadline_in as context;
 use harness::log_capture::CapturedLogs;
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::{
@@ -16,7 +17,7 @@ use shared::{
 use std::{
     hash::{BuildHasher, RandomState},
     sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -123,15 +124,6 @@ fn event(request_type: &str, url: &str, props: Value) -> Value {
 fn with(mut event: Value, key: &str, value: Value) -> Value {
     event[key] = value;
     event
-}
-
-/// A context whose Lambda deadline is `left` from now.
-fn context(left: Duration) -> Context {
-    let mut context = Context::default();
-    context.request_id = "lambda-request-1".into();
-    let deadline = SystemTime::now() + left;
-    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    context
 }
 
 fn responder() -> Responder {

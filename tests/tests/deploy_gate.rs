@@ -3,7 +3,7 @@
 //! from an SQS queue subscribed to the alert topic, CloudFormation answers over real HTTP,
 //! stack statuses read from a real moto stack.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, MetricDatum, StateValue, Statistic, StatisticSet,
@@ -11,8 +11,9 @@ use aws_sdk_cloudwatch::types::{
 use deploy_gate::{DeployGate, aws::AwsGate, config::Config};
 use harness::cfn_recorder::CfnResponseRecorder;
 use harness::cloudwatch_cbor::CborBridge;
+use harness::lambda_context::with_deadline_in as context;
 use harness::moto::Moto;
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use shared::{custom_resource::Responder, env_config::EnvVars};
 
@@ -211,14 +212,6 @@ impl Stage {
             }
         }
     }
-}
-
-fn context(left: Duration) -> Context {
-    let mut context = Context::default();
-    context.request_id = "lambda-request-1".into();
-    let deadline = SystemTime::now() + left;
-    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    context
 }
 
 fn check<'a>(verdict: &'a Value, name: &str) -> &'a Value {
