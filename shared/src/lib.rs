@@ -1,7 +1,10 @@
 //! What the suite's Lambda functions share: typed configuration from the environment, AWS SDK
-//! and tracing setup done once per cold start, and the CloudFormation custom-resource protocol
-//! (`custom_resource`), which rds-init and deploy-gate answer through and nothing else.
+//! and tracing setup done once per cold start, the CloudFormation custom-resource protocol
+//! (`custom_resource`), which rds-init and deploy-gate answer through and nothing else, and the
+//! naming rule of alternating-users rotation (`alternating_users`), which rds-init follows and
+//! secret-rotation's rotation must agree with.
 
+pub mod alternating_users;
 pub mod aws;
 pub mod custom_resource;
 #[cfg(feature = "database")]

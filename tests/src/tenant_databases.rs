@@ -328,6 +328,21 @@ impl Server {
         query_strings(&mut inside, "SELECT note FROM keep_me").await
     }
 
+    /// PostgreSQL: a master as RDS has one, not a superuser (`LOGIN CREATEROLE CREATEDB`; on
+    /// RDS it is also a member of `rds_superuser`), named `name` with `password` (plain
+    /// words). Returns its secret in the RDS convention.
+    pub async fn make_rds_like_master(&self, name: &str, password: &str) -> Value {
+        assert!(self.is_postgres(), "RDS-like masters are PostgreSQL roles");
+        self.admin_connection()
+            .await
+            .execute(format!(
+                "CREATE ROLE {name} LOGIN CREATEROLE CREATEDB PASSWORD '{password}'"
+            ))
+            .await
+            .unwrap();
+        self.secret(name, password)
+    }
+
     /// A user made by someone else before the stack (`name` and `password` are plain words).
     pub async fn make_legacy_user(&self, name: &str, password: &str) {
         let sql = if self.is_postgres() {

@@ -309,6 +309,45 @@ async fn postgres_update_adds_changes_access_and_keeps_removed() {
     update_adds_changes_access_and_keeps_removed(Server::Pg(Postgres::start().await)).await;
 }
 
+/// On RDS the PostgreSQL master is not a superuser: a revoke or downgrade must still reach the
+/// tables the user created itself (the master can revoke there only as a member of the user).
+#[tokio::test]
+async fn postgres_revokes_and_downgrades_reach_the_users_own_tables_with_an_rds_like_master() {
+    let f = Fixture::new(Server::Pg(Postgres::start().await)).await;
+    let master = f
+        .server
+        .make_rds_like_master("rds_master", "master-Pa55word-3e5d")
+        .await;
+    let master_arn = f.create_secret("rds-master", &master).await;
+    let props = |databases: &[&str], access: &str| {
+        let mut props = f.props(&["bp", "tenant_pool_1"], json!([f.app(databases, access)]));
+        props["MasterSecretArn"] = json!(master_arn);
+        props["Extensions"] = json!([]);
+        props
+    };
+    let created = props(&["bp", "tenant_pool_1"], "readwrite");
+    assert_success(&f.invoke("Create", created.clone(), json!({})).await);
+    for db in ["bp", "tenant_pool_1"] {
+        let mut app = f.server.login("app", APP_PASSWORD, db).await.unwrap();
+        try_execute(&mut app, "CREATE TABLE own (id INT)")
+            .await
+            .unwrap();
+    }
+
+    let downgraded = props(&["bp"], "readonly");
+    let extra = json!({"PhysicalResourceId": f.physical_id(), "OldResourceProperties": created});
+    assert_success(&f.invoke("Update", downgraded, extra).await);
+    for db in ["bp", "tenant_pool_1"] {
+        let mut app = f.server.login("app", APP_PASSWORD, db).await.unwrap();
+        let err = try_execute(&mut app, "INSERT INTO own VALUES (1)")
+            .await
+            .unwrap_err();
+        assert!(err.contains("permission denied"), "{db}: {err}");
+    }
+    let mut app = f.server.login("app", APP_PASSWORD, "bp").await.unwrap();
+    try_execute(&mut app, "SELECT * FROM own").await.unwrap();
+}
+
 /// Delete keeps by default; RemoveOnDelete drops users and databases (PostgreSQL: with a
 /// session still open on the database).
 async fn delete_keeps_unless_told_to_remove(server: Server) {

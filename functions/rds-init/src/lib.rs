@@ -22,10 +22,12 @@ use crate::ownership::{Creator, read_marks};
 use crate::plan::{
     PreviousSpec, ServerState, adopted_databases, adopted_users, plan_apply, plan_removal,
 };
-use crate::properties::{DatabaseNames, SpecError, TenantDatabaseProperties, TenantDatabaseSpec};
+use crate::properties::{
+    DatabaseNames, SecretUser, SpecError, TenantDatabaseProperties, TenantDatabaseSpec,
+};
 use crate::secrets::{SecretError, SecretStore};
 use crate::server::{
-    ServerError, StatementRunner, connect_with_retry, password_logs_in, read_names,
+    ServerError, StatementRunner, connect_with_retry, password_logs_in, read_names, read_role_facts,
 };
 use lambda_runtime::LambdaEvent;
 use secrecy::SecretString;
@@ -103,17 +105,20 @@ impl TenantDatabases {
         let names = DatabaseNames::validate(properties)?;
         let master = self.secrets.master(&properties.master_secret_arn).await?;
         known.add(&master.password);
-        let mut usernames = Vec::new();
+        let mut secret_users = Vec::new();
         let mut passwords = BTreeMap::new();
         for user in &properties.users {
             let credentials = self.secrets.user(&user.secret_arn).await?;
             known.add(&credentials.password);
-            usernames.push(credentials.username.clone());
+            secret_users.push(SecretUser {
+                username: credentials.username.clone(),
+                alternating: credentials.alternating(),
+            });
             if let Ok(name) = Identifier::parse(IdentifierKind::User, &credentials.username) {
                 passwords.insert(name, credentials.password);
             }
         }
-        let spec = TenantDatabaseSpec::new(properties, names, &usernames, &master.username)?;
+        let spec = TenantDatabaseSpec::new(properties, names, &secret_users, &master.username)?;
         Ok(Inputs {
             master,
             spec,
@@ -139,12 +144,15 @@ impl TenantDatabases {
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
         let (databases, users, available_extensions) = read_names(&mut connection).await?;
         let marks = read_marks(&mut connection).await?;
+        let roles = read_role_facts(&mut connection).await?;
         let mut state = ServerState {
             databases,
             users,
             available_extensions,
             database_marks: marks.databases,
             user_marks: marks.users,
+            role_memberships: roles.memberships,
+            session_roles: roles.session_roles,
             ..Default::default()
         };
         for user in spec

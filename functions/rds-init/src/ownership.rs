@@ -180,7 +180,11 @@ pub fn mark_statements(engine: Engine, action: &Action, creator: &Creator) -> Ve
             | Action::SetPassword(_)
             | Action::GrantAccess { .. }
             | Action::RevokeAccess { .. }
-            | Action::DropDatabase(_),
+            | Action::DropDatabase(_)
+            | Action::GrantMembership { .. }
+            | Action::RevokeMembership { .. }
+            | Action::SetSessionRole { .. }
+            | Action::DetachClone { .. },
         ) => vec![],
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::identifier::{self, Identifier};
 use crate::ownership::{Creator, Ownership};
-use crate::properties::{Access, TenantDatabaseSpec};
+use crate::properties::{Access, TenantDatabaseSpec, UserGrant};
 use shared::database::Engine;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,6 +26,11 @@ pub struct ServerState {
     pub database_marks: BTreeMap<String, String>,
     /// Each user's rds-init mark, where it has one.
     pub user_marks: BTreeMap<String, String>,
+    /// PostgreSQL: direct role memberships as (role, member); empty on MariaDB/MySQL.
+    pub role_memberships: BTreeSet<(String, String)>,
+    /// PostgreSQL: the role each role's sessions act as (`ALTER ROLE … SET role = …`), where
+    /// one is set; empty on MariaDB/MySQL.
+    pub session_roles: BTreeMap<String, String>,
 }
 
 /// The previous properties of an Update, as far as planning needs them.
@@ -62,6 +67,34 @@ pub enum Action {
     },
     DropDatabase(Identifier),
     DropUser(Identifier),
+    /// PostgreSQL, alternating users: `member` (the clone) becomes a member of `role` (the
+    /// base), so it has the base's privileges.
+    GrantMembership {
+        role: Identifier,
+        member: Identifier,
+    },
+    /// PostgreSQL, alternating users: a membership the other way round (the base in the
+    /// clone) ends; it would make the clone a second privilege holder and forbid the right one.
+    RevokeMembership {
+        role: Identifier,
+        member: Identifier,
+    },
+    /// PostgreSQL, alternating users: every session of `user` (the clone) acts as `role` (the
+    /// base), so what it creates belongs to the base.
+    SetSessionRole {
+        user: Identifier,
+        role: Identifier,
+    },
+    /// PostgreSQL, alternating users: in `database`, what `clone` owns goes to `base`, and
+    /// every privilege `clone` holds there itself is revoked (it has the base's through
+    /// membership), so nothing outlives a revoke on the base.
+    DetachClone {
+        clone: Identifier,
+        base: Identifier,
+        database: Identifier,
+        /// The readwrite users whose future tables default privileges may name the clone in.
+        table_creators: Vec<Identifier>,
+    },
 }
 
 impl fmt::Display for Action {
@@ -90,6 +123,25 @@ impl fmt::Display for Action {
             }
             Action::DropDatabase(db) => write!(f, "drop database `{db}`"),
             Action::DropUser(user) => write!(f, "drop user `{user}`"),
+            Action::GrantMembership { role, member } => {
+                write!(f, "make user `{member}` a member of `{role}`")
+            }
+            Action::RevokeMembership { role, member } => {
+                write!(f, "end user `{member}`'s membership in `{role}`")
+            }
+            Action::SetSessionRole { user, role } => {
+                write!(f, "make every session of user `{user}` act as `{role}`")
+            }
+            Action::DetachClone {
+                clone,
+                base,
+                database,
+                ..
+            } => write!(
+                f,
+                "hand what user `{clone}` owns in database `{database}` to `{base}` and revoke \
+                 `{clone}`'s own privileges there"
+            ),
         }
     }
 }
@@ -110,11 +162,24 @@ pub enum PlanError {
          (not in pg_available_extensions); install it or remove it from Extensions"
     )]
     UnavailableExtension { extension: String },
+    #[error(
+        "user `{user}` (secret {secret_arn}) is the clone of alternating users `{base}` / \
+         `{user}`, and role `{base}` does not exist: on PostgreSQL `{base}` holds the \
+         privileges of both; give the secret the username `{base}` (rotation creates `{user}`) \
+         or create role `{base}`"
+    )]
+    AlternateBaseMissing {
+        user: String,
+        base: String,
+        secret_arn: String,
+    },
 }
 
 /// Create and Update: creates what is missing, sets passwords that no longer work, and
 /// (re)applies every grant, so running it twice changes nothing the second time. Nothing is
-/// dropped; what an Update removed from the lists is kept and noted.
+/// dropped; what an Update removed from the lists is kept and noted. Alternating users (a
+/// secret with `masterarn`) are granted and revoked as one: see [`grantees`] and
+/// [`clone_upkeep`].
 pub fn plan_apply(
     engine: Engine,
     spec: &TenantDatabaseSpec,
@@ -172,25 +237,30 @@ pub fn plan_apply(
                 .push(Action::SetPassword(user.username.clone()));
         }
     }
-    for user in &spec.users {
+    let grantees = spec
+        .users
+        .iter()
+        .map(|user| grantees(engine, user, state))
+        .collect::<Result<Vec<_>, _>>()?;
+    let revoked = removed_from_lists(spec, previous, state);
+    if postgres {
+        // Before the grants and revokes: they must reach what the clone made.
+        for (user, databases) in spec.users.iter().zip(managed_databases(spec, &revoked)) {
+            plan.actions
+                .extend(clone_upkeep(spec, user, state, &databases));
+        }
+    }
+    for (user, grantees) in spec.users.iter().zip(&grantees) {
         for db in &user.databases {
-            let table_creators = spec
-                .users
-                .iter()
-                .filter(|other| {
-                    postgres
-                        && other.username != user.username
-                        && other.access == Access::Readwrite
-                        && other.databases.contains(db)
-                })
-                .map(|other| other.username.clone())
-                .collect();
-            plan.actions.push(Action::GrantAccess {
-                user: user.username.clone(),
-                database: db.clone(),
-                access: user.access,
-                table_creators,
-            });
+            let table_creators = table_creators(postgres, spec, user, db);
+            for grantee in grantees {
+                plan.actions.push(Action::GrantAccess {
+                    user: grantee.clone(),
+                    database: db.clone(),
+                    access: user.access,
+                    table_creators: table_creators.clone(),
+                });
+            }
         }
     }
 
@@ -207,22 +277,163 @@ pub fn plan_apply(
                 names.join(", ")
             ));
         }
-        for user in &spec.users {
-            let Some(before) = previous.user_databases.get(&user.secret_arn) else {
-                continue;
-            };
-            for db in before.iter().filter(|db| !user.databases.contains(db)) {
-                // Only a database that still exists can have grants to revoke.
-                if state.databases.contains(db.as_str()) {
-                    plan.actions.push(Action::RevokeAccess {
-                        user: user.username.clone(),
-                        database: db.clone(),
-                    });
-                }
+    }
+    for (databases, grantees) in revoked.iter().zip(&grantees) {
+        for db in databases {
+            for grantee in grantees {
+                plan.actions.push(Action::RevokeAccess {
+                    user: grantee.clone(),
+                    database: db.clone(),
+                });
             }
         }
     }
     Ok(plan)
+}
+
+/// Per user of `spec`, the databases an Update removed from its list that still exist (only
+/// those can have grants to revoke).
+fn removed_from_lists(
+    spec: &TenantDatabaseSpec,
+    previous: Option<&PreviousSpec>,
+    state: &ServerState,
+) -> Vec<Vec<Identifier>> {
+    spec.users
+        .iter()
+        .map(|user| {
+            let before = previous.and_then(|p| p.user_databases.get(&user.secret_arn));
+            before
+                .into_iter()
+                .flatten()
+                .filter(|db| !user.databases.contains(db) && state.databases.contains(db.as_str()))
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
+/// Per user of `spec`, every database this plan grants or revokes it something in.
+fn managed_databases(
+    spec: &TenantDatabaseSpec,
+    revoked: &[Vec<Identifier>],
+) -> Vec<Vec<Identifier>> {
+    spec.users
+        .iter()
+        .zip(revoked)
+        .map(|(user, revoked)| user.databases.iter().chain(revoked).cloned().collect())
+        .collect()
+}
+
+/// The users that get a spec user's grants and revokes. A single user: itself. Alternating
+/// users on PostgreSQL: the base only, the one privilege holder (the clone has the base's
+/// privileges through membership); on MariaDB/MySQL, which has no role inheritance: both
+/// users, each that exists (the current one is created by this plan if missing). A user that
+/// does not exist never gets a grant: MariaDB would create it without a password.
+fn grantees(
+    engine: Engine,
+    user: &UserGrant,
+    state: &ServerState,
+) -> Result<Vec<Identifier>, PlanError> {
+    let exists = |name: &Identifier| *name == user.username || state.users.contains(name.as_str());
+    let Some(pair) = &user.alternating else {
+        return Ok(vec![user.username.clone()]);
+    };
+    if engine.is_mysql_family() {
+        return Ok([&pair.base, &pair.clone]
+            .into_iter()
+            .filter(|name| exists(name))
+            .cloned()
+            .collect());
+    }
+    if !exists(&pair.base) {
+        return Err(PlanError::AlternateBaseMissing {
+            user: user.username.to_string(),
+            base: pair.base.to_string(),
+            secret_arn: user.secret_arn.clone(),
+        });
+    }
+    Ok(vec![pair.base.clone()])
+}
+
+/// PostgreSQL: the role that holds a spec user's privileges and owns what it creates.
+fn privilege_holder(user: &UserGrant) -> &Identifier {
+    user.alternating
+        .as_ref()
+        .map_or(&user.username, |pair| &pair.base)
+}
+
+/// PostgreSQL: the other readwrite users of `db`, whose future tables `user` must be able to
+/// use (default privileges are per creating role). Empty on MariaDB/MySQL.
+fn table_creators(
+    postgres: bool,
+    spec: &TenantDatabaseSpec,
+    user: &UserGrant,
+    db: &Identifier,
+) -> Vec<Identifier> {
+    if !postgres {
+        return Vec::new();
+    }
+    let holder = privilege_holder(user);
+    spec.users
+        .iter()
+        .filter(|other| other.access == Access::Readwrite && other.databases.contains(db))
+        .map(privilege_holder)
+        .filter(|creator| *creator != holder)
+        .cloned()
+        .collect()
+}
+
+/// PostgreSQL, alternating users whose clone exists (or is created by this plan; [`grantees`]
+/// has made sure the base exists): the clone is a member of the base and never the other way
+/// round, its sessions act as the base, and in every database of `databases` it owns nothing
+/// and holds nothing itself. Memberships and the session role are changed only when the
+/// server differs; the per-database part is re-applied every run, like grants.
+fn clone_upkeep(
+    spec: &TenantDatabaseSpec,
+    user: &UserGrant,
+    state: &ServerState,
+    databases: &[Identifier],
+) -> Vec<Action> {
+    let Some(pair) = &user.alternating else {
+        return Vec::new();
+    };
+    if pair.clone != user.username && !state.users.contains(pair.clone.as_str()) {
+        return Vec::new();
+    }
+    let (base, clone) = (&pair.base, &pair.clone);
+    let member = |role: &Identifier, member: &Identifier| {
+        state
+            .role_memberships
+            .contains(&(role.to_string(), member.to_string()))
+    };
+    let mut actions = Vec::new();
+    if member(clone, base) {
+        actions.push(Action::RevokeMembership {
+            role: clone.clone(),
+            member: base.clone(),
+        });
+    }
+    if !member(base, clone) {
+        actions.push(Action::GrantMembership {
+            role: base.clone(),
+            member: clone.clone(),
+        });
+    }
+    if state.session_roles.get(clone.as_str()).map(String::as_str) != Some(base.as_str()) {
+        actions.push(Action::SetSessionRole {
+            user: clone.clone(),
+            role: base.clone(),
+        });
+    }
+    for db in databases {
+        actions.push(Action::DetachClone {
+            clone: clone.clone(),
+            base: base.clone(),
+            database: db.clone(),
+            table_creators: table_creators(true, spec, user, db),
+        });
+    }
+    actions
 }
 
 /// Listed databases that exist and that this resource did not create, with why: Create
@@ -341,6 +552,7 @@ mod tests {
             username: Identifier::parse(IdentifierKind::User, name).unwrap(),
             databases: dbs.iter().map(|d| id(d)).collect(),
             access,
+            alternating: None,
         }
     }
 
@@ -672,5 +884,303 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(adopted_databases(&wanted, &retried, &creator()).len(), 1);
+    }
+
+    /// `user` whose secret has `masterarn`: `current` is the user `AWSCURRENT` names.
+    fn alternating(current: &str, arn: &str, dbs: &[&str], access: Access) -> UserGrant {
+        let name = |n: &str| Identifier::parse(IdentifierKind::User, n).unwrap();
+        let pair = shared::alternating_users::AlternatingPair::of(current).unwrap();
+        UserGrant {
+            alternating: Some(crate::properties::AlternatingUsers {
+                base: name(&pair.base),
+                clone: name(&pair.clone),
+            }),
+            ..user(current, arn, dbs, access)
+        }
+    }
+
+    fn described(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(ToString::to_string).collect()
+    }
+
+    /// An Update after a rotation: `AWSCURRENT` names `app_clone`, both users exist and log
+    /// in, and `old` was removed from the user's list.
+    fn after_rotation(access: Access) -> (TenantDatabaseSpec, PreviousSpec, ServerState) {
+        let wanted = spec(
+            &["bp", "old"],
+            &[],
+            vec![alternating("app_clone", "arn:app", &["bp"], access)],
+        );
+        let previous = PreviousSpec {
+            databases: vec![id("bp"), id("old")],
+            user_databases: [("arn:app".to_string(), vec![id("bp"), id("old")])].into(),
+        };
+        let state = ServerState {
+            databases: set(&["bp", "old"]),
+            users: set(&["app", "app_clone"]),
+            users_with_current_password: set(&["app_clone"]),
+            ..Default::default()
+        };
+        (wanted, previous, state)
+    }
+
+    #[test]
+    fn mariadb_alternating_users_both_get_every_grant_revoke_and_downgrade() {
+        let (wanted, previous, state) = after_rotation(Access::Readonly);
+        for engine in [Engine::MariaDb, Engine::MySql] {
+            let plan = plan_apply(engine, &wanted, Some(&previous), &state).unwrap();
+            assert_eq!(
+                described(&plan),
+                [
+                    "grant readonly on database `bp` to user `app`",
+                    "grant readonly on database `bp` to user `app_clone`",
+                    "revoke user `app`'s access to database `old`",
+                    "revoke user `app_clone`'s access to database `old`",
+                ],
+                "{engine}"
+            );
+        }
+    }
+
+    #[test]
+    fn mariadb_grants_go_only_to_alternating_users_that_exist() {
+        // Before the first rotation there is no clone: it is not granted anything (MariaDB
+        // would create it, without a password).
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![alternating("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &ServerState::default()).unwrap();
+        assert_eq!(
+            described(&plan),
+            [
+                "create database `bp`",
+                "create user `app`",
+                "grant readwrite on database `bp` to user `app`",
+            ]
+        );
+        // A secret naming the clone whose base is gone: the clone alone.
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![alternating(
+                "app_clone",
+                "arn:app",
+                &["bp"],
+                Access::Readwrite,
+            )],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app_clone"]),
+            users_with_current_password: set(&["app_clone"]),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::MariaDb, &wanted, None, &state).unwrap();
+        assert_eq!(
+            described(&plan),
+            ["grant readwrite on database `bp` to user `app_clone`"]
+        );
+    }
+
+    #[test]
+    fn postgres_alternating_users_are_granted_and_revoked_on_the_base_and_the_clone_acts_as_it() {
+        let (wanted, previous, mut state) = after_rotation(Access::Readwrite);
+        // As secret-rotation leaves it: the clone a member of the base.
+        state.role_memberships = [("app".to_owned(), "app_clone".to_owned())].into();
+        let plan = plan_apply(Engine::Postgres, &wanted, Some(&previous), &state).unwrap();
+        assert_eq!(
+            described(&plan),
+            [
+                "make every session of user `app_clone` act as `app`",
+                "hand what user `app_clone` owns in database `bp` to `app` and revoke \
+                 `app_clone`'s own privileges there",
+                "hand what user `app_clone` owns in database `old` to `app` and revoke \
+                 `app_clone`'s own privileges there",
+                "grant readwrite on database `bp` to user `app`",
+                "revoke user `app`'s access to database `old`",
+            ]
+        );
+        // Whichever user AWSCURRENT names, the same grants.
+        let mut before_swap = wanted.clone();
+        before_swap.users[0].username = before_swap.users[0].alternating.clone().unwrap().base;
+        let mut swapped = state.clone();
+        swapped.users_with_current_password = set(&["app"]);
+        let other = plan_apply(Engine::Postgres, &before_swap, Some(&previous), &swapped).unwrap();
+        assert_eq!(other.actions, plan.actions);
+    }
+
+    #[test]
+    fn postgres_downgrade_of_alternating_users_touches_the_base_only() {
+        let (wanted, previous, mut state) = after_rotation(Access::Readonly);
+        state.role_memberships = [("app".to_owned(), "app_clone".to_owned())].into();
+        state.session_roles = [("app_clone".to_owned(), "app".to_owned())].into();
+        let plan = plan_apply(Engine::Postgres, &wanted, Some(&previous), &state).unwrap();
+        let grants: Vec<&Action> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::GrantAccess { .. } | Action::RevokeAccess { .. }))
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                &Action::GrantAccess {
+                    user: id("app"),
+                    database: id("bp"),
+                    access: Access::Readonly,
+                    table_creators: vec![],
+                },
+                &Action::RevokeAccess {
+                    user: id("app"),
+                    database: id("old"),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_clone_upkeep_changes_only_what_differs_and_undoes_a_reversed_membership() {
+        let (wanted, _, mut state) = after_rotation(Access::Readwrite);
+        state.role_memberships = [("app".to_owned(), "app_clone".to_owned())].into();
+        state.session_roles = [("app_clone".to_owned(), "app".to_owned())].into();
+        // A second run: only the per-database part, re-applied like grants.
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap();
+        assert_eq!(
+            plan.actions,
+            [
+                Action::DetachClone {
+                    clone: id("app_clone"),
+                    base: id("app"),
+                    database: id("bp"),
+                    table_creators: vec![],
+                },
+                Action::GrantAccess {
+                    user: id("app"),
+                    database: id("bp"),
+                    access: Access::Readwrite,
+                    table_creators: vec![],
+                },
+            ]
+        );
+        // A pair set up the other way round (the base a member of the clone), and a session
+        // role that names someone else.
+        state.role_memberships = [("app_clone".to_owned(), "app".to_owned())].into();
+        state.session_roles = [("app_clone".to_owned(), "someone".to_owned())].into();
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap();
+        assert_eq!(
+            described(&plan)[..3],
+            [
+                "end user `app`'s membership in `app_clone`",
+                "make user `app_clone` a member of `app`",
+                "make every session of user `app_clone` act as `app`",
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_a_clone_whose_base_does_not_exist_fails_before_anything_runs() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![alternating(
+                "app_clone",
+                "arn:app",
+                &["bp"],
+                Access::Readwrite,
+            )],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app_clone"]),
+            ..Default::default()
+        };
+        let err = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::AlternateBaseMissing {
+                user: "app_clone".into(),
+                base: "app".into(),
+                secret_arn: "arn:app".into(),
+            }
+        );
+        assert!(
+            err.to_string().contains("role `app` does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn postgres_before_the_first_rotation_only_the_base_exists_and_gets_the_grants() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![alternating("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &ServerState::default()).unwrap();
+        assert_eq!(
+            described(&plan),
+            [
+                "create database `bp`",
+                "create user `app`",
+                "grant readwrite on database `bp` to user `app`",
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_other_users_default_privileges_name_the_base_of_an_alternating_writer() {
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![
+                alternating("app_clone", "arn:app", &["bp"], Access::Readwrite),
+                user("reporting", "arn:ro", &["bp"], Access::Readonly),
+            ],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app", "app_clone", "reporting"]),
+            users_with_current_password: set(&["app_clone", "reporting"]),
+            role_memberships: [("app".to_owned(), "app_clone".to_owned())].into(),
+            session_roles: [("app_clone".to_owned(), "app".to_owned())].into(),
+            ..Default::default()
+        };
+        let plan = plan_apply(Engine::Postgres, &wanted, None, &state).unwrap();
+        assert!(
+            plan.actions.contains(&Action::GrantAccess {
+                user: id("reporting"),
+                database: id("bp"),
+                access: Access::Readonly,
+                table_creators: vec![id("app")],
+            }),
+            "{:?}",
+            plan.actions
+        );
+    }
+
+    #[test]
+    fn a_clone_of_a_single_user_secret_is_never_touched() {
+        // Without masterarn, `app_clone` is somebody else's user.
+        let wanted = spec(
+            &["bp"],
+            &[],
+            vec![user("app", "arn:app", &["bp"], Access::Readwrite)],
+        );
+        let state = ServerState {
+            databases: set(&["bp"]),
+            users: set(&["app", "app_clone"]),
+            users_with_current_password: set(&["app"]),
+            role_memberships: [("app".to_owned(), "app_clone".to_owned())].into(),
+            ..Default::default()
+        };
+        for engine in [Engine::MariaDb, Engine::Postgres] {
+            let plan = plan_apply(engine, &wanted, None, &state).unwrap();
+            assert_eq!(
+                described(&plan),
+                ["grant readwrite on database `bp` to user `app`"],
+                "{engine}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::identifier::{Identifier, IdentifierKind, InvalidIdentifier};
 use serde::Deserialize;
+use shared::alternating_users::AlternatingPair;
 use shared::custom_resource::lenient;
 use std::fmt;
 
@@ -92,6 +93,15 @@ pub enum SpecError {
     MasterUser { user: String, secret_arn: String },
     #[error("user `{user}` (secret {secret_arn}) has an empty Databases list")]
     UserWithoutDatabases { user: String, secret_arn: String },
+    #[error(
+        "user `{user}` (secret {secret_arn}) rotates with alternating users (its secret has \
+         masterarn), but {problem}"
+    )]
+    AlternatingUsers {
+        user: String,
+        secret_arn: String,
+        problem: String,
+    },
 }
 
 /// Validated database and extension names (users are added once their secrets are read).
@@ -129,9 +139,67 @@ impl DatabaseNames {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserGrant {
     pub secret_arn: String,
+    /// The user its secret's `AWSCURRENT` version names.
     pub username: Identifier,
     pub databases: Vec<Identifier>,
     pub access: Access,
+    /// The secret has `masterarn`: rotation alternates between these two users, and
+    /// `username` is one of them.
+    pub alternating: Option<AlternatingUsers>,
+}
+
+impl UserGrant {
+    /// Every user name this entry manages: its own and, with alternating users, the other.
+    pub fn managed_names(&self) -> Vec<&Identifier> {
+        match &self.alternating {
+            Some(pair) => vec![&pair.base, &pair.clone],
+            None => vec![&self.username],
+        }
+    }
+}
+
+/// The two users of an alternating pair (`shared::alternating_users` holds the naming rule),
+/// both validated as identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternatingUsers {
+    /// `<base>`: on PostgreSQL the one privilege holder and object owner.
+    pub base: Identifier,
+    /// `<base>_clone`, created by secret-rotation on the first rotation.
+    pub clone: Identifier,
+}
+
+impl AlternatingUsers {
+    /// The pair `username` belongs to; the clone's name must be a valid identifier too.
+    fn of(username: &Identifier) -> Result<Self, String> {
+        let pair = AlternatingPair::of(username.as_str()).map_err(|e| e.to_string())?;
+        let parse = |name: &str| {
+            Identifier::parse(IdentifierKind::User, name).map_err(|e| {
+                format!("the other user's name is not usable ({e}); choose a shorter user name")
+            })
+        };
+        Ok(Self {
+            base: parse(&pair.base)?,
+            clone: parse(&pair.clone)?,
+        })
+    }
+}
+
+/// What a user's secret says about it: the user name, and whether the secret rotates with
+/// alternating users (`masterarn` present).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUser {
+    pub username: String,
+    pub alternating: bool,
+}
+
+impl SecretUser {
+    /// A secret without `masterarn`.
+    pub fn single(username: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            alternating: false,
+        }
+    }
 }
 
 /// Everything the resource should make true, validated.
@@ -143,50 +211,74 @@ pub struct TenantDatabaseSpec {
 }
 
 impl TenantDatabaseSpec {
-    /// Combines validated names with the user names read from the users' secrets
-    /// (`usernames[i]` belongs to `properties.users[i]`).
+    /// Combines validated names with what the users' secrets say (`secret_users[i]` belongs
+    /// to `properties.users[i]`).
     pub fn new(
         properties: &TenantDatabaseProperties,
         names: DatabaseNames,
-        usernames: &[String],
+        secret_users: &[SecretUser],
         master_user: &str,
     ) -> Result<Self, SpecError> {
         let mut users: Vec<UserGrant> = Vec::new();
-        for (user, name) in properties.users.iter().zip(usernames) {
+        for (user, secret_user) in properties.users.iter().zip(secret_users) {
+            let name = &secret_user.username;
             let username = Identifier::parse(IdentifierKind::User, name)?;
-            if username.as_str() == master_user {
+            let alternating = if secret_user.alternating {
+                Some(AlternatingUsers::of(&username).map_err(|problem| {
+                    SpecError::AlternatingUsers {
+                        user: name.clone(),
+                        secret_arn: user.secret_arn.clone(),
+                        problem,
+                    }
+                })?)
+            } else {
+                None
+            };
+            let grant = UserGrant {
+                secret_arn: user.secret_arn.clone(),
+                username,
+                databases: unique(&user.databases, IdentifierKind::Database)?,
+                access: user.access,
+                alternating,
+            };
+            let managed = grant.managed_names();
+            if let Some(master) = managed.iter().find(|n| n.as_str() == master_user) {
                 return Err(SpecError::MasterUser {
-                    user: name.clone(),
+                    user: master.to_string(),
                     secret_arn: user.secret_arn.clone(),
                 });
             }
-            if let Some(first) = users.iter().find(|u| u.username == username) {
+            if let Some((first, shared)) = users.iter().find_map(|u| {
+                let shared = u
+                    .managed_names()
+                    .into_iter()
+                    .find(|n| managed.contains(n))?;
+                Some((u, shared))
+            }) {
                 return Err(SpecError::DuplicateUser {
-                    user: name.clone(),
+                    user: shared.to_string(),
                     first: first.secret_arn.clone(),
                     second: user.secret_arn.clone(),
                 });
             }
-            let databases = unique(&user.databases, IdentifierKind::Database)?;
-            if databases.is_empty() {
+            if grant.databases.is_empty() {
                 return Err(SpecError::UserWithoutDatabases {
                     user: name.clone(),
                     secret_arn: user.secret_arn.clone(),
                 });
             }
-            if let Some(missing) = databases.iter().find(|db| !names.databases.contains(db)) {
+            if let Some(missing) = grant
+                .databases
+                .iter()
+                .find(|db| !names.databases.contains(db))
+            {
                 return Err(SpecError::UnlistedDatabase {
                     user: name.clone(),
                     secret_arn: user.secret_arn.clone(),
                     database: missing.to_string(),
                 });
             }
-            users.push(UserGrant {
-                secret_arn: user.secret_arn.clone(),
-                username,
-                databases,
-                access: user.access,
-            });
+            users.push(grant);
         }
         Ok(Self {
             databases: names.databases,
@@ -257,12 +349,96 @@ mod tests {
         }));
         let names = DatabaseNames::validate(&p).unwrap();
         assert_eq!(names.databases.len(), 1);
-        let err = TenantDatabaseSpec::new(&p, names.clone(), &["app".into()], "admin").unwrap_err();
+        let single = |name: &str| [SecretUser::single(name)];
+        let err = TenantDatabaseSpec::new(&p, names.clone(), &single("app"), "admin").unwrap_err();
         assert!(matches!(err, SpecError::UnlistedDatabase { .. }), "{err}");
         let err =
-            TenantDatabaseSpec::new(&p, names.clone(), &["admin".into()], "admin").unwrap_err();
+            TenantDatabaseSpec::new(&p, names.clone(), &single("admin"), "admin").unwrap_err();
         assert!(matches!(err, SpecError::MasterUser { .. }), "{err}");
-        let err = TenantDatabaseSpec::new(&p, names, &["a'b".into()], "admin").unwrap_err();
+        let err = TenantDatabaseSpec::new(&p, names, &single("a'b"), "admin").unwrap_err();
         assert!(err.to_string().starts_with("user name \"a'b\""), "{err}");
+    }
+
+    fn alternating(name: &str) -> SecretUser {
+        SecretUser {
+            username: name.to_owned(),
+            alternating: true,
+        }
+    }
+
+    #[test]
+    fn a_secret_with_masterarn_manages_both_users_of_its_pair() {
+        let p = props(json!({
+            "MasterSecretArn": "a", "Databases": ["bp"],
+            "Users": [{"SecretArn": "arn:u", "Databases": ["bp"], "Access": "readwrite"}]
+        }));
+        let names = DatabaseNames::validate(&p).unwrap();
+        for current in ["app", "app_clone"] {
+            let spec = TenantDatabaseSpec::new(&p, names.clone(), &[alternating(current)], "admin")
+                .unwrap();
+            let user = &spec.users[0];
+            assert_eq!(user.username.as_str(), current);
+            let pair = user.alternating.as_ref().unwrap();
+            assert_eq!(
+                (pair.base.as_str(), pair.clone.as_str()),
+                ("app", "app_clone")
+            );
+        }
+        let spec =
+            TenantDatabaseSpec::new(&p, names.clone(), &[SecretUser::single("app")], "admin")
+                .unwrap();
+        assert_eq!(spec.users[0].alternating, None);
+    }
+
+    #[test]
+    fn an_alternating_pair_that_cannot_exist_or_collides_is_refused() {
+        let p = props(json!({
+            "MasterSecretArn": "a", "Databases": ["bp"],
+            "Users": [{"SecretArn": "arn:u", "Databases": ["bp"], "Access": "readwrite"}]
+        }));
+        let names = DatabaseNames::validate(&p).unwrap();
+        let err = TenantDatabaseSpec::new(
+            &p,
+            names.clone(),
+            &[alternating("app_clone_clone")],
+            "admin",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("has no stable alternating pair"),
+            "{err}"
+        );
+        // 60 bytes: the clone's name would be 66, over the 63 both engines keep.
+        let long = "a".repeat(60);
+        let err =
+            TenantDatabaseSpec::new(&p, names.clone(), &[alternating(&long)], "admin").unwrap_err();
+        assert!(
+            matches!(err, SpecError::AlternatingUsers { .. })
+                && err.to_string().contains("choose a shorter user name"),
+            "{err}"
+        );
+        // The master's own pair is not an app user's.
+        let err =
+            TenantDatabaseSpec::new(&p, names.clone(), &[alternating("admin_clone")], "admin")
+                .unwrap_err();
+        assert!(matches!(err, SpecError::MasterUser { .. }), "{err}");
+
+        let two = props(json!({
+            "MasterSecretArn": "a", "Databases": ["bp"],
+            "Users": [{"SecretArn": "arn:one", "Databases": ["bp"], "Access": "readwrite"},
+                      {"SecretArn": "arn:two", "Databases": ["bp"], "Access": "readonly"}]
+        }));
+        let names = DatabaseNames::validate(&two).unwrap();
+        let err = TenantDatabaseSpec::new(
+            &two,
+            names,
+            &[alternating("app"), SecretUser::single("app_clone")],
+            "admin",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "user `app_clone` is listed twice (secrets arn:one and arn:two)"
+        );
     }
 }

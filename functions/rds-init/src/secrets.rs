@@ -17,11 +17,22 @@ pub enum SecretError {
     Malformed { arn: String, problem: String },
 }
 
-/// An app user's secret: JSON with at least `username` and `password`.
+/// An app user's secret: JSON with at least `username` and `password`; `masterarn` (the
+/// master's secret, set for alternating-users rotation) says that `username` is one of the
+/// pair `<base>` / `<base>_clone`.
 #[derive(Deserialize)]
 pub struct UserCredentials {
     pub username: String,
     pub password: SecretString,
+    #[serde(default)]
+    pub masterarn: Option<String>,
+}
+
+impl UserCredentials {
+    /// Whether the secret rotates with alternating users.
+    pub fn alternating(&self) -> bool {
+        self.masterarn.as_deref().is_some_and(|arn| !arn.is_empty())
+    }
 }
 
 /// Reads secrets; built once per cold start.
@@ -90,7 +101,7 @@ fn malformed(arn: &str, error: &serde_json::Error) -> SecretError {
         serde_json::error::Category::Data if names_only => message,
         serde_json::error::Category::Data => format!(
             "a field has the wrong type or value (line {}, column {}); expected JSON with \
-             string username and password",
+             string username and password (and optional string masterarn)",
             error.line(),
             error.column()
         ),

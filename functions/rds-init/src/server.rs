@@ -146,6 +146,46 @@ pub async fn read_names(
     Ok((databases, users, extensions))
 }
 
+/// PostgreSQL role facts: direct memberships as (role, member), and the role each role's
+/// sessions act as (`ALTER ROLE … SET role`). Empty on MariaDB/MySQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleFacts {
+    pub memberships: BTreeSet<(String, String)>,
+    pub session_roles: BTreeMap<String, String>,
+}
+
+/// Reads [`RoleFacts`] as the master.
+pub async fn read_role_facts(connection: &mut DbConnection) -> Result<RoleFacts, ServerError> {
+    let DbConnection::Postgres(c) = connection else {
+        return Ok(RoleFacts::default());
+    };
+    let memberships: Vec<(String, String)> = sqlx::query_as(
+        "SELECT r.rolname::text, m.rolname::text FROM pg_auth_members a \
+         JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|source| ServerError::ReadState {
+        what: "role memberships",
+        source,
+    })?;
+    // rolconfig holds the settings for every database, as `name=value`.
+    let session_roles: Vec<(String, String)> = sqlx::query_as(
+        "SELECT rolname::text, substr(setting, 6) FROM pg_roles, unnest(rolconfig) AS setting \
+         WHERE setting LIKE 'role=%'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|source| ServerError::ReadState {
+        what: "role settings",
+        source,
+    })?;
+    Ok(RoleFacts {
+        memberships: memberships.into_iter().collect(),
+        session_roles: session_roles.into_iter().collect(),
+    })
+}
+
 /// Whether `username` logs in with `password` (a single attempt, no retry). A failure that
 /// is not a refused password (a timeout, say) counts as "works": the password is then left
 /// alone rather than overwritten on a guess.

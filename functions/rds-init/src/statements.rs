@@ -149,6 +149,12 @@ fn mysql(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Missi
             vec![s(format!("DROP DATABASE IF EXISTS {}", db.mysql_quoted()))]
         }
         Action::DropUser(user) => vec![s(format!("DROP USER IF EXISTS {}", user.mysql_account()))],
+        // Planning never asks for role memberships or session roles on MariaDB/MySQL: both
+        // alternating users get every grant themselves.
+        Action::GrantMembership { .. }
+        | Action::RevokeMembership { .. }
+        | Action::SetSessionRole { .. }
+        | Action::DetachClone { .. } => vec![],
     })
 }
 
@@ -189,12 +195,11 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
             table_creators,
         } => {
             let (u, db) = (user.pg_quoted(), database.pg_quoted());
-            let mut out = Vec::new();
             // On RDS the master is not a superuser: membership in a role lets it grant on
-            // that role's tables and set default privileges for them.
-            for creator in table_creators {
-                out.push(s(format!("GRANT {} TO CURRENT_USER", creator.pg_quoted())));
-            }
+            // that role's tables and set default privileges for them, and grant and revoke on
+            // the tables the user owns itself (without it a GRANT there fails and a REVOKE
+            // does nothing).
+            let mut out = pg_master_joins([user].into_iter().chain(table_creators));
             match access {
                 Access::Readwrite => {
                     out.push(s(format!("GRANT ALL PRIVILEGES ON DATABASE {db} TO {u}")));
@@ -245,10 +250,11 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
         }
         Action::RevokeAccess { user, database } => {
             let u = user.pg_quoted();
-            let mut out = vec![s(format!(
+            let mut out = pg_master_joins([user]);
+            out.push(s(format!(
                 "REVOKE ALL ON DATABASE {} FROM {u}",
                 database.pg_quoted()
-            ))];
+            )));
             out.extend(
                 pg_revoke_in_database(&u)
                     .into_iter()
@@ -278,7 +284,67 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
             )),
             s(format!("DROP ROLE IF EXISTS {}", user.pg_quoted())),
         ],
+        Action::GrantMembership { role, member } => vec![s(format!(
+            "GRANT {} TO {}",
+            role.pg_quoted(),
+            member.pg_quoted()
+        ))],
+        Action::RevokeMembership { role, member } => vec![s(format!(
+            "REVOKE {} FROM {}",
+            role.pg_quoted(),
+            member.pg_quoted()
+        ))],
+        // A role name as a string: the setting holds it verbatim.
+        Action::SetSessionRole { user, role } => vec![s(format!(
+            "ALTER ROLE {} SET role = {}",
+            user.pg_quoted(),
+            postgres_string_literal(role.as_str())
+        ))],
+        Action::DetachClone {
+            clone,
+            base,
+            database,
+            table_creators,
+        } => {
+            let (c, b) = (clone.pg_quoted(), base.pg_quoted());
+            // REASSIGN OWNED needs the master in both roles; the revokes on the base's
+            // tables and for the creators' default privileges need it in those.
+            let mut out = pg_master_joins([clone, base].into_iter().chain(table_creators));
+            // First, so the revokes below (and those on the base) reach what the clone made.
+            out.push(d(database, format!("REASSIGN OWNED BY {c} TO {b}")));
+            out.push(s(format!(
+                "REVOKE ALL ON DATABASE {} FROM {c}",
+                database.pg_quoted()
+            )));
+            out.extend(
+                pg_revoke_in_database(&c)
+                    .into_iter()
+                    .map(|sql| d(database, sql)),
+            );
+            for creator in table_creators {
+                let creator = creator.pg_quoted();
+                for kind in ["TABLES", "SEQUENCES"] {
+                    out.push(d(
+                        database,
+                        format!(
+                            "ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public \
+                             REVOKE ALL ON {kind} FROM {c}"
+                        ),
+                    ));
+                }
+            }
+            out
+        }
     })
+}
+
+/// PostgreSQL: the master becomes a member of each of `roles` (on RDS it is not a superuser,
+/// and changes privileges on a role's own objects only as a member).
+fn pg_master_joins<'a>(roles: impl IntoIterator<Item = &'a Identifier>) -> Vec<Statement> {
+    roles
+        .into_iter()
+        .map(|role| Statement::on_server(format!("GRANT {} TO CURRENT_USER", role.pg_quoted())))
+        .collect()
 }
 
 /// Everything a user may hold inside one database's `public` schema, revoked.
@@ -393,5 +459,104 @@ mod tests {
         .unwrap();
         assert!(sql[1].sql.contains("pg_terminate_backend") && sql[1].sql.contains("E'bp'"));
         assert_eq!(sql[2].sql, r#"DROP DATABASE IF EXISTS "bp""#);
+    }
+
+    fn sql_of(engine: Engine, action: &Action) -> Vec<(Option<String>, String)> {
+        render(engine, action, &passwords())
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.database.map(|d| d.to_string()), s.sql))
+            .collect()
+    }
+
+    #[test]
+    fn postgres_grants_and_revokes_make_the_master_a_member_of_the_user_first() {
+        let revoke = Action::RevokeAccess {
+            user: user("app"),
+            database: db("old"),
+        };
+        let sql = sql_of(Engine::Postgres, &revoke);
+        assert_eq!(sql[0], (None, r#"GRANT "app" TO CURRENT_USER"#.to_owned()));
+        assert_eq!(
+            sql[1],
+            (
+                None,
+                r#"REVOKE ALL ON DATABASE "old" FROM "app""#.to_owned()
+            )
+        );
+        let grant = Action::GrantAccess {
+            user: user("reporting"),
+            database: db("bp"),
+            access: Access::Readonly,
+            table_creators: vec![user("app")],
+        };
+        let sql = sql_of(Engine::Postgres, &grant);
+        assert_eq!(
+            sql[..2],
+            [
+                (None, r#"GRANT "reporting" TO CURRENT_USER"#.to_owned()),
+                (None, r#"GRANT "app" TO CURRENT_USER"#.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn postgres_clone_upkeep_reassigns_before_it_revokes_and_sets_the_role_as_a_string() {
+        let detach = Action::DetachClone {
+            clone: user("app_clone"),
+            base: user("app"),
+            database: db("bp"),
+            table_creators: vec![user("writer")],
+        };
+        let sql = sql_of(Engine::Postgres, &detach);
+        let bp = || Some("bp".to_owned());
+        assert_eq!(
+            sql[..5],
+            [
+                (None, r#"GRANT "app_clone" TO CURRENT_USER"#.to_owned()),
+                (None, r#"GRANT "app" TO CURRENT_USER"#.to_owned()),
+                (None, r#"GRANT "writer" TO CURRENT_USER"#.to_owned()),
+                (bp(), r#"REASSIGN OWNED BY "app_clone" TO "app""#.to_owned()),
+                (
+                    None,
+                    r#"REVOKE ALL ON DATABASE "bp" FROM "app_clone""#.to_owned()
+                ),
+            ]
+        );
+        assert!(sql.contains(&(
+            bp(),
+            r#"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "app_clone""#.to_owned()
+        )));
+        assert_eq!(
+            sql.last().unwrap(),
+            &(
+                bp(),
+                r#"ALTER DEFAULT PRIVILEGES FOR ROLE "writer" IN SCHEMA public REVOKE ALL ON SEQUENCES FROM "app_clone""#
+                    .to_owned()
+            )
+        );
+        let set_role = Action::SetSessionRole {
+            user: user("app_clone"),
+            role: user("app"),
+        };
+        assert_eq!(
+            sql_of(Engine::Postgres, &set_role),
+            [(
+                None,
+                r#"ALTER ROLE "app_clone" SET role = E'app'"#.to_owned()
+            )]
+        );
+        let join = Action::GrantMembership {
+            role: user("app"),
+            member: user("app_clone"),
+        };
+        assert_eq!(
+            sql_of(Engine::Postgres, &join),
+            [(None, r#"GRANT "app" TO "app_clone""#.to_owned())]
+        );
+        // MariaDB/MySQL has no role inheritance: planning grants both users instead.
+        for action in [detach, set_role, join] {
+            assert!(sql_of(Engine::MariaDb, &action).is_empty(), "{action}");
+        }
     }
 }
