@@ -7,18 +7,19 @@
 
 use crate::cfn_recorder::CfnResponseRecorder;
 use crate::database::DatabaseServer;
+use crate::lambda_context::with_deadline_in as context;
 use crate::mariadb::MariaDb;
 use crate::moto::Moto;
 use crate::postgres::Postgres;
 use aws_sdk_secretsmanager::Client as SecretsClient;
-use lambda_runtime::{Context, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use rds_init::{Config, TenantDatabases};
 use serde_json::{Value, json};
 use shared::custom_resource::Responder;
 use shared::database::{ConnectSettings, DatabaseSecret, DbConnection, connect, server_error_code};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The logical id every test request names.
 pub const LOGICAL_RESOURCE_ID: &str = "TenantDatabases";
@@ -123,14 +124,6 @@ async fn create_secret(client: &SecretsClient, name: &str, value: &Value) -> Str
         .unwrap()
         .arn
         .unwrap()
-}
-
-fn context(left: Duration) -> Context {
-    let mut context = Context::default();
-    context.request_id = "lambda-request-1".into();
-    let deadline = SystemTime::now() + left;
-    context.deadline = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    context
 }
 
 /// A database server of either engine.
