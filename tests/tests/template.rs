@@ -4,7 +4,7 @@
 //! function relies on, the VPC placement, the IAM guard rails, the dead-letter queues and one
 //! GPU group + idle alarm per workflow.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -144,6 +144,15 @@ fn evaluate(condition: &Value) -> bool {
         return pair[0] == pair[1];
     }
     panic!("cannot evaluate condition {condition}")
+}
+
+/// Whether `resource` is created with the parameters the template was rendered with: it has no
+/// Condition, or its condition holds. (The local render drops the Refs inside a resource whose
+/// condition is false, so such a resource is not looked at.)
+fn exists(template: &Value, resource: &Value) -> bool {
+    resource["Condition"]
+        .as_str()
+        .is_none_or(|condition| evaluate(&template["Conditions"][condition]))
 }
 
 /// A value that is a string or a list of strings, as IAM allows for Action and Resource.
@@ -447,6 +456,7 @@ fn secret_rotation_rotates_the_suites_secrets_monthly_app_user_alternating() {
     let schedules = of_type(template, "AWS::SecretsManager::RotationSchedule");
     let secrets: BTreeSet<String> = schedules
         .iter()
+        .filter(|(_, schedule)| exists(template, schedule))
         .map(|(id, schedule)| {
             let properties = &schedule["Properties"];
             assert_eq!(
@@ -906,9 +916,9 @@ fn fleet_functions_know_their_stack_and_every_group_carries_it() {
 }
 
 /// Every name a stack gives a resource, and every metric namespace it uses, from a template
-/// rendered for `stack_name`, resolved.
-fn names_and_namespaces(stack_name: &str) -> BTreeSet<String> {
-    let template = stack_template(stack_name);
+/// rendered for `stack_name` with `overrides`, resolved.
+fn names_and_namespaces(stack_name: &str, overrides: &[&str]) -> BTreeSet<String> {
+    let template = stack_template_with(stack_name, overrides);
     let mut names = BTreeSet::new();
     let mut add = |value: &Value| {
         if value.is_null() {
@@ -956,15 +966,30 @@ fn names_and_namespaces(stack_name: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn two_stacks_share_no_resource_name_alarm_name_or_metric_namespace() {
-    let a = names_and_namespaces("orch-a");
-    let b = names_and_namespaces("orch-b");
+fn two_stacks_share_no_name_or_namespace_but_the_secrets_of_the_same_prefix_and_stage() {
+    let a = names_and_namespaces("orch-a", &[]);
+    let b = names_and_namespaces("orch-b", &[]);
     assert!(a.len() >= 20, "names found: {a:?}");
-    let shared: Vec<_> = a.intersection(&b).collect();
-    assert!(
-        shared.is_empty(),
-        "stacks orch-a and orch-b would collide on {shared:?}"
+    // The secrets follow the architecture's /<prefix>/<stage>/… layout, not the stack: two
+    // stacks with the same prefix and stage claim the same secrets (the second stack fails to
+    // create, the README says so), and nothing else.
+    let shared: BTreeSet<&String> = a.intersection(&b).collect();
+    let secrets: BTreeSet<&String> = a.iter().filter(|n| n.starts_with("/bp/dev/")).collect();
+    assert_eq!(secrets.len(), 5, "{secrets:?}");
+    assert_eq!(
+        shared, secrets,
+        "stacks orch-a and orch-b would collide on more than their secrets"
     );
+    for other in [
+        names_and_namespaces("orch-b", &["Stage=staging"]),
+        names_and_namespaces("orch-b", &["SecretPathPrefix=crm"]),
+    ] {
+        let shared: Vec<_> = a.intersection(&other).collect();
+        assert!(
+            shared.is_empty(),
+            "stacks with another stage or prefix would collide on {shared:?}"
+        );
+    }
     for expected in [
         "Orchestrator/orch-a/Queue",
         "Orchestrator/orch-a/Fleet",
@@ -1167,23 +1192,477 @@ fn the_worker_role_allows_the_worker_contract_on_its_own_stack_only() {
     );
 }
 
-#[test]
-fn the_fleet_secret_is_generic_and_rotated_monthly() {
-    let template = default_template();
-    let secret = &resource(template, "FleetSecret")["Properties"];
-    let document: Value = serde_json::from_str(
-        secret["GenerateSecretString"]["SecretStringTemplate"]
+/// The secrets whose first value CloudFormation generates.
+const GENERATED_SECRETS: [&str; 4] = [
+    "DbMasterSecret",
+    "AppUserSecret",
+    "FleetSecret",
+    "LaravelAppKeySecret",
+];
+
+/// The values secret-rotation's generic engine knows for `format` (the contract in
+/// DESIGN.md: `password` by default, `laravel-app-key`, `hex` and `base64`).
+const GENERIC_FORMATS: [&str; 4] = ["password", "laravel-app-key", "hex", "base64"];
+
+/// The JSON a generated secret starts with (its SecretStringTemplate) and its
+/// GenerateSecretString.
+fn generated_document<'a>(template: &'a Value, logical_id: &str) -> (Value, &'a Value) {
+    let spec = &resource(template, logical_id)["Properties"]["GenerateSecretString"];
+    let document = serde_json::from_str(
+        spec["SecretStringTemplate"]
             .as_str()
-            .unwrap(),
+            .unwrap_or_else(|| panic!("{logical_id}: no SecretStringTemplate")),
     )
-    .unwrap();
-    assert_eq!(document["engine"], "generic");
-    let rotation = &resource(template, "FleetSecretRotation");
-    assert_eq!(rotation["Properties"]["SecretId"], reference("FleetSecret"));
+    .unwrap_or_else(|e| panic!("{logical_id}: SecretStringTemplate is not JSON: {e}"));
+    (document, spec)
+}
+
+#[test]
+fn the_fleet_key_and_the_app_key_are_generic_secrets_with_their_format() {
+    let template = default_template();
+    let (fleet, spec) = generated_document(template, "FleetSecret");
+    assert_eq!(fleet, json!({"engine": "generic", "format": "password"}));
+    // The value rotation writes is of the kind CloudFormation made: same key, length and
+    // excluded characters as secret-rotation's GetRandomPassword.
+    let rotation = env_vars(template, "SecretRotationFunction");
+    assert_eq!(spec["GenerateStringKey"], "password");
     assert_eq!(
-        rotation["DependsOn"],
+        spec["PasswordLength"].to_string(),
+        rotation["PASSWORD_LENGTH"].as_str().unwrap()
+    );
+    assert_eq!(spec["ExcludeCharacters"], rotation["EXCLUDE_CHARACTERS"]);
+    let schedule = &resource(template, "FleetSecretRotation");
+    assert_eq!(schedule["Properties"]["SecretId"], reference("FleetSecret"));
+    assert_eq!(
+        schedule["DependsOn"],
         json!("FleetSecretRotationPermission")
     );
+
+    let (app_key, spec) = generated_document(template, "LaravelAppKeySecret");
+    assert_eq!(
+        app_key,
+        json!({"engine": "generic", "format": "laravel-app-key"})
+    );
+    // Until a rotation writes base64:…, Laravel reads the value as a raw key: AES-256 takes
+    // exactly 32 bytes, and letters and digits need no quoting in a .env file.
+    assert_eq!(spec["GenerateStringKey"], "password");
+    assert_eq!(spec["PasswordLength"], 32);
+    assert_eq!(spec["ExcludePunctuation"], true);
+    // Data in the database snapshot is only readable with it.
+    let app_key_secret = resource(template, "LaravelAppKeySecret");
+    assert_eq!(app_key_secret["DeletionPolicy"], "Retain");
+    assert_eq!(app_key_secret["UpdateReplacePolicy"], "Retain");
+
+    for (id, secret) in of_type(template, "AWS::SecretsManager::Secret") {
+        let Some(text) =
+            secret["Properties"]["GenerateSecretString"]["SecretStringTemplate"].as_str()
+        else {
+            continue;
+        };
+        let document: Value = serde_json::from_str(text).unwrap();
+        if document["engine"] == "generic" {
+            let format = document["format"].as_str().unwrap_or_default();
+            assert!(GENERIC_FORMATS.contains(&format), "{id}: format {format:?}");
+        } else {
+            assert!(document.get("format").is_none(), "{id}: {document}");
+        }
+    }
+}
+
+/// Every secret of a [`stack_template_with`]: logical id → its name, resolved.
+fn secret_names(template: &Value) -> BTreeMap<String, String> {
+    of_type(template, "AWS::SecretsManager::Secret")
+        .into_iter()
+        .map(|(id, secret)| {
+            let name = resolved(template, &secret["Properties"]["Name"]);
+            (id.clone(), name.as_str().expect("a name").to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn every_secret_is_named_under_its_prefix_and_stage() {
+    for (overrides, prefix, user, providers) in [
+        (&[][..], "/bp/dev/", "app", &["google"][..]),
+        (
+            &[
+                "SecretPathPrefix=Acme.crm_1",
+                "Stage=prod",
+                "AppDbUsername=web",
+                "OAuthProviders=google,git-hub",
+            ][..],
+            "/Acme.crm_1/prod/",
+            "web",
+            &["google", "git-hub"][..],
+        ),
+    ] {
+        let template = stack_template_with("orch-a", overrides);
+        let mut expected: BTreeMap<String, String> = [
+            ("DbMasterSecret", "db/master".to_owned()),
+            ("AppUserSecret", format!("db/{user}")),
+            ("FleetSecret", "fleet/key".to_owned()),
+            ("LaravelAppKeySecret", "laravel/app-key".to_owned()),
+        ]
+        .into_iter()
+        .map(|(id, path)| (id.to_owned(), format!("{prefix}{path}")))
+        .collect();
+        for provider in providers {
+            expected.insert(
+                format!("OAuthSecret{}", provider.replace('-', "")),
+                format!("{prefix}oauth/{provider}"),
+            );
+        }
+        let names = secret_names(&template);
+        assert_eq!(names, expected, "{overrides:?}");
+        assert_eq!(
+            resolved(&template, &template["Outputs"]["SecretsPath"]["Value"]),
+            json!(prefix),
+            "{overrides:?}"
+        );
+        // The workers find the fleet key by the name their group's tag gives.
+        for (id, group) in of_type(&template, "AWS::AutoScaling::AutoScalingGroup") {
+            let tag = group["Properties"]["Tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["Key"] == "orchestrator:fleet-secret" && t["PropagateAtLaunch"] == true)
+                .unwrap_or_else(|| panic!("{id}: no orchestrator:fleet-secret tag"));
+            assert_eq!(
+                resolved(&template, &tag["Value"]),
+                json!(names["FleetSecret"]),
+                "{id}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_secret_parameters_refuse_what_cloudformation_or_secrets_manager_would() {
+    for (value, why) in [
+        ("SecretPathPrefix=", "SecretPathPrefix"),
+        ("SecretPathPrefix=bp/prod", "SecretPathPrefix"),
+        ("SecretPathPrefix=-bp", "SecretPathPrefix"),
+        ("SecretPathPrefix=b p", "SecretPathPrefix"),
+        ("SecretPathPrefix=bp!", "SecretPathPrefix"),
+        ("SecretPathPrefix=bp*", "SecretPathPrefix"),
+        (
+            &format!("SecretPathPrefix={}x", longest_stack_name()),
+            "SecretPathPrefix",
+        ),
+        ("OAuthProviders=", "OAuthProviders"),
+        ("OAuthProviders=google,", "OAuthProviders"),
+        ("OAuthProviders=Google", "OAuthProviders"),
+        ("OAuthProviders=google/x", "OAuthProviders"),
+        ("OAuthProviders=git-hub,github", "same logical ids"),
+        ("AppKeyRotation=weekly", "AppKeyRotation"),
+    ] {
+        let message = refused(&[value]);
+        assert!(message.contains(why), "{value}: {message}");
+    }
+    // Any CloudFormation stack name is a prefix (a stack made before the parameter keeps its
+    // secrets with its own name), and so is every character Secrets Manager allows in a name
+    // except the slash.
+    for value in [longest_stack_name().as_str(), "bp", "Acme.crm_1+x=y@z-2"] {
+        let template = stack_template_with("orch-a", &[&format!("SecretPathPrefix={value}")]);
+        assert_eq!(
+            secret_names(&template)["LaravelAppKeySecret"],
+            format!("/{value}/dev/laravel/app-key")
+        );
+    }
+}
+
+/// A rotated secret's logical id → its schedule's rules, for the schedules that exist.
+fn rotated_secrets(template: &Value) -> BTreeMap<String, Value> {
+    of_type(template, "AWS::SecretsManager::RotationSchedule")
+        .into_iter()
+        .filter(|(_, schedule)| exists(template, schedule))
+        .map(|(id, schedule)| {
+            let properties = &schedule["Properties"];
+            assert_eq!(
+                properties["RotationLambdaARN"],
+                get_att("SecretRotationFunction", "Arn"),
+                "{id}"
+            );
+            let target = properties["SecretId"]["Ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}: SecretId is not a Ref"));
+            let secret = target.trim_end_matches("Attachment").to_owned();
+            let mut rules = properties["RotationRules"].clone();
+            rules["RotateImmediatelyOnUpdate"] = properties["RotateImmediatelyOnUpdate"].clone();
+            (secret, rules)
+        })
+        .collect()
+}
+
+/// The secrets Secrets Manager may invoke secret-rotation for (the permissions that exist).
+fn rotation_invokers(template: &Value) -> BTreeSet<String> {
+    of_type(template, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(_, p)| {
+            exists(template, p) && p["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+        })
+        .map(|(_, p)| {
+            p["Properties"]["SourceArn"]["Ref"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn each_secret_rotates_on_its_schedule_the_app_key_only_when_asked_oauth_never() {
+    let monthly_db = |template: &Value| {
+        let rotated = rotated_secrets(template);
+        assert_eq!(
+            monthly_window(&rotated["DbMasterSecret"]).map(|(day, ..)| day),
+            Some(1)
+        );
+        assert_eq!(
+            monthly_window(&rotated["AppUserSecret"]).map(|(day, ..)| day),
+            Some(15)
+        );
+        assert_eq!(rotated["FleetSecret"]["AutomaticallyAfterDays"], 30);
+        rotated
+    };
+    let rotated = monthly_db(default_template());
+    let always: BTreeSet<String> = ["AppUserSecret", "DbMasterSecret", "FleetSecret"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        rotated.keys().cloned().collect::<BTreeSet<_>>(),
+        always,
+        "by default the APP_KEY is never rotated"
+    );
+    assert_eq!(rotation_invokers(default_template()), always);
+    assert_eq!(
+        default_template()["Parameters"]["AppKeyRotation"]["Default"],
+        "never"
+    );
+
+    for (value, cron) in [
+        ("yearly", "cron(0 3 8 1 ? *)"),
+        ("quarterly", "cron(0 3 8 1,4,7,10 ? *)"),
+        ("monthly", "cron(0 3 8 * ? *)"),
+    ] {
+        let template = render(&[
+            &format!("AppKeyRotation={value}"),
+            "OAuthProviders=google,github",
+        ]);
+        let rotated = monthly_db(&template);
+        let mut with_app_key = always.clone();
+        with_app_key.insert("LaravelAppKeySecret".to_owned());
+        assert_eq!(
+            rotated.keys().cloned().collect::<BTreeSet<_>>(),
+            with_app_key,
+            "{value}"
+        );
+        assert_eq!(rotation_invokers(&template), with_app_key, "{value}");
+        // In a night window, and never as a side effect of the deploy that turns it on.
+        assert_eq!(
+            rotated["LaravelAppKeySecret"],
+            json!({"ScheduleExpression": cron, "Duration": "2h", "RotateImmediatelyOnUpdate": false}),
+            "{value}"
+        );
+        assert_eq!(
+            depends_on(&template, "LaravelAppKeySecretRotation"),
+            ["LaravelAppKeySecretRotationPermission".to_owned()].into()
+        );
+        // The OAuth secrets: issued by the provider, so nothing to generate and nothing to
+        // rotate; the template writes no value an update could put over the operator's.
+        for provider in ["google", "github"] {
+            let id = format!("OAuthSecret{provider}");
+            let properties = &resource(&template, &id)["Properties"];
+            assert!(properties["GenerateSecretString"].is_null(), "{id}");
+            assert!(properties["SecretString"].is_null(), "{id}");
+            assert!(!rotated.contains_key(&id), "{id} is rotated");
+        }
+    }
+}
+
+/// The secrets a role's statements name (Refs to secrets of the template), apart from the one
+/// statement that reads secrets tagged for rds-init.
+fn secrets_granted(template: &Value, statements: &[&Value]) -> BTreeSet<String> {
+    let mut granted = BTreeSet::new();
+    for statement in statements {
+        let actions = actions(statement);
+        if !actions
+            .iter()
+            .any(|a| a.starts_with("secretsmanager:") && a != "secretsmanager:GetRandomPassword")
+        {
+            continue;
+        }
+        if !statement["Condition"]["StringEquals"]["secretsmanager:ResourceTag/orchestrator:rds-init"]
+            .is_null()
+        {
+            continue;
+        }
+        for resource in one_or_many(&statement["Resource"]) {
+            let id = resource["Ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a secret grant on {resource}, not a secret's Ref"));
+            assert_eq!(
+                self::resource(template, id)["Type"],
+                "AWS::SecretsManager::Secret",
+                "{id}"
+            );
+            granted.insert(id.to_owned());
+        }
+    }
+    granted
+}
+
+#[test]
+fn every_reader_of_a_secret_is_granted_exactly_the_secrets_it_reads() {
+    for (overrides, rotation_reads_app_key) in [
+        (&[][..], false),
+        (
+            &["AppKeyRotation=monthly", "OAuthProviders=google,github"][..],
+            true,
+        ),
+    ] {
+        let template = render(overrides);
+        let mut rotated = vec!["AppUserSecret", "DbMasterSecret", "FleetSecret"];
+        if rotation_reads_app_key {
+            rotated.push("LaravelAppKeySecret");
+        }
+        let worker_role: Vec<&Value> = resource(&template, "WorkerRole")["Properties"]["Policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| one_or_many(&p["PolicyDocument"]["Statement"]))
+            .collect();
+        for (reader, statements, reads) in [
+            (
+                "SecretRotationFunction",
+                role_statements(&template, "SecretRotationFunction"),
+                rotated,
+            ),
+            (
+                "RdsInitFunction",
+                role_statements(&template, "RdsInitFunction"),
+                vec!["AppUserSecret", "DbMasterSecret"],
+            ),
+            ("WorkerRole", worker_role, vec!["FleetSecret"]),
+            (
+                "ScaleToZeroFunction",
+                role_statements(&template, "ScaleToZeroFunction"),
+                vec![],
+            ),
+            (
+                "SpotInterruptionFunction",
+                role_statements(&template, "SpotInterruptionFunction"),
+                vec![],
+            ),
+            (
+                "DeployGateFunction",
+                role_statements(&template, "DeployGateFunction"),
+                vec![],
+            ),
+        ] {
+            let reads: BTreeSet<String> = reads.into_iter().map(String::from).collect();
+            assert_eq!(
+                secrets_granted(&template, &statements),
+                reads,
+                "{reader} with {overrides:?}"
+            );
+        }
+    }
+    // Evaluated on the resolved roles too: nobody in the stack reads an OAuth secret or, unless
+    // it rotates, the APP_KEY (the app's own role, outside this stack, reads them).
+    let template = stack_template_with("orch-a", &["OAuthProviders=google"]);
+    let arn = |id: &str| {
+        resolved(&template, &reference(id))
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let roles: Vec<(&str, Vec<Value>)> = [
+        "SecretRotationFunction",
+        "RdsInitFunction",
+        "ScaleToZeroFunction",
+        "SpotInterruptionFunction",
+        "DeployGateFunction",
+    ]
+    .into_iter()
+    .map(|f| {
+        let statements = resolved(&template, &json!(role_statements(&template, f)));
+        (f, statements.as_array().unwrap().clone())
+    })
+    .chain([(
+        "WorkerRole",
+        iam::role_statements(&json!({
+            "Properties": resolved(&template, &resource(&template, "WorkerRole")["Properties"])
+        })),
+    )])
+    .collect();
+    for (role, statements) in &roles {
+        for secret in ["OAuthSecretgoogle", "LaravelAppKeySecret"] {
+            for action in [
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+            ] {
+                assert!(
+                    !allowed(statements, &Request::new(action, &arn(secret))),
+                    "{role} may {action} {secret}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stack_made_before_the_prefix_keeps_its_secrets_with_its_name_as_prefix() {
+    // Names and generated strings as the template before SecretPathPrefix made them
+    // (/<stack>/<stage>/…): with the stack's name as the prefix, an update renames nothing,
+    // so it replaces no secret, generates no new password and leaves the database's
+    // MasterUsername reference as it was (a change there would replace the instance).
+    for stack in ["orchestrator-suite", longest_stack_name().as_str()] {
+        let template = stack_template_with(stack, &[&format!("SecretPathPrefix={stack}")]);
+        let names = secret_names(&template);
+        for (id, path) in [
+            ("DbMasterSecret", "db/master"),
+            ("AppUserSecret", "db/app"),
+            ("FleetSecret", "fleet/key"),
+        ] {
+            assert_eq!(names[id], format!("/{stack}/dev/{path}"), "{id}");
+        }
+        let generated = |id: &str| {
+            resolved(
+                &template,
+                &resource(&template, id)["Properties"]["GenerateSecretString"],
+            )
+        };
+        assert_eq!(
+            generated("DbMasterSecret"),
+            json!({
+                "SecretStringTemplate": r#"{"username": "admin", "engine": "mariadb"}"#,
+                "GenerateStringKey": "password",
+                "PasswordLength": 32,
+                "ExcludeCharacters": "/@\"'\\"
+            })
+        );
+        assert_eq!(
+            generated("AppUserSecret"),
+            json!({
+                "SecretStringTemplate": r#"{"engine": "mariadb", "username": "app", "masterarn": "DbMasterSecret-id"}"#,
+                "GenerateStringKey": "password",
+                "PasswordLength": 32,
+                "ExcludeCharacters": "/@\"'\\"
+            })
+        );
+        let database = &resource(&template, "Database")["Properties"];
+        for (property, key) in [
+            ("MasterUsername", "username"),
+            ("MasterUserPassword", "password"),
+        ] {
+            assert_eq!(
+                database[property],
+                json!({"Fn::Sub": format!("{{{{resolve:secretsmanager:${{DbMasterSecret}}:SecretString:{key}}}}}")}),
+                "{property}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -1322,27 +1801,31 @@ fn custom_resources_time_out_a_little_after_their_function() {
 
 #[test]
 fn rotations_wait_for_their_permission_and_never_overlap() {
-    let template = default_template();
-    for (id, schedule) in of_type(template, "AWS::SecretsManager::RotationSchedule") {
-        // The permission for this schedule's secret (the database secrets' schedules name them
-        // through their attachments, whose Ref is the same ARN).
-        let secret = match schedule["Properties"]["SecretId"]["Ref"].as_str() {
-            Some(attachment) if attachment.ends_with("Attachment") => {
-                attachment.trim_end_matches("Attachment")
-            }
-            Some(other) => other,
-            None => panic!("{id}: SecretId is not a Ref"),
-        };
-        let permitted = depends_on(template, id).into_iter().any(|dependency| {
-            let permission = &resource(template, &dependency)["Properties"];
-            permission["Principal"] == "secretsmanager.amazonaws.com"
-                && permission["SourceArn"] == reference(secret)
-        });
-        assert!(
-            permitted,
-            "{id} is created before Secrets Manager may invoke the function for {secret}"
-        );
+    let with_app_key = render(&["AppKeyRotation=monthly"]);
+    for template in [default_template(), &with_app_key] {
+        let schedules = of_type(template, "AWS::SecretsManager::RotationSchedule");
+        for (id, schedule) in schedules.into_iter().filter(|(_, s)| exists(template, s)) {
+            // The permission for this schedule's secret (the database secrets' schedules name
+            // them through their attachments, whose Ref is the same ARN).
+            let secret = match schedule["Properties"]["SecretId"]["Ref"].as_str() {
+                Some(attachment) if attachment.ends_with("Attachment") => {
+                    attachment.trim_end_matches("Attachment")
+                }
+                Some(other) => other,
+                None => panic!("{id}: SecretId is not a Ref"),
+            };
+            let permitted = depends_on(template, id).into_iter().any(|dependency| {
+                let permission = &resource(template, &dependency)["Properties"];
+                permission["Principal"] == "secretsmanager.amazonaws.com"
+                    && permission["SourceArn"] == reference(secret)
+            });
+            assert!(
+                permitted,
+                "{id} is created before Secrets Manager may invoke the function for {secret}"
+            );
+        }
     }
+    let template = default_template();
     let window = |id: &str| {
         let properties = &resource(template, id)["Properties"];
         assert_eq!(
@@ -1527,10 +2010,25 @@ fn deploy_gate_may_answer_codedeploy_hooks_only_of_the_named_application() {
 
 #[test]
 fn every_invoke_permission_for_a_service_names_its_source_and_account() {
-    let template = default_template();
-    let permissions = of_type(template, "AWS::Lambda::Permission");
-    // Three rotation permissions, the idle topic, the tick and the three EC2/ASG rules.
-    assert_eq!(permissions.len(), 8, "{permissions:?}");
+    for (template, rotation_permissions) in [
+        (default_template(), 3),
+        (&render(&["AppKeyRotation=yearly"]), 4),
+    ] {
+        let permissions: Vec<_> = of_type(template, "AWS::Lambda::Permission")
+            .into_iter()
+            .filter(|(_, p)| exists(template, p))
+            .collect();
+        // The rotation permissions, the idle topic, the tick and the three EC2/ASG rules.
+        assert_eq!(
+            permissions.len(),
+            rotation_permissions + 5,
+            "{permissions:?}"
+        );
+        assert_invoke_permissions_name_source_and_account(&permissions);
+    }
+}
+
+fn assert_invoke_permissions_name_source_and_account(permissions: &[(&String, &Value)]) {
     for (id, permission) in permissions {
         let properties = &permission["Properties"];
         let principal = properties["Principal"].as_str().unwrap_or_default();
@@ -1680,6 +2178,9 @@ fn every_generated_name_fits_its_limit_for_the_longest_stack_name_and_parameters
             "Stage=production-eu-we",
             "AppDbUsername=app_user_with_long_name_",
             "GateAlarmNames=x",
+            &format!("SecretPathPrefix={stack}"),
+            &format!("OAuthProviders={slug},google"),
+            "AppKeyRotation=monthly",
         ],
     );
     let mut checked = 0;
@@ -1733,8 +2234,10 @@ fn every_generated_name_fits_its_limit_for_the_longest_stack_name_and_parameters
     assert!(checked >= 40, "only {checked} names checked");
 }
 
-/// Workflows one stack holds under CloudFormation's 500-resource limit (the README says so).
-const MAX_WORKFLOWS: usize = 98;
+/// Workflows one stack holds under CloudFormation's 500-resource limit (the README says so),
+/// with up to [`MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS`] OAuth providers (one secret each).
+const MAX_WORKFLOWS: usize = 97;
+const MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS: usize = 2;
 
 #[test]
 fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
@@ -1742,10 +2245,33 @@ fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
         let list: Vec<String> = (1..=n).map(|i| format!("workflow-{i:03}")).collect();
         format!("Workflows={}", list.join(","))
     };
-    // GateAlarmNames: the conditional gate is declared either way; count it.
-    let most = render(&[&slugs(MAX_WORKFLOWS), "GateAlarmNames=x"]);
+    let providers = |n: usize| -> String {
+        let list: Vec<String> = (1..=n).map(|i| format!("provider-{i}")).collect();
+        format!("OAuthProviders={}", list.join(","))
+    };
+    // GateAlarmNames and AppKeyRotation: conditional resources are declared either way; count
+    // them.
+    let most = render(&[
+        &slugs(MAX_WORKFLOWS),
+        &providers(MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS),
+        "GateAlarmNames=x",
+        "AppKeyRotation=monthly",
+    ]);
     let count = resources(&most).len();
-    assert!(count <= 500, "{MAX_WORKFLOWS} workflows: {count} resources");
+    assert!(
+        count <= 500,
+        "{MAX_WORKFLOWS} workflows, {MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS} OAuth providers: {count} resources"
+    );
+    let one_more_provider = render(&[
+        &slugs(MAX_WORKFLOWS),
+        &providers(MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS + 1),
+    ]);
+    assert!(
+        resources(&one_more_provider).len() > 500,
+        "{} OAuth providers still fit with {MAX_WORKFLOWS} workflows: raise \
+         MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS and the README",
+        MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS + 1
+    );
     assert!(
         most["Outputs"].as_object().unwrap().len() <= 200,
         "CloudFormation allows 200 outputs"
@@ -1762,6 +2288,12 @@ fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
     assert!(
         readme.contains(&format!("{MAX_WORKFLOWS} workflows")),
         "the README states the limit of {MAX_WORKFLOWS} workflows"
+    );
+    assert!(
+        readme.contains(&format!(
+            "{MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS} OAuth providers"
+        )),
+        "the README states how many OAuth providers fit beside them"
     );
 }
 
@@ -1890,28 +2422,40 @@ fn the_database_error_log_has_retention_and_the_identifier_it_is_named_after() {
 }
 
 #[test]
-fn an_unrelated_parameter_change_never_regenerates_the_app_password() {
-    let generated = |overrides: &[&str]| -> Value {
+fn an_unrelated_parameter_change_never_regenerates_a_secret() {
+    // Every generated secret: a changed GenerateSecretString writes a new value over it.
+    let generated = |overrides: &[&str]| -> Vec<Value> {
         let template = stack_template_with("orch-a", overrides);
-        resolved(
-            &template,
-            &resource(&template, "AppUserSecret")["Properties"]["GenerateSecretString"],
-        )
+        GENERATED_SECRETS
+            .iter()
+            .map(|id| {
+                resolved(
+                    &template,
+                    &resource(&template, id)["Properties"]["GenerateSecretString"],
+                )
+            })
+            .collect()
     };
-    let base = generated(&[]);
+    let all = generated(&[]);
     for change in [
         "TenantDatabases=other_db,bp",
         "DbInstanceClass=db.r6g.large",
         "DbAllocatedStorage=100",
         "Workflows=img2vid",
         "LogRetentionDays=90",
+        "AppKeyRotation=monthly",
+        "OAuthProviders=google,github",
     ] {
         assert_eq!(
             generated(&[change]),
-            base,
-            "{change} regenerates the app password"
+            all,
+            "{change} regenerates a secret ({GENERATED_SECRETS:?})"
         );
     }
+    let base = &all[GENERATED_SECRETS
+        .iter()
+        .position(|id| *id == "AppUserSecret")
+        .unwrap()];
     // The connection details come from the attachment, which follows the database.
     let template = default_template();
     let attachment = &resource(template, "AppUserSecretAttachment")["Properties"];
@@ -1964,8 +2508,14 @@ fn direct_dependencies(template: &Value, logical_id: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_deploy_gate_runs_after_everything_else_in_the_stack() {
-    for workflows in ["Workflows=img2vid,vid2vid", "Workflows=a,b-c,d"] {
-        let template = render(&["GateAlarmNames=x", workflows]);
+    for overrides in [
+        &["Workflows=img2vid,vid2vid"][..],
+        &["Workflows=a,b-c,d", "OAuthProviders=google,git-hub"],
+        &["AppKeyRotation=quarterly"],
+    ] {
+        let mut overrides = overrides.to_vec();
+        overrides.push("GateAlarmNames=x");
+        let template = render(&overrides);
         let mut reached = BTreeSet::new();
         let mut pending = vec!["DeployGate".to_owned()];
         while let Some(id) = pending.pop() {
@@ -1980,14 +2530,14 @@ fn the_deploy_gate_runs_after_everything_else_in_the_stack() {
             .filter(|(id, r)| {
                 *id != "DeployGate"
                     && !reached.contains(*id)
-                    // A resource that exists only under another condition cannot be waited for.
-                    && r["Condition"].is_null()
+                    // One whose condition is false is not created: nothing to wait for.
+                    && exists(&template, r)
             })
             .map(|(id, _)| id)
             .collect();
         assert!(
             missed.is_empty(),
-            "{workflows}: the gate does not wait for {missed:?}"
+            "{overrides:?}: the gate does not wait for {missed:?}"
         );
     }
 }

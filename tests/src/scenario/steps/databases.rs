@@ -16,9 +16,12 @@ use aws_sdk_cloudformation::types::StackStatus;
 use crate::scenario::stack;
 
 impl World {
-    /// The master and app secrets with the names, tags and JSON shape the template gives
-    /// them (moto's CloudFormation skips secrets): the master as the SecretTargetAttachment
-    /// leaves it (host and port added), the app secret pointing at it with `masterarn`.
+    /// Every secret the template declares, with its name, tags and first value as
+    /// CloudFormation makes it (moto's CloudFormation skips secrets): the master as the
+    /// SecretTargetAttachment leaves it (host and port added), the app secret pointing at it
+    /// with `masterarn`, each other generated secret (fleet key, APP_KEY) from its
+    /// GenerateSecretString, and a secret with neither GenerateSecretString nor SecretString
+    /// (the OAuth ones) empty, without a version, as CloudFormation leaves it.
     pub(super) async fn create_secrets(&mut self) -> Result<((), String), String> {
         self.ids = stack::physical_ids(&self.clients.cloudformation, &self.stack_id).await?;
         let secrets = &self.clients.secrets;
@@ -28,7 +31,7 @@ impl World {
             "username": self.db.admin_user(), "password": self.db.admin_password(),
             "dbInstanceIdentifier": self.id("Database")?,
         });
-        let master_arn = create_secret(secrets, &master_props, &master).await?;
+        let master_arn = create_secret(secrets, &master_props, Some(&master)).await?;
         self.ids
             .insert("DbMasterSecret".to_owned(), master_arn.clone());
         // The app user: the generated string (username, masterarn) plus what its
@@ -38,28 +41,47 @@ impl World {
         app["host"] = json!(self.db.host());
         app["port"] = json!(self.db.port());
         app["dbInstanceIdentifier"] = json!(self.id("Database")?);
-        let app_arn = create_secret(secrets, &app_props, &app).await?;
-        let fleet_props = self.properties("FleetSecret")?;
-        let fleet = generated_secret(secrets, &fleet_props).await?;
-        let fleet_arn = create_secret(secrets, &fleet_props, &fleet).await?;
+        let app_arn = create_secret(secrets, &app_props, Some(&app)).await?;
+        let mut created = vec![
+            ("DbMasterSecret".to_owned(), master_arn.clone(), ""),
+            ("AppUserSecret".to_owned(), app_arn.clone(), ""),
+        ];
+        let others: Vec<String> = self.template["Resources"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(id, r)| {
+                r["Type"] == "AWS::SecretsManager::Secret"
+                    && !matches!(id.as_str(), "DbMasterSecret" | "AppUserSecret")
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for logical in others {
+            let props = self.properties(&logical)?;
+            let (value, note) = if !props["GenerateSecretString"].is_null() {
+                (Some(generated_secret(secrets, &props).await?), "")
+            } else if let Some(text) = props["SecretString"].as_str() {
+                (Some(json!(text)), "")
+            } else {
+                (None, " (empty)")
+            };
+            let arn = create_secret(secrets, &props, value.as_ref()).await?;
+            created.push((logical, arn, note));
+        }
+        for (logical, arn, _) in &created {
+            self.ids.insert(logical.clone(), arn.clone());
+        }
         for (logical, arn) in [
-            ("DbMasterSecret", &master_arn),
             ("DbMasterSecretAttachment", &master_arn),
-            ("AppUserSecret", &app_arn),
             ("AppUserSecretAttachment", &app_arn),
-            ("FleetSecret", &fleet_arn),
         ] {
             self.ids.insert(logical.to_owned(), arn.clone());
         }
-        Ok((
-            (),
-            format!(
-                "{}, {}, {}",
-                name_of(&master_arn),
-                name_of(&app_arn),
-                name_of(&fleet_arn)
-            ),
-        ))
+        let names: Vec<String> = created
+            .iter()
+            .map(|(_, arn, note)| format!("{}{note}", name_of(arn)))
+            .collect();
+        Ok(((), names.join(", ")))
     }
 
     /// rds-init gets the Create event CloudFormation sends (the sample, with this stack's
@@ -216,7 +238,7 @@ impl World {
             // The tag that lets this stack's rds-init read a team's secret.
             let properties = json!({"Name": format!("/{STACK}/{STAGE}/pg/{name}"),
                                     "Tags": [{"Key": "orchestrator:rds-init", "Value": STACK}]});
-            arns.push(create_secret(secrets, &properties, &value).await?);
+            arns.push(create_secret(secrets, &properties, Some(&value)).await?);
         }
         let (app_password, reporting_password) = (&users[1].2, &users[2].2);
         let mut event = self.sample("rds-init/create-postgres.json")?;
@@ -398,17 +420,22 @@ impl World {
     }
 }
 
+/// A secret with the template's name, description and tags; `value` (a JSON document, or a
+/// JSON string taken as it is) as its first version, or none: an empty secret.
 async fn create_secret(
     secrets: &aws_sdk_secretsmanager::Client,
     properties: &Value,
-    value: &Value,
+    value: Option<&Value>,
 ) -> Result<String, String> {
     let name = properties["Name"].as_str().ok_or("secret without a Name")?;
     let mut request = secrets
         .create_secret()
         .name(name)
         .set_description(properties["Description"].as_str().map(str::to_owned))
-        .secret_string(value.to_string());
+        .set_secret_string(value.map(|v| match v {
+            Value::String(text) => text.clone(),
+            document => document.to_string(),
+        }));
     for tag in properties["Tags"].as_array().into_iter().flatten() {
         request = request.tags(
             aws_sdk_secretsmanager::types::Tag::builder()
@@ -441,6 +468,7 @@ async fn generated_secret(
         .get_random_password()
         .set_password_length(spec["PasswordLength"].as_i64())
         .set_exclude_characters(spec["ExcludeCharacters"].as_str().map(str::to_owned))
+        .set_exclude_punctuation(spec["ExcludePunctuation"].as_bool())
         .send()
         .await
         .map_err(aws_error("GetRandomPassword"))?
@@ -457,7 +485,7 @@ fn str_field(value: &Value, key: &str) -> Result<String, String> {
         .ok_or_else(|| format!("secret has no {key}"))
 }
 
-/// `…:secret:/orch-local/local/db/master-AbCdEf` → `/orch-local/local/db/master`.
+/// `…:secret:/bp/local/db/master-AbCdEf` → `/bp/local/db/master`.
 fn name_of(arn: &str) -> &str {
     let name = arn.splitn(7, ':').nth(6).unwrap_or(arn);
     name.rsplit_once('-').map_or(name, |(n, _)| n)

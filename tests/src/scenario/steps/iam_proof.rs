@@ -309,7 +309,7 @@ mod tests {
     const ACCOUNT: &str = "123456789012";
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:orch-local-fleet";
     const MASTER: &str =
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:/orch-local/local/db/master-AbCdEf";
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:/bp/local/db/master-AbCdEf";
 
     fn group_arn(name: &str) -> String {
         format!(
@@ -335,7 +335,7 @@ mod tests {
             ],
             secrets: vec![
                 SecretListEntry::builder()
-                    .name("/orch-local/local/db/master")
+                    .name("/bp/local/db/master")
                     .arn(MASTER)
                     .tags(
                         Tag::builder()
@@ -614,7 +614,7 @@ mod tests {
                 &json!({"SecretId": id}).to_string(),
             )
         };
-        let by_name = iam_request(&get("/orch-local/local/db/master"), &resources()).unwrap();
+        let by_name = iam_request(&get("/bp/local/db/master"), &resources()).unwrap();
         assert_eq!(by_name.resource, MASTER);
         assert_eq!(
             by_name.context["secretsmanager:ResourceTag/orchestrator:stage"],
@@ -622,7 +622,7 @@ mod tests {
         );
         assert!(
             check(
-                &[get(MASTER), get("/orch-local/local/db/master")],
+                &[get(MASTER), get("/bp/local/db/master")],
                 &[rds_init()],
                 &resources()
             )

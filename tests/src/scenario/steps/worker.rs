@@ -155,11 +155,24 @@ impl World {
         ))
     }
 
-    /// The fleet secret, read by name as the worker does (`/<stack>/<stage>/fleet/key`).
+    /// The fleet secret, read by name as the worker does: the name is its instance's
+    /// `orchestrator:fleet-secret` tag (propagated from the group), `/<prefix>/<stage>/fleet/key`.
     async fn read_fleet_secret(&self, worker: &Worker) -> Result<String, String> {
         let arn = self.id("FleetSecret")?;
         worker.authorize(&Request::new("secretsmanager:GetSecretValue", arn))?;
-        let name = format!("/{STACK}/{STAGE}/fleet/key");
+        let name = worker
+            .group
+            .tags()
+            .iter()
+            .find(|t| t.key.as_deref() == Some("orchestrator:fleet-secret"))
+            .and_then(|t| t.value.clone())
+            .ok_or("the group has no orchestrator:fleet-secret tag")?;
+        let expected = format!("/{}/{STAGE}/fleet/key", self.parameter("SecretPathPrefix"));
+        if name != expected {
+            return Err(format!(
+                "orchestrator:fleet-secret is {name}, not the fleet secret {expected}"
+            ));
+        }
         let value = self
             .clients
             .secrets
