@@ -12,6 +12,8 @@ pub mod database;
 pub mod env_config;
 pub mod fleet_tags;
 pub mod payload;
+#[cfg(any(test, feature = "test-util"))]
+pub mod sample_events;
 pub mod sns_subject;
 pub mod telemetry;
 

@@ -5,6 +5,7 @@
 //! timed out) before the function's Lambda timeout. Each test prints how long that took and
 //! how many attempts the stalled endpoint saw (run with `--no-capture` to read it).
 
+use shared::sample_events::sample;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -36,11 +37,6 @@ async fn sdk_config(endpoint: &StallingServer, timeouts: AwsTimeouts) -> SdkConf
         .test_credentials()
         .load()
         .await
-}
-
-fn sample(path: &str) -> Value {
-    let path = format!("{}/../events/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 /// Runs one invocation; panics if it is still running when the Lambda timeout is up.
@@ -113,7 +109,7 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
         aws_sdk_dynamodb::Client::new(&sdk),
     );
     let event = LambdaEvent::new(
-        sample("spot-interruption/spot-interruption-warning.json"),
+        sample("spot-interruption", "spot-interruption-warning.json"),
         context(SPOT_INTERRUPTION_TIMEOUT),
     );
 
@@ -160,7 +156,7 @@ async fn scale_to_zero_answers_a_stalled_endpoint_with_a_retryable_error_in_time
         ),
     );
     let event = LambdaEvent::new(
-        sample("scale-to-zero/sns-idle-alarm.json"),
+        sample("scale-to-zero", "sns-idle-alarm.json"),
         context(SCALE_TO_ZERO_TIMEOUT),
     );
 
@@ -194,7 +190,7 @@ async fn secret_rotation_answers_a_stalled_endpoint_with_a_retryable_error_in_ti
             .unwrap(),
     );
     let event = LambdaEvent::new(
-        sample("secret-rotation/createSecret.json"),
+        sample("secret-rotation", "createSecret.json"),
         context(SECRET_ROTATION_TIMEOUT),
     );
 
@@ -234,7 +230,7 @@ async fn rds_init_answers_failed_naming_the_timed_out_secret_read_in_time() {
         rds_init::Config::from_env(&EnvVars::from_pairs::<&str, &str>([])).unwrap(),
     );
     let responder = Responder::new();
-    let mut payload = sample("rds-init/create.json");
+    let mut payload = sample("rds-init", "create.json");
     payload["ResponseURL"] = json!(recorder.response_url("rds-init-create"));
     let master_arn = payload["ResourceProperties"]["MasterSecretArn"]
         .as_str()
@@ -299,7 +295,7 @@ async fn deploy_gate_answers_a_stalled_endpoint_with_a_retryable_error_in_time()
         Responder::new(),
     );
     let event = LambdaEvent::new(
-        sample("deploy-gate/codedeploy-hook.json"),
+        sample("deploy-gate", "codedeploy-hook.json"),
         context(DEPLOY_GATE_TIMEOUT),
     );
 

@@ -5,6 +5,7 @@
 
 use harness::cloudwatch_cbor::CborBridge;
 use harness::log_capture::CapturedLogs;
+use shared::sample_events::sample;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -331,14 +332,6 @@ async fn create_group(
     request.send().await.unwrap();
 }
 
-fn sample(name: &str) -> Value {
-    let path = format!(
-        "{}/../events/scale-to-zero/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
 fn desired(group: &AutoScalingGroup) -> i32 {
     group.desired_capacity().unwrap()
 }
@@ -354,7 +347,7 @@ fn instance_ids(group: &AutoScalingGroup) -> Vec<String> {
 }
 
 fn schedule() -> Value {
-    sample("schedule.json")
+    sample("scale-to-zero", "schedule.json")
 }
 
 #[tokio::test]
@@ -366,7 +359,9 @@ async fn idle_alarm_scales_the_managed_group_to_zero_and_sends_a_notice() {
     assert_eq!(stage.group("gpu-img2vid").await.instances().len(), 2);
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
 
-    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-idle-alarm.json"))
+        .await;
 
     assert_eq!(
         report["changes"],
@@ -398,7 +393,9 @@ async fn stale_alarm_unmanaged_group_and_ok_state_change_nothing() {
     stage
         .put_queue_depths(&[("img2vid", 0.0), ("img2vid", 3.0)])
         .await;
-    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-idle-alarm.json"))
+        .await;
     assert_eq!(report["changes"], json!([]));
     assert!(
         report["leftAlone"][0]["reason"]
@@ -427,7 +424,9 @@ async fn stale_alarm_unmanaged_group_and_ok_state_change_nothing() {
 
     // An OK-state notification is ignored even when the queue is empty.
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
-    let report = stage.invoke(sample("sns-ok-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-ok-alarm.json"))
+        .await;
     assert_eq!(
         report["ignored"],
         json!(["orchestrator-dev-img2vid-idle is OK"])
@@ -456,7 +455,9 @@ async fn protected_busy_instances_survive() {
         .unwrap();
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
 
-    let report = stage.invoke(sample("alarm-action.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "alarm-action.json"))
+        .await;
 
     assert_eq!(report["changes"][0]["to"], 2, "{report}");
     let group = stage.group("gpu-img2vid").await;
@@ -483,7 +484,9 @@ async fn a_255_character_group_name_still_gets_its_notice_published() {
         .await;
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
 
-    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-idle-alarm.json"))
+        .await;
 
     assert_eq!(report["changes"][0]["group"], group.as_str(), "{report}");
     assert_eq!(desired(&stage.group(&group).await), 0);
@@ -515,9 +518,13 @@ async fn duplicate_alarm_delivery_leaves_the_same_state() {
         .await;
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
 
-    let first = stage.invoke(sample("alarm-action.json")).await;
+    let first = stage
+        .invoke(sample("scale-to-zero", "alarm-action.json"))
+        .await;
     let after_first = stage.group("gpu-img2vid").await;
-    let second = stage.invoke(sample("alarm-action.json")).await;
+    let second = stage
+        .invoke(sample("scale-to-zero", "alarm-action.json"))
+        .await;
     let after_second = stage.group("gpu-img2vid").await;
 
     assert_eq!(first["changes"].as_array().unwrap().len(), 1);
@@ -535,7 +542,9 @@ async fn direct_invoke_scales_an_idle_workflow_to_zero() {
         .create_group("gpu-img2vid", "img2vid", Some("true"), 1, 4)
         .await;
     stage.put_queue_depths(&[("img2vid", 0.0)]).await;
-    let report = stage.invoke(sample("direct-scale-to-zero.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "direct-scale-to-zero.json"))
+        .await;
     assert_eq!(report["changes"][0]["to"], 0, "{report}");
     assert_eq!(desired(&stage.group("gpu-img2vid").await), 0);
     assert_eq!(stage.notices().await[0]["cause"], "direct invoke");
@@ -735,7 +744,9 @@ async fn idle_alarm_of_one_stack_leaves_the_other_stacks_group_of_the_same_workf
     let logs = CapturedLogs::default();
     let guard = logs.install();
 
-    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-idle-alarm.json"))
+        .await;
 
     assert_eq!(
         report["changes"],
@@ -763,14 +774,20 @@ async fn idle_alarm_of_one_stack_leaves_the_other_stacks_group_of_the_same_workf
     assert_eq!(notices[0]["autoScalingGroup"], "orch-a-img2vid");
 
     // The off-hours direct invoke takes the same path.
-    let report = stage.invoke(sample("direct-scale-to-zero.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "direct-scale-to-zero.json"))
+        .await;
     assert_eq!(report["changes"], json!([]), "{report}");
     assert_eq!(report["leftAlone"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(snapshot(&stage.group("orch-b-img2vid").await), before);
     drop(guard);
 
     // The other stack's own function does scale its group in (keeping the busy instance).
-    let report = invoke(&stage.function_of(OTHER_STACK), sample("alarm-action.json")).await;
+    let report = invoke(
+        &stage.function_of(OTHER_STACK),
+        sample("scale-to-zero", "alarm-action.json"),
+    )
+    .await;
     assert_eq!(
         report["changes"],
         json!([{"group": "orch-b-img2vid", "workflow": "img2vid", "from": 2, "to": 1, "reason": "idle"}])
@@ -869,7 +886,9 @@ async fn a_managed_group_without_a_stack_tag_is_left_alone() {
         .put_queue_depths(&[("img2vid", 0.0), ("vid2vid", 3.0)])
         .await;
 
-    let report = stage.invoke(sample("sns-idle-alarm.json")).await;
+    let report = stage
+        .invoke(sample("scale-to-zero", "sns-idle-alarm.json"))
+        .await;
     assert_eq!(report["changes"], json!([]), "{report}");
     assert_eq!(
         report["leftAlone"],

@@ -5,6 +5,7 @@
 //! Metric Format line (CloudWatch Logs extracts it in AWS); the tests read those lines. The
 //! function serves one stack; another stack's groups share the account and the workflow slugs.
 
+use shared::sample_events::sample;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -368,16 +369,9 @@ fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-fn sample(name: &str) -> Value {
-    let path = harness::process::workspace_root()
-        .join("events/spot-interruption")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("sample event")).expect("JSON")
-}
-
 /// A sample event for `instance_id`, with its own id and the current time.
 fn event(sample_name: &str, event_id: &str, instance_id: &str, time: EventTime) -> Value {
-    let mut event = sample(sample_name);
+    let mut event = sample("spot-interruption", sample_name);
     event["id"] = event_id.into();
     event["time"] = time.to_string().into();
     if let Some(detail) = event["detail"].as_object_mut() {
@@ -936,18 +930,18 @@ async fn malformed_events_are_rejected_without_calls_or_panics() {
     let logs = CapturedLogs::default();
     let _guard = logs.install();
 
-    let mut no_instance = sample("spot-interruption-warning.json");
+    let mut no_instance = sample("spot-interruption", "spot-interruption-warning.json");
     no_instance["detail"] = json!({"instance-action": "terminate"});
-    let mut bad_instance = sample("spot-interruption-warning.json");
+    let mut bad_instance = sample("spot-interruption", "spot-interruption-warning.json");
     bad_instance["detail"]["instance-id"] = "'; DROP TABLE".into();
-    let mut no_id = sample("rebalance-recommendation.json");
+    let mut no_id = sample("spot-interruption", "rebalance-recommendation.json");
     no_id.as_object_mut().unwrap().remove("id");
-    let mut no_token = sample("terminate-lifecycle-action.json");
+    let mut no_token = sample("spot-interruption", "terminate-lifecycle-action.json");
     no_token["detail"]
         .as_object_mut()
         .unwrap()
         .remove("LifecycleActionToken");
-    let mut bad_time = sample("spot-interruption-warning.json");
+    let mut bad_time = sample("spot-interruption", "spot-interruption-warning.json");
     bad_time["time"] = "yesterday".into();
     let cases = [
         (json!(null), "malformed EventBridge event"),
@@ -990,7 +984,7 @@ async fn malformed_events_are_rejected_without_calls_or_panics() {
     assert_eq!(errors[1]["payload"], "an empty object");
 
     // Another detail type is not malformed, just not ours.
-    let mut state_change = sample("rebalance-recommendation.json");
+    let mut state_change = sample("spot-interruption", "rebalance-recommendation.json");
     state_change["detail-type"] = "EC2 Instance State-change Notification".into();
     let outcome = fleet.handle(state_change).await;
     assert_eq!(outcome["outcome"], "ignored", "{outcome}");

@@ -46,34 +46,27 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(name: &str) -> Value {
-        let path = format!(
-            "{}/../../events/deploy-gate/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use shared::sample_events::sample;
 
     #[test]
     fn each_sample_is_told_apart() {
         for cloudformation in ["cfn-create.json", "cfn-update.json", "cfn-delete.json"] {
             assert!(
                 matches!(
-                    Entry::from_payload(sample(cloudformation)).unwrap(),
+                    Entry::from_payload(sample("deploy-gate", cloudformation)).unwrap(),
                     Entry::CloudFormation(_)
                 ),
                 "{cloudformation}"
             );
         }
         let Entry::CodeDeployHook(hook) =
-            Entry::from_payload(sample("codedeploy-hook.json")).unwrap()
+            Entry::from_payload(sample("deploy-gate", "codedeploy-hook.json")).unwrap()
         else {
             panic!("not a CodeDeploy hook");
         };
         assert_eq!(hook.deployment_id, "d-8RTX3C0LE");
         assert!(matches!(
-            Entry::from_payload(sample("ci-direct.json")).unwrap(),
+            Entry::from_payload(sample("deploy-gate", "ci-direct.json")).unwrap(),
             Entry::Direct(_)
         ));
     }

@@ -526,25 +526,19 @@ mod tests {
 #[cfg(test)]
 mod samples {
     use super::*;
-
-    fn sample(name: &str) -> Value {
-        let path = format!(
-            "{}/../../events/deploy-gate/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use shared::sample_events::sample;
 
     #[test]
     fn the_sample_definitions_are_valid_gates() {
-        let mut properties = sample("cfn-create.json")["ResourceProperties"].clone();
+        let mut properties = sample("deploy-gate", "cfn-create.json")["ResourceProperties"].clone();
         // The responder strips CloudFormation's own property before the handler parses them.
         properties.as_object_mut().unwrap().remove("ServiceToken");
         let from_cfn = GateDefinition::from_json(properties).unwrap();
-        let from_ci = GateDefinition::from_json(sample("ci-direct.json")).unwrap();
+        let from_ci = GateDefinition::from_json(sample("deploy-gate", "ci-direct.json")).unwrap();
         assert_eq!(from_cfn, from_ci, "one definition, whichever entry point");
         assert_eq!(from_ci.checks.len(), 3);
-        let tuned = GateDefinition::from_json(sample("ci-direct-checks.json")).unwrap();
+        let tuned =
+            GateDefinition::from_json(sample("deploy-gate", "ci-direct-checks.json")).unwrap();
         assert_eq!((tuned.checks.len(), tuned.no_data), (2, NoData::Pass));
         assert_eq!(tuned.checks[0].threshold, 2.0);
     }

@@ -116,6 +116,7 @@ fn null_to_empty(json: &mut Value, pointer: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use shared::sample_events::sample;
 
     fn sns_message(state: &str, description: Value, dimensions: Value) -> String {
         json!({
@@ -179,18 +180,10 @@ mod tests {
         assert!(err.to_string().contains("missing field"), "{err}");
     }
 
-    fn sample(name: &str) -> Value {
-        let path = format!(
-            "{}/../../events/scale-to-zero/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
-
     #[test]
     fn sample_events_name_the_workflow_and_state() {
         let sns: aws_lambda_events::event::sns::SnsEvent =
-            serde_json::from_value(sample("sns-idle-alarm.json")).unwrap();
+            serde_json::from_value(sample("scale-to-zero", "sns-idle-alarm.json")).unwrap();
         let notice = from_sns_message(&sns.records[0].sns.message, "Workflow").unwrap();
         assert_eq!(
             (notice.state.as_str(), notice.workflow.as_deref()),
@@ -198,11 +191,12 @@ mod tests {
         );
 
         let ok: aws_lambda_events::event::sns::SnsEvent =
-            serde_json::from_value(sample("sns-ok-alarm.json")).unwrap();
+            serde_json::from_value(sample("scale-to-zero", "sns-ok-alarm.json")).unwrap();
         let notice = from_sns_message(&ok.records[0].sns.message, "Workflow").unwrap();
         assert_eq!((notice.state.as_str(), notice.is_alarm()), ("OK", false));
 
-        let action: CloudWatchAlarm = serde_json::from_value(sample("alarm-action.json")).unwrap();
+        let action: CloudWatchAlarm =
+            serde_json::from_value(sample("scale-to-zero", "alarm-action.json")).unwrap();
         let notice = from_alarm_action(&action, "Workflow");
         assert_eq!(notice.alarm_name, "orchestrator-dev-img2vid-idle");
         assert_eq!(

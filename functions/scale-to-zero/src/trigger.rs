@@ -79,14 +79,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(name: &str) -> Value {
-        let path = format!(
-            "{}/../../events/scale-to-zero/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use shared::sample_events::sample;
 
     #[test]
     fn every_sample_event_decodes_to_its_kind() {
@@ -97,7 +90,7 @@ mod tests {
             ("schedule.json", "schedule"),
             ("direct-scale-to-zero.json", "direct"),
         ] {
-            let trigger = Trigger::from_payload(sample(file)).unwrap();
+            let trigger = Trigger::from_payload(sample("scale-to-zero", file)).unwrap();
             assert_eq!(trigger.kind(), kind, "{file}");
         }
     }
@@ -105,7 +98,7 @@ mod tests {
     #[test]
     fn direct_invoke_names_the_workflow() {
         let Trigger::Direct(direct) =
-            Trigger::from_payload(sample("direct-scale-to-zero.json")).unwrap()
+            Trigger::from_payload(sample("scale-to-zero", "direct-scale-to-zero.json")).unwrap()
         else {
             panic!("not a direct invoke");
         };

@@ -3,9 +3,12 @@
 //!
 //! Every step first runs the entry guard, then does only what is still missing, so a step run
 //! twice is a no-op the second time. A failed step leaves `AWSCURRENT` working; the next try of
-//! the same token picks up where it stopped.
+//! the same token picks up where it stopped. What differs by `engine` lives behind
+//! [`credential_target::CredentialTarget`].
 
 pub mod config;
+pub mod credential_target;
+pub mod database_rotation;
 pub mod database_users;
 pub mod plan;
 pub mod secret_document;
@@ -14,13 +17,15 @@ pub mod sql;
 pub mod step;
 
 use config::RotationConfig;
+use credential_target::CredentialTarget;
 use database_users::DatabaseUserError;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use plan::{CredentialStage, Entry, FinishAction, LoginOutcome, SetDecision};
-use secret_document::{MalformedSecret, SecretDocument, SecretKind};
+use plan::{CredentialStage, Entry, FinishAction};
+use secrecy::SecretString;
+use secret_document::{MalformedSecret, SecretDocument};
 use secrets_store::{SecretsManagerError, SecretsStore};
 use serde_json::{Value, json};
-use shared::database::{ConnectError, DatabaseSecret, sql::KnownSecrets};
+use shared::database::{ConnectError, sql::KnownSecrets};
 use step::{RotationEventError, RotationRequest, RotationStep};
 
 /// Why a rotation step failed.
@@ -76,6 +81,14 @@ pub enum RotationError {
         #[source]
         source: Box<ConnectError>,
     },
+    #[error(
+        "createSecret for {secret_id}: the operating system's random number generator failed: {source}"
+    )]
+    RandomSource {
+        secret_id: String,
+        #[source]
+        source: getrandom::Error,
+    },
     /// An error as it leaves the function: its text with every password the step read
     /// removed ([`KnownSecrets`]), its `errorType` kept.
     #[error("{message}")]
@@ -108,6 +121,7 @@ impl RotationError {
             RotationError::Unreachable { .. } => "DatabaseUnreachable",
             RotationError::NoCredentialsLogIn { .. } => "NoCredentialsLogIn",
             RotationError::CurrentCredentialsRefused { .. } => "CurrentCredentialsRefused",
+            RotationError::RandomSource { .. } => "RandomSourceFailed",
             RotationError::Redacted { error_type, .. } => error_type,
         }
     }
@@ -245,10 +259,16 @@ impl Rotator {
         {
             return Ok(StepOutcome::RotationAlreadyComplete);
         }
+        let mut step = StepContext {
+            secret_id: id,
+            secrets: &self.secrets,
+            config: &self.config,
+            known,
+        };
         match request.step {
-            RotationStep::CreateSecret => self.create_secret(id, token, known).await,
-            RotationStep::SetSecret => self.set_secret(id, token, known).await,
-            RotationStep::TestSecret => self.test_secret(id, token, known).await,
+            RotationStep::CreateSecret => create_secret(&mut step, token).await,
+            RotationStep::SetSecret => set_secret(&mut step, token).await,
+            RotationStep::TestSecret => test_secret(&mut step, token).await,
             RotationStep::FinishSecret => match plan::finish(token, &metadata.versions) {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
                 FinishAction::MoveCurrent { from } => {
@@ -260,16 +280,82 @@ impl Rotator {
             },
         }
     }
+}
 
-    async fn current(
-        &self,
-        id: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<SecretDocument, RotationError> {
-        self.secrets
-            .value(id, None, plan::AWSCURRENT)
+async fn create_secret(
+    step: &mut StepContext<'_>,
+    token: &str,
+) -> Result<StepOutcome, RotationError> {
+    let id = step.secret_id;
+    let current = step.current().await?;
+    // A pending value for this token means an earlier run got this far: keep its password,
+    // which a later step may already have set in the database.
+    if step
+        .secrets
+        .value(id, Some(token), plan::AWSPENDING)
+        .await?
+        .is_some()
+    {
+        return Ok(StepOutcome::PendingAlreadyExists);
+    }
+    let target = CredentialTarget::of(&current).map_err(malformed(id, plan::AWSCURRENT))?;
+    let new = target.new_credentials(step).await?;
+    step.known.add(&new.password);
+    let pending = current
+        .with_credentials(new.username.as_deref(), &new.password)
+        .map_err(malformed(id, plan::AWSCURRENT))?;
+    step.secrets.put_pending(id, token, &pending).await?;
+    Ok(StepOutcome::PendingCreated)
+}
+
+async fn set_secret(step: &mut StepContext<'_>, token: &str) -> Result<StepOutcome, RotationError> {
+    let current = step.current().await?;
+    let pending = step.pending(token).await?;
+    CredentialTarget::of(&current)
+        .map_err(malformed(step.secret_id, plan::AWSCURRENT))?
+        .set(&pending, step)
+        .await
+}
+
+async fn test_secret(
+    step: &mut StepContext<'_>,
+    token: &str,
+) -> Result<StepOutcome, RotationError> {
+    let pending = step.pending(token).await?;
+    CredentialTarget::of(&pending)
+        .map_err(malformed(step.secret_id, plan::AWSPENDING))?
+        .test(&pending, step)
+        .await
+}
+
+/// What one step works with: the secret, Secrets Manager, the configuration, and every
+/// password read so far (removed from the step's error before it leaves the function).
+pub(crate) struct StepContext<'a> {
+    pub(crate) secret_id: &'a str,
+    pub(crate) secrets: &'a SecretsStore,
+    pub(crate) config: &'a RotationConfig,
+    pub(crate) known: &'a mut KnownSecrets,
+}
+
+impl StepContext<'_> {
+    /// The value with `stage` of any secret (this one's `AWSPREVIOUS`, a master's
+    /// `AWSCURRENT`), its password remembered.
+    pub(crate) async fn read(
+        &mut self,
+        secret_id: &str,
+        stage: &'static str,
+    ) -> Result<Option<SecretDocument>, RotationError> {
+        let document = self.secrets.value(secret_id, None, stage).await?;
+        if let Some(document) = &document {
+            remember(self.known, document);
+        }
+        Ok(document)
+    }
+
+    async fn current(&mut self) -> Result<SecretDocument, RotationError> {
+        let id = self.secret_id;
+        self.read(id, plan::AWSCURRENT)
             .await?
-            .inspect(|document| remember(known, document))
             .ok_or(RotationError::MissingVersion {
                 secret_id: id.to_owned(),
                 stage: plan::AWSCURRENT,
@@ -277,16 +363,12 @@ impl Rotator {
             })
     }
 
-    async fn pending(
-        &self,
-        id: &str,
-        token: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<SecretDocument, RotationError> {
+    async fn pending(&mut self, token: &str) -> Result<SecretDocument, RotationError> {
+        let id = self.secret_id;
         self.secrets
             .value(id, Some(token), plan::AWSPENDING)
             .await?
-            .inspect(|document| remember(known, document))
+            .inspect(|document| remember(self.known, document))
             .ok_or(RotationError::MissingVersion {
                 secret_id: id.to_owned(),
                 stage: plan::AWSPENDING,
@@ -294,355 +376,17 @@ impl Rotator {
             })
     }
 
-    async fn create_secret(
-        &self,
-        id: &str,
-        token: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<StepOutcome, RotationError> {
-        let current = self.current(id, known).await?;
-        // A pending value for this token means an earlier run got this far: keep its password,
-        // which a later step may already have set in the database.
-        if self
-            .secrets
-            .value(id, Some(token), plan::AWSPENDING)
-            .await?
-            .is_some()
-        {
-            return Ok(StepOutcome::PendingAlreadyExists);
-        }
-        let kind = current.kind().map_err(malformed(id, plan::AWSCURRENT))?;
-        let username = match &kind {
-            SecretKind::AlternatingUsers { secret, .. } => {
-                let other = plan::alternate_username(&secret.username);
-                sql::validate_user_name(&other, secret.engine).map_err(|e| {
-                    RotationError::Inconsistent {
-                        secret_id: id.to_owned(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                Some(other)
-            }
-            SecretKind::Generic | SecretKind::SingleUser(_) => None,
-        };
-        let password = self
+    /// A new password from `GetRandomPassword`, with `PASSWORD_LENGTH` and
+    /// `EXCLUDE_CHARACTERS`.
+    pub(crate) async fn new_password(&self) -> Result<SecretString, RotationError> {
+        Ok(self
             .secrets
             .random_password(
-                id,
+                self.secret_id,
                 self.config.password_length,
                 &self.config.exclude_characters,
             )
-            .await?;
-        known.add(&password);
-        let pending = current
-            .with_credentials(username.as_deref(), &password)
-            .map_err(malformed(id, plan::AWSCURRENT))?;
-        self.secrets.put_pending(id, token, &pending).await?;
-        Ok(StepOutcome::PendingCreated)
-    }
-
-    async fn set_secret(
-        &self,
-        id: &str,
-        token: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<StepOutcome, RotationError> {
-        let current = self.current(id, known).await?;
-        let pending = self.pending(id, token, known).await?;
-        let kind = current.kind().map_err(malformed(id, plan::AWSCURRENT))?;
-        match kind {
-            SecretKind::Generic => Ok(StepOutcome::NothingToSet),
-            SecretKind::SingleUser(current) => {
-                let pending = pending
-                    .database()
-                    .map_err(malformed(id, plan::AWSPENDING))?;
-                same_database(id, &current, &pending)?;
-                if pending.username != current.username {
-                    return Err(inconsistent(
-                        id,
-                        format!(
-                            "the pending user `{}` is not the current user `{}`; single-user rotation changes only its own password",
-                            pending.username, current.username
-                        ),
-                    ));
-                }
-                self.set_single_user(id, current, pending, known).await
-            }
-            SecretKind::AlternatingUsers {
-                secret: current,
-                master_arn,
-            } => {
-                let pending = pending
-                    .database()
-                    .map_err(malformed(id, plan::AWSPENDING))?;
-                same_database(id, &current, &pending)?;
-                let expected = plan::alternate_username(&current.username);
-                if pending.username != expected {
-                    return Err(inconsistent(
-                        id,
-                        format!(
-                            "the pending user is `{}`, expected `{expected}` (the other user of `{}`)",
-                            pending.username, current.username
-                        ),
-                    ));
-                }
-                self.set_alternating(id, current, pending, &master_arn, known)
-                    .await
-            }
-        }
-    }
-
-    async fn set_single_user(
-        &self,
-        id: &str,
-        current: DatabaseSecret,
-        pending: DatabaseSecret,
-        known: &mut KnownSecrets,
-    ) -> Result<StepOutcome, RotationError> {
-        let settings = &self.config.connect;
-        let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
-        let mut errors: Vec<String> = Vec::new();
-        let mut last_connect_error = None;
-        loop {
-            match plan::single_user_next(&attempts) {
-                SetDecision::Try(stage) => {
-                    let credentials = match stage {
-                        CredentialStage::Pending => Some(pending.clone()),
-                        CredentialStage::Current => Some(current.clone()),
-                        CredentialStage::Previous => self.previous_for(id, &current, known).await?,
-                    };
-                    let Some(credentials) = credentials else {
-                        errors.push(format!(
-                            "{}: no previous version for this user and host",
-                            stage.label()
-                        ));
-                        attempts.push((stage, LoginOutcome::NoCredentials));
-                        continue;
-                    };
-                    let result = database_users::log_in(&credentials, settings).await;
-                    attempts.push((stage, database_users::login_outcome(&result)));
-                    match result {
-                        Ok(connection) => {
-                            if stage == CredentialStage::Pending {
-                                let _ = connection.close().await;
-                                continue;
-                            }
-                            let mut connection = connection;
-                            database_users::change_own_password(
-                                &mut connection,
-                                &current,
-                                &pending.password,
-                            )
-                            .await
-                            .map_err(|source| {
-                                RotationError::Database {
-                                    step: RotationStep::SetSecret,
-                                    secret_id: id.to_owned(),
-                                    source: Box::new(source),
-                                }
-                            })?;
-                            let _ = connection.close().await;
-                            tracing::info!(
-                                secret_id = id,
-                                logged_in_with = stage.label(),
-                                "password changed"
-                            );
-                        }
-                        Err(error) => {
-                            errors.push(format!(
-                                "{}: {}",
-                                stage.label(),
-                                shared::error_chain(&error)
-                            ));
-                            last_connect_error = Some(error);
-                        }
-                    }
-                }
-                SetDecision::AlreadySet => return Ok(StepOutcome::PendingAlreadyLogsIn),
-                SetDecision::ChangePasswordAs(_) => return Ok(StepOutcome::PasswordChanged),
-                SetDecision::FailUnreachable(stage) => {
-                    return Err(match last_connect_error.take() {
-                        Some(source) => RotationError::Unreachable {
-                            secret_id: id.to_owned(),
-                            stage,
-                            source: Box::new(source),
-                        },
-                        None => RotationError::NoCredentialsLogIn {
-                            secret_id: id.to_owned(),
-                            attempts: errors.join("; "),
-                        },
-                    });
-                }
-                SetDecision::FailNoPasswordWorks
-                | SetDecision::FailCurrentRefused
-                | SetDecision::ProvisionWithMaster => {
-                    return Err(RotationError::NoCredentialsLogIn {
-                        secret_id: id.to_owned(),
-                        attempts: errors.join("; "),
-                    });
-                }
-            }
-        }
-    }
-
-    /// `AWSPREVIOUS`, when there is one for the same user and database.
-    async fn previous_for(
-        &self,
-        id: &str,
-        current: &DatabaseSecret,
-        known: &mut KnownSecrets,
-    ) -> Result<Option<DatabaseSecret>, RotationError> {
-        let Some(previous) = self.secrets.value(id, None, plan::AWSPREVIOUS).await? else {
-            return Ok(None);
-        };
-        remember(known, &previous);
-        let previous = previous
-            .database()
-            .map_err(malformed(id, plan::AWSPREVIOUS))?;
-        let same = previous.username == current.username
-            && previous.host == current.host
-            && previous.port == current.port;
-        Ok(same.then_some(previous))
-    }
-
-    async fn set_alternating(
-        &self,
-        id: &str,
-        current: DatabaseSecret,
-        pending: DatabaseSecret,
-        master_arn: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<StepOutcome, RotationError> {
-        let settings = &self.config.connect;
-        let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
-        let mut last_error = None;
-        loop {
-            match plan::alternating_next(&attempts) {
-                SetDecision::Try(stage) => {
-                    let credentials = match stage {
-                        CredentialStage::Pending => &pending,
-                        _ => &current,
-                    };
-                    let result = database_users::log_in(credentials, settings).await;
-                    attempts.push((stage, database_users::login_outcome(&result)));
-                    match result {
-                        Ok(connection) => {
-                            let _ = connection.close().await;
-                        }
-                        Err(error) => last_error = Some(error),
-                    }
-                }
-                SetDecision::AlreadySet => return Ok(StepOutcome::PendingAlreadyLogsIn),
-                SetDecision::ProvisionWithMaster => break,
-                decision => {
-                    // Every failing decision follows a failed login, whose error is kept.
-                    let Some(source) = last_error.take() else {
-                        return Err(inconsistent(
-                            id,
-                            format!("unexpected login sequence {attempts:?}"),
-                        ));
-                    };
-                    return Err(match decision {
-                        SetDecision::FailUnreachable(stage) => RotationError::Unreachable {
-                            secret_id: id.to_owned(),
-                            stage,
-                            source: Box::new(source),
-                        },
-                        _ => RotationError::CurrentCredentialsRefused {
-                            secret_id: id.to_owned(),
-                            source: Box::new(source),
-                        },
-                    });
-                }
-            }
-        }
-        let master = self
-            .secrets
-            .value(master_arn, None, plan::AWSCURRENT)
-            .await?
-            .inspect(|document| remember(known, document))
-            .ok_or(RotationError::MissingVersion {
-                secret_id: master_arn.to_owned(),
-                stage: plan::AWSCURRENT,
-                hint: " (the master secret named by `masterarn`)",
-            })?
-            .database()
-            .map_err(malformed(master_arn, plan::AWSCURRENT))?;
-        // The master acts only on the database this secret names.
-        if (
-            master.host.as_str(),
-            master.port,
-            master.engine.is_mysql_family(),
-        ) != (
-            current.host.as_str(),
-            current.port,
-            current.engine.is_mysql_family(),
-        ) {
-            return Err(inconsistent(
-                id,
-                format!(
-                    "the master secret {master_arn} is for {} at {}:{}, this secret for {} at {}:{}",
-                    master.engine,
-                    master.host,
-                    master.port,
-                    current.engine,
-                    current.host,
-                    current.port
-                ),
-            ));
-        }
-        let database_error = |source: DatabaseUserError| RotationError::Database {
-            step: RotationStep::SetSecret,
-            secret_id: id.to_owned(),
-            source: Box::new(source),
-        };
-        let mut connection = database_users::log_in(&master, settings)
-            .await
-            .map_err(|e| database_error(DatabaseUserError::from(e)))?;
-        let result = database_users::provision_alternate_user(
-            &mut connection,
-            &master,
-            &current.username,
-            &pending.username,
-            &pending.password,
-        )
-        .await;
-        let _ = connection.close().await;
-        result.map_err(database_error)?;
-        Ok(StepOutcome::AlternateUserProvisioned)
-    }
-
-    async fn test_secret(
-        &self,
-        id: &str,
-        token: &str,
-        known: &mut KnownSecrets,
-    ) -> Result<StepOutcome, RotationError> {
-        let pending = self.pending(id, token, known).await?;
-        match pending.kind().map_err(malformed(id, plan::AWSPENDING))? {
-            SecretKind::Generic => {
-                if pending
-                    .has_password()
-                    .map_err(malformed(id, plan::AWSPENDING))?
-                {
-                    Ok(StepOutcome::PendingVerified)
-                } else {
-                    Err(malformed(id, plan::AWSPENDING)(
-                        MalformedSecret::PasswordNotAString,
-                    ))
-                }
-            }
-            SecretKind::SingleUser(secret) | SecretKind::AlternatingUsers { secret, .. } => {
-                database_users::run_test_query(&secret, &self.config.connect)
-                    .await
-                    .map_err(|source| RotationError::Database {
-                        step: RotationStep::TestSecret,
-                        secret_id: id.to_owned(),
-                        source: Box::new(source),
-                    })?;
-                Ok(StepOutcome::PendingVerified)
-            }
-        }
+            .await?)
     }
 }
 
@@ -653,7 +397,10 @@ fn remember(known: &mut KnownSecrets, document: &SecretDocument) {
     }
 }
 
-fn malformed(id: &str, stage: &'static str) -> impl Fn(MalformedSecret) -> RotationError {
+pub(crate) fn malformed(
+    id: &str,
+    stage: &'static str,
+) -> impl Fn(MalformedSecret) -> RotationError {
     let secret_id = id.to_owned();
     move |source| RotationError::MalformedSecret {
         secret_id: secret_id.clone(),
@@ -662,35 +409,9 @@ fn malformed(id: &str, stage: &'static str) -> impl Fn(MalformedSecret) -> Rotat
     }
 }
 
-fn inconsistent(id: &str, reason: String) -> RotationError {
+pub(crate) fn inconsistent(id: &str, reason: String) -> RotationError {
     RotationError::Inconsistent {
         secret_id: id.to_owned(),
         reason,
-    }
-}
-
-/// Pending and current must name the same database: a rotation never moves a secret elsewhere.
-fn same_database(
-    id: &str,
-    current: &DatabaseSecret,
-    pending: &DatabaseSecret,
-) -> Result<(), RotationError> {
-    if (current.host.as_str(), current.port) == (pending.host.as_str(), pending.port)
-        && current.engine == pending.engine
-    {
-        Ok(())
-    } else {
-        Err(inconsistent(
-            id,
-            format!(
-                "the pending version names {} at {}:{}, the current one {} at {}:{}",
-                pending.engine,
-                pending.host,
-                pending.port,
-                current.engine,
-                current.host,
-                current.port
-            ),
-        ))
     }
 }

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
-/// Suffix of the second user in alternating-users rotation, as in AWS's MultiUser templates.
-pub const CLONE_SUFFIX: &str = "_clone";
+/// The naming rule of alternating users (`app` ↔ `app_clone`, as in AWS's MultiUser
+/// templates), the one rds-init follows too.
+pub use shared::alternating_users::{CLONE_SUFFIX, alternate_username};
 
 /// What the entry guard (run before every step, as AWS's templates do) decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,14 +92,6 @@ pub fn finish(token: &str, versions: &HashMap<String, Vec<String>>) -> FinishAct
     match current {
         Some(version) if version == token => FinishAction::AlreadyCurrent,
         from => FinishAction::MoveCurrent { from },
-    }
-}
-
-/// The other user of an alternating pair: `app` ↔ `app_clone`.
-pub fn alternate_username(username: &str) -> String {
-    match username.strip_suffix(CLONE_SUFFIX) {
-        Some(original) if !original.is_empty() => original.to_owned(),
-        _ => format!("{username}{CLONE_SUFFIX}"),
     }
 }
 

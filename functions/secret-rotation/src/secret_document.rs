@@ -5,19 +5,7 @@ use serde_json::{Map, Value};
 use shared::database::DatabaseSecret;
 use std::fmt;
 
-/// What a secret is rotated as, decided by its `AWSCURRENT` JSON.
-#[derive(Debug, Clone)]
-pub enum SecretKind {
-    /// `engine: generic`: a generated key; only `password` changes.
-    Generic,
-    /// A database user that changes its own password.
-    SingleUser(DatabaseSecret),
-    /// `masterarn` present: the master alternates `<user>` / `<user>_clone`.
-    AlternatingUsers {
-        secret: DatabaseSecret,
-        master_arn: String,
-    },
-}
+use crate::credential_target::{FormatError, SUPPORTED_ENGINES};
 
 /// Why a secret's JSON cannot be used. Never quotes a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +20,14 @@ pub enum MalformedSecret {
     InvalidDatabaseSecret(String),
     #[error("the version has no SecretString (binary secrets cannot be rotated)")]
     NoSecretString,
+    #[error("missing field `engine`; supported engines: {SUPPORTED_ENGINES}")]
+    MissingEngine,
+    #[error("field `engine` must be a string; supported engines: {SUPPORTED_ENGINES}")]
+    EngineNotAString,
+    #[error("unsupported database engine `{0}`; supported engines: {SUPPORTED_ENGINES}")]
+    UnsupportedEngine(String),
+    #[error(transparent)]
+    GenericFormat(#[from] FormatError),
 }
 
 /// One secret version's `SecretString`.
@@ -55,7 +51,7 @@ impl SecretDocument {
 
     /// The JSON object, checked so that later errors (serde's messages quote values) can never
     /// quote the password.
-    fn fields(&self) -> Result<Map<String, Value>, MalformedSecret> {
+    pub(crate) fn fields(&self) -> Result<Map<String, Value>, MalformedSecret> {
         let value: Value = serde_json::from_str(self.expose_json())
             // Syntax errors carry only a line and column.
             .map_err(|e| MalformedSecret::NotJson(e.to_string()))?;
@@ -66,20 +62,6 @@ impl SecretDocument {
             None | Some(Value::String(_)) => Ok(fields),
             Some(_) => Err(MalformedSecret::PasswordNotAString),
         }
-    }
-
-    pub fn kind(&self) -> Result<SecretKind, MalformedSecret> {
-        let fields = self.fields()?;
-        if fields.get("engine").and_then(Value::as_str) == Some("generic") {
-            return Ok(SecretKind::Generic);
-        }
-        let secret = self.database()?;
-        Ok(match secret.masterarn.clone() {
-            Some(master_arn) if !master_arn.trim().is_empty() => {
-                SecretKind::AlternatingUsers { secret, master_arn }
-            }
-            _ => SecretKind::SingleUser(secret),
-        })
     }
 
     /// The RDS-convention database secret.
@@ -96,15 +78,6 @@ impl SecretDocument {
             .get("password")
             .and_then(Value::as_str)
             .map(SecretString::from)
-    }
-
-    /// `password` as a non-empty string (generic secrets' test).
-    pub fn has_password(&self) -> Result<bool, MalformedSecret> {
-        Ok(self
-            .fields()?
-            .get("password")
-            .and_then(Value::as_str)
-            .is_some_and(|p| !p.is_empty()))
     }
 
     /// The same JSON with a new password (and user name), every other field kept.
@@ -132,37 +105,6 @@ mod tests {
 
     fn doc(text: &str) -> SecretDocument {
         SecretDocument::new(SecretString::from(text))
-    }
-
-    #[test]
-    fn kinds_follow_engine_and_masterarn() {
-        assert!(matches!(
-            doc(r#"{"engine":"generic","password":"x"}"#).kind(),
-            Ok(SecretKind::Generic)
-        ));
-        let single = r#"{"engine":"mariadb","host":"h","port":3306,"username":"u","password":"p"}"#;
-        assert!(matches!(doc(single).kind(), Ok(SecretKind::SingleUser(_))));
-        let multi = r#"{"engine":"postgres","host":"h","port":5432,"username":"u","password":"p","masterarn":"arn:m"}"#;
-        assert!(
-            matches!(doc(multi).kind(), Ok(SecretKind::AlternatingUsers { master_arn, .. }) if master_arn == "arn:m")
-        );
-    }
-
-    #[test]
-    fn malformed_secrets_never_quote_the_password() {
-        for text in [
-            r#"{"engine":"mysql","host":"h","port":3306,"username":"u","password":987654321}"#,
-            r#"{"engine":"mysql","host":"h","port":3306,"username":"u","password":"987654321"#,
-            r#"["987654321"]"#,
-        ] {
-            let err = doc(text).kind().unwrap_err().to_string();
-            assert!(!err.contains("987654321"), "{err}");
-        }
-        let err = doc(r#"{"engine":"mysql","port":3306,"username":"u","password":"p"}"#)
-            .kind()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("missing field `host`"), "{err}");
     }
 
     #[test]

@@ -70,14 +70,7 @@ impl RotationRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(step: &str) -> Value {
-        let path = format!(
-            "{}/../../events/secret-rotation/{step}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use shared::sample_events::sample;
 
     #[test]
     fn each_sample_decodes_to_its_step() {
@@ -87,7 +80,9 @@ mod tests {
             ("testSecret", RotationStep::TestSecret),
             ("finishSecret", RotationStep::FinishSecret),
         ] {
-            let request = RotationRequest::from_payload(sample(file)).unwrap();
+            let request =
+                RotationRequest::from_payload(sample("secret-rotation", &format!("{file}.json")))
+                    .unwrap();
             assert_eq!(request.step, step);
             assert_eq!(request.token, "3f0c8b4e-7a1d-4c52-9e6b-2d8f1a7c5e90");
         }
@@ -95,7 +90,7 @@ mod tests {
 
     #[test]
     fn an_unknown_step_is_refused_by_name() {
-        let mut event = sample("createSecret");
+        let mut event = sample("secret-rotation", "createSecret.json");
         event["Step"] = "rollbackSecret".into();
         let err = RotationRequest::from_payload(event).unwrap_err();
         assert!(

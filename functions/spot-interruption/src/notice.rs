@@ -272,19 +272,15 @@ fn looks_like_instance_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(name: &str) -> Value {
-        let path = format!(
-            "{}/../../events/spot-interruption/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    }
+    use shared::sample_events::sample;
 
     #[test]
     fn the_three_sample_events_decode() {
-        let warning =
-            ReceivedNotice::from_payload(sample("spot-interruption-warning.json")).unwrap();
+        let warning = ReceivedNotice::from_payload(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
+        .unwrap();
         assert_eq!(warning.event_id, "1e5527d7-bb36-4607-3370-4164db56a40e");
         assert_eq!(
             warning.notice,
@@ -292,14 +288,20 @@ mod tests {
                 instance_id: "i-0b1c2d3e4f5a6b7c8".into()
             }
         );
-        let rebalance =
-            ReceivedNotice::from_payload(sample("rebalance-recommendation.json")).unwrap();
+        let rebalance = ReceivedNotice::from_payload(sample(
+            "spot-interruption",
+            "rebalance-recommendation.json",
+        ))
+        .unwrap();
         assert!(matches!(
             rebalance.notice,
             InstanceNotice::RebalanceRecommendation { .. }
         ));
-        let lifecycle =
-            ReceivedNotice::from_payload(sample("terminate-lifecycle-action.json")).unwrap();
+        let lifecycle = ReceivedNotice::from_payload(sample(
+            "spot-interruption",
+            "terminate-lifecycle-action.json",
+        ))
+        .unwrap();
         assert_eq!(
             lifecycle.notice,
             InstanceNotice::Terminating {
@@ -313,7 +315,7 @@ mod tests {
 
     #[test]
     fn other_detail_types_are_recognised_as_not_ours() {
-        let mut event = sample("rebalance-recommendation.json");
+        let mut event = sample("spot-interruption", "rebalance-recommendation.json");
         event["detail-type"] = "EC2 Instance State-change Notification".into();
         let notice = ReceivedNotice::from_payload(event).unwrap();
         assert!(matches!(notice.notice, InstanceNotice::Other { .. }));
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_warning_without_an_instance_id_is_malformed() {
-        let mut event = sample("spot-interruption-warning.json");
+        let mut event = sample("spot-interruption", "spot-interruption-warning.json");
         event["detail"] = serde_json::json!({"instance-action": "terminate"});
         let err = ReceivedNotice::from_payload(event).unwrap_err();
         assert!(
@@ -332,12 +334,12 @@ mod tests {
 
     #[test]
     fn id_time_and_instance_id_are_required() {
-        let mut no_id = sample("spot-interruption-warning.json");
+        let mut no_id = sample("spot-interruption", "spot-interruption-warning.json");
         no_id.as_object_mut().unwrap().remove("id");
         let err = ReceivedNotice::from_payload(no_id).unwrap_err();
         assert!(matches!(err, InvalidNotice::MissingId { .. }), "{err}");
 
-        let mut no_time = sample("spot-interruption-warning.json");
+        let mut no_time = sample("spot-interruption", "spot-interruption-warning.json");
         no_time.as_object_mut().unwrap().remove("time");
         let err = ReceivedNotice::from_payload(no_time).unwrap_err();
         assert!(err.to_string().contains("has no `time`"), "{err}");
@@ -349,7 +351,7 @@ mod tests {
             "i-0b1c2d3e4f5a6b7cZ",
             "i-123",
         ] {
-            let mut event = sample("spot-interruption-warning.json");
+            let mut event = sample("spot-interruption", "spot-interruption-warning.json");
             event["detail"]["instance-id"] = bad.into();
             let err = ReceivedNotice::from_payload(event).unwrap_err();
             assert!(
@@ -357,7 +359,7 @@ mod tests {
                 "{bad:?}: {err}"
             );
         }
-        let mut short_id = sample("rebalance-recommendation.json");
+        let mut short_id = sample("spot-interruption", "rebalance-recommendation.json");
         short_id["detail"]["instance-id"] = "i-0123abcd".into();
         assert!(ReceivedNotice::from_payload(short_id).is_ok());
     }
@@ -380,8 +382,11 @@ mod tests {
 
     #[test]
     fn event_time_keeps_the_events_own_format() {
-        let warning =
-            ReceivedNotice::from_payload(sample("spot-interruption-warning.json")).unwrap();
+        let warning = ReceivedNotice::from_payload(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
+        .unwrap();
         assert_eq!(warning.time.to_string(), "2026-11-22T12:03:14Z");
         assert_eq!(
             warning.time.plus_seconds(120).to_string(),
@@ -405,7 +410,7 @@ mod tests {
             "1900-02-28T00:00:00Z",
         ];
         for text in instants {
-            let mut event = sample("rebalance-recommendation.json");
+            let mut event = sample("spot-interruption", "rebalance-recommendation.json");
             event["time"] = text.into();
             let decoded: EventBridgeEvent = serde_json::from_value(event.clone()).unwrap();
             let chrono_time = decoded.time.unwrap();

@@ -5,6 +5,7 @@
 //! map behind scripted `GetItem`/`PutItem` answers ([`ProgressTable`]); several `Mocked`
 //! functions sharing one are several execution environments of the same function.
 
+use shared::sample_events::sample;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -29,14 +30,6 @@ const GROUP: &str = "orchestrator-dev-img2vid";
 const INSTANCE: &str = "i-0b1c2d3e4f5a6b7c8";
 const HOOK: &str = "drain-before-terminate";
 const TOKEN: &str = "71514b9d-6a40-4b26-8523-05e7eEXAMPLE";
-
-fn sample(name: &str) -> Value {
-    let path = format!(
-        "{}/../../events/spot-interruption/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// An error answer in the query protocol Auto Scaling and SNS speak.
 fn query_error(status: u16, code: &str, message: &str) -> HttpResponse {
@@ -246,7 +239,10 @@ async fn a_lifecycle_action_of_a_gone_instance_is_completed_with_continue() {
     let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
 
     let outcome = mocked
-        .handle(sample("terminate-lifecycle-action.json"))
+        .handle(sample(
+            "spot-interruption",
+            "terminate-lifecycle-action.json",
+        ))
         .await
         .unwrap();
 
@@ -279,7 +275,10 @@ async fn a_lifecycle_action_already_resolved_is_not_an_error() {
     let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
 
     let outcome = mocked
-        .handle(sample("terminate-lifecycle-action.json"))
+        .handle(sample(
+            "spot-interruption",
+            "terminate-lifecycle-action.json",
+        ))
         .await
         .unwrap();
 
@@ -307,7 +306,10 @@ async fn a_live_worker_completes_its_own_lifecycle_action() {
     let mocked = Mocked::new(&[&group, &instance, &complete], &[&publish]);
 
     let outcome = mocked
-        .handle(sample("terminate-lifecycle-action.json"))
+        .handle(sample(
+            "spot-interruption",
+            "terminate-lifecycle-action.json",
+        ))
         .await
         .unwrap();
 
@@ -325,7 +327,10 @@ async fn throttling_fails_the_invocation_so_lambda_retries_it() {
     let mocked = Mocked::new(&[&throttled], &[&publish]);
 
     let error = mocked
-        .handle(sample("spot-interruption-warning.json"))
+        .handle(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
         .await
         .unwrap_err();
 
@@ -400,7 +405,7 @@ async fn a_transient_publish_failure_still_detaches_and_the_retry_only_publishes
         &[&group, &listed, &detached, &detach],
         &[&unavailable, &publish],
     );
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
 
     let first = mocked.handle(warning.clone()).await.unwrap_err();
 
@@ -455,7 +460,7 @@ async fn a_transient_detach_failure_is_retried_without_a_second_message() {
     );
     let detach = detach_answering(&[503, 200]);
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
 
     let first = mocked.handle(warning.clone()).await.unwrap_err();
 
@@ -499,7 +504,7 @@ async fn both_failing_are_both_tried_and_both_retried() {
     let (unavailable, publish) = (publish_unavailable_once(), publish_ok(&bodies));
     let detach = detach_answering(&[503, 200]);
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&unavailable, &publish]);
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
 
     let first = mocked.handle(warning.clone()).await.unwrap_err();
     let text = first.to_string();
@@ -538,7 +543,7 @@ async fn a_retry_in_another_execution_environment_sends_no_second_message() {
     );
     let detach = detach_answering(&[503, 200]);
     let failing = Mocked::sharing(&table, &[&group, &instance, &detach], &[&publish]);
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
     failing.handle(warning.clone()).await.unwrap_err();
     assert_eq!(
         table.done(WARNING_ID),
@@ -573,7 +578,7 @@ async fn a_message_owed_after_the_detach_is_sent_by_a_retry_in_another_execution
         &[&group, &listed, &detached, &detach],
         &[&unavailable, &publish],
     );
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
     failing.handle(warning.clone()).await.unwrap_err();
     assert_eq!(
         table.done(WARNING_ID),
@@ -642,7 +647,7 @@ async fn an_unavailable_progress_table_delays_no_detach_and_loses_no_retry_here(
         &[&group, &listed, &detached, &detach],
         &[&unavailable, &publish],
     );
-    let warning = sample("spot-interruption-warning.json");
+    let warning = sample("spot-interruption", "spot-interruption-warning.json");
 
     let first = mocked.handle(warning.clone()).await.unwrap_err();
 
@@ -678,7 +683,7 @@ async fn a_transient_publish_failure_still_completes_a_gone_instances_lifecycle_
     let complete = mock!(aws_sdk_autoscaling::Client::complete_lifecycle_action)
         .then_output(|| CompleteLifecycleActionOutput::builder().build());
     let mocked = Mocked::new(&[&group, &instance, &complete], &[&unavailable, &publish]);
-    let lifecycle = sample("terminate-lifecycle-action.json");
+    let lifecycle = sample("spot-interruption", "terminate-lifecycle-action.json");
 
     mocked.handle(lifecycle.clone()).await.unwrap_err();
     assert_eq!(complete.num_calls(), 1, "the group is not held up by SNS");
@@ -708,7 +713,10 @@ async fn a_permanent_publish_failure_still_replaces_the_instance() {
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&denied]);
 
     let outcome = mocked
-        .handle(sample("spot-interruption-warning.json"))
+        .handle(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
         .await
         .expect("not retried: a retry cannot grant the permission");
 
@@ -744,7 +752,10 @@ async fn a_detach_refused_because_a_concurrent_delivery_did_it_counts_nothing() 
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
 
     let outcome = mocked
-        .handle(sample("spot-interruption-warning.json"))
+        .handle(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
         .await
         .unwrap();
 
@@ -773,7 +784,10 @@ async fn a_permanent_lookup_failure_is_reported_and_not_retried() {
     let mocked = Mocked::new(&[&denied], &[]);
 
     let outcome = mocked
-        .handle(sample("spot-interruption-warning.json"))
+        .handle(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
         .await
         .unwrap();
 
@@ -804,7 +818,10 @@ async fn another_stacks_lifecycle_action_is_left_to_that_stack() {
     let mocked = Mocked::new(&[&group, &instance, &complete, &detach], &[&publish]);
 
     let outcome = mocked
-        .handle(sample("terminate-lifecycle-action.json"))
+        .handle(sample(
+            "spot-interruption",
+            "terminate-lifecycle-action.json",
+        ))
         .await
         .unwrap();
 
@@ -825,7 +842,10 @@ async fn another_stacks_lifecycle_action_is_left_to_that_stack() {
     );
     let mocked = Mocked::new(&[&group, &instance, &detach], &[&publish]);
     let outcome = mocked
-        .handle(sample("spot-interruption-warning.json"))
+        .handle(sample(
+            "spot-interruption",
+            "spot-interruption-warning.json",
+        ))
         .await
         .unwrap();
     assert_eq!(outcome["outcome"], "ignored", "{outcome}");

@@ -74,7 +74,6 @@ struct World {
     recorder: CfnResponseRecorder,
     clients: Clients,
     lambda: LocalLambda,
-    root: std::path::PathBuf,
     template: Value,
     parameters: BTreeMap<String, Value>,
     stack_id: String,
@@ -138,7 +137,6 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
         recorder: CfnResponseRecorder::start().await,
         clients,
         lambda,
-        root: options.root.clone(),
         template,
         parameters,
         stack_id,
@@ -346,14 +344,6 @@ impl World {
     fn role_statements(&self, role: &str) -> Result<Vec<Value>, String> {
         let resolved = json!({"Properties": self.properties(role)?});
         Ok(crate::iam::role_statements(&resolved))
-    }
-
-    /// A sample event from `events/`.
-    fn sample(&self, path: &str) -> Result<Value, String> {
-        let file = self.root.join("events").join(path);
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
     }
 
     async fn invoke(&self, function: &str, event: &Value) -> Result<Value, String> {

@@ -1,6 +1,7 @@
 //! Per function: the moto resources its sample event needs, the environment Lambda would give
 //! it (template.yaml's variables, pointed at moto), and the event.
 
+pub use shared::sample_events::try_sample;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,16 +84,6 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-pub fn sample(function: &str, name: &str) -> Result<Value, BenchError> {
-    let path = harness::process::workspace_root()
-        .join("events")
-        .join(function)
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("read sample event {}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))?)
 }
 
 pub async fn create_topic(stage: &Stage, name: &str) -> Result<String, BenchError> {
@@ -190,13 +181,13 @@ async fn scale_to_zero(stage: &Stage) -> Result<Prepared, BenchError> {
     let label = format!(
         "`schedule.json` (tick over {SCALE_TO_ZERO_GROUPS} managed groups at 0, queues empty)"
     );
-    Ok((env, sample("scale-to-zero", "schedule.json")?, label))
+    Ok((env, try_sample("scale-to-zero", "schedule.json")?, label))
 }
 
 /// A Create whose master secret does not exist: GetSecretValue fails and FAILED goes to the
 /// local ResponseURL sink. No database is involved.
 fn rds_init(stage: &Stage) -> Result<Prepared, BenchError> {
-    let mut event = sample("rds-init", "create.json")?;
+    let mut event = try_sample("rds-init", "create.json")?;
     event["ResponseURL"] = json!(stage.recorder.response_url("rds-init"));
     let label = "`create.json`, ResponseURL → local sink (master secret absent in moto: \
                  GetSecretValue fails, FAILED is PUT)"
@@ -237,7 +228,7 @@ async fn secret_rotation(stage: &Stage) -> Result<Prepared, BenchError> {
         .await?
         .version_id
         .ok_or_else(|| BenchError::from("RotateSecret answered no version id"))?;
-    let mut event = sample("secret-rotation", "createSecret.json")?;
+    let mut event = try_sample("secret-rotation", "createSecret.json")?;
     event["SecretId"] = json!(arn);
     event["ClientRequestToken"] = json!(token);
     let env = pairs(&[("EXCLUDE_CHARACTERS", "/@\"'\\"), ("PASSWORD_LENGTH", "32")]);
@@ -316,7 +307,7 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
         .and_then(|i| i.instance_id())
         .ok_or_else(|| BenchError::from("moto launched no instance for bench-spot"))?
         .to_owned();
-    let mut event = sample("spot-interruption", "rebalance-recommendation.json")?;
+    let mut event = try_sample("spot-interruption", "rebalance-recommendation.json")?;
     event["detail"]["instance-id"] = json!(instance);
     event["resources"] = json!([format!("arn:aws:ec2:us-east-1a:instance/{instance}")]);
     // Read on every invocation (no record: a first attempt), written only on failure.
@@ -342,7 +333,7 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
 /// once (none exist in moto: inconclusive) and the verdict is published.
 async fn deploy_gate(stage: &Stage) -> Result<Prepared, BenchError> {
     let topic = create_topic(stage, "bench-alerts").await?;
-    let mut event = sample("deploy-gate", "ci-direct.json")?;
+    let mut event = try_sample("deploy-gate", "ci-direct.json")?;
     // The event's alarms, so the gate reads real alarm states (moto: INSUFFICIENT_DATA).
     let alarms = event["AlarmNames"].as_array().cloned().unwrap_or_default();
     for alarm in alarms.iter().filter_map(Value::as_str) {

@@ -62,7 +62,7 @@ pub async fn run(
         })
         .collect();
     scenarios::put_queue_depths(stage, &depths).await?;
-    scenario.event = scenarios::sample("scale-to-zero", "schedule.json")?;
+    scenario.event = scenarios::try_sample("scale-to-zero", "schedule.json")?;
     let total_groups = extra + fixture_groups;
 
     stage.moto.clear_recording().await;

@@ -1,5 +1,6 @@
 //! The database half: secrets, tenant databases on both engines, logins and rotations.
 
+use shared::sample_events::try_sample;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -88,7 +89,7 @@ impl World {
     /// ids and moto's response URL) and answers moto, which then completes the stack.
     pub(super) async fn tenant_databases(&self) -> Result<((), String), String> {
         let logical = "TenantDatabasesResource";
-        let mut event = self.sample("rds-init/create.json")?;
+        let mut event = try_sample("rds-init", "create.json")?;
         let properties = self.properties(logical)?;
         event["ServiceToken"] = properties["ServiceToken"].clone();
         event["ResourceProperties"] = properties;
@@ -241,7 +242,7 @@ impl World {
             arns.push(create_secret(secrets, &properties, Some(&value)).await?);
         }
         let (app_password, reporting_password) = (&users[1].2, &users[2].2);
-        let mut event = self.sample("rds-init/create-postgres.json")?;
+        let mut event = try_sample("rds-init", "create-postgres.json")?;
         let properties = &mut event["ResourceProperties"];
         properties["MasterSecretArn"] = json!(arns[0]);
         properties["Users"][0]["SecretArn"] = json!(arns[1]);
@@ -343,7 +344,7 @@ impl World {
             .version_id
             .ok_or("RotateSecret returned no version")?;
         for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-            let mut event = self.sample(&format!("secret-rotation/{step}.json"))?;
+            let mut event = try_sample("secret-rotation", &format!("{step}.json"))?;
             event["SecretId"] = json!(arn);
             event["ClientRequestToken"] = json!(token);
             self.invoke("secret-rotation", &event)

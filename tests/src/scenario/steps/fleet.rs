@@ -1,5 +1,6 @@
 //! The fleet half: queue backlog and wake-up, the idle alarm, a Spot interruption.
 
+use shared::sample_events::try_sample;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::types::AutoScalingGroup;
@@ -82,7 +83,7 @@ impl World {
         }
         self.put_queue_depth(&BACKLOG, Duration::from_secs(120))
             .await?;
-        let mut event = self.sample("scale-to-zero/schedule.json")?;
+        let mut event = try_sample("scale-to-zero", "schedule.json")?;
         event["id"] = json!(uuid_like());
         event["time"] = json!(rfc3339_now());
         let rule = self
@@ -177,7 +178,7 @@ impl World {
                 "TreatMissingData": alarm.properties["TreatMissingData"], "EvaluateLowSampleCountPercentile": ""
             }
         });
-        let mut event = self.sample("scale-to-zero/sns-idle-alarm.json")?;
+        let mut event = try_sample("scale-to-zero", "sns-idle-alarm.json")?;
         let record = &mut event["Records"][0];
         record["EventSubscriptionArn"] = json!(format!("{topic}:{}", uuid_like()));
         record["Sns"]["TopicArn"] = json!(topic);
@@ -252,7 +253,7 @@ impl World {
 
     /// The EventBridge event EC2 sends two minutes before it reclaims `instance`.
     pub(super) fn spot_warning_event(&self, instance: &str) -> Result<Value, String> {
-        let mut event = self.sample("spot-interruption/spot-interruption-warning.json")?;
+        let mut event = try_sample("spot-interruption", "spot-interruption-warning.json")?;
         event["id"] = json!(uuid_like());
         event["time"] = json!(rfc3339_now());
         event["resources"] = json!([format!(

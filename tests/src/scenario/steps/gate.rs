@@ -2,6 +2,7 @@
 
 use aws_sdk_cloudwatch::types::StateValue;
 use serde_json::{Value, json};
+use shared::sample_events::try_sample;
 
 use super::World;
 use super::fleet::set_alarm_state;
@@ -44,7 +45,7 @@ impl World {
 
     /// The CI invoke sample, gating on `names` with a short bake.
     async fn gate(&self, names: &[String]) -> Result<Value, String> {
-        let mut event = self.sample("deploy-gate/ci-direct.json")?;
+        let mut event = try_sample("deploy-gate", "ci-direct.json")?;
         let object = event
             .as_object_mut()
             .ok_or("ci-direct.json is not an object")?;
