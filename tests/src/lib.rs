@@ -18,6 +18,7 @@ pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod process;
+pub mod rotation;
 pub mod scenario;
 pub mod stalling_server;
 pub mod tenant_databases;

@@ -10,7 +10,7 @@
 //! created stays fully usable by the base.
 
 use aws_sdk_secretsmanager::Client;
-use harness::moto::Moto;
+use harness::rotation::{allow_rotation, end_rotation, start_rotation};
 use harness::tenant_databases::{Server, TenantDatabasesUnderTest, query_strings};
 use harness::{mariadb::MariaDb, postgres::Postgres};
 use secret_rotation::{Rotator, config::RotationConfig};
@@ -22,7 +22,6 @@ use std::time::Duration;
 const APP_PASSWORD: &str = "app-Pa55word-9c1d2e";
 const MASTER_PASSWORD: &str = "master-Pa55word-4f6a8b";
 const STACK_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/orchestrator/1a2b";
-const ROTATION_LAMBDA: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotation";
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 /// Both databases stay in `Databases` throughout; only the user's list changes.
 const DATABASES: [&str; 2] = ["bp", "tenant_pool_1"];
@@ -117,21 +116,7 @@ impl Fixture {
     /// One full rotation; returns the new `AWSCURRENT` and the `AWSPREVIOUS` login.
     async fn rotate(&self) -> (Login, Login) {
         let secrets = &self.under_test.secrets;
-        let token = secrets
-            .rotate_secret()
-            .secret_id(&self.app_arn)
-            .rotation_lambda_arn(ROTATION_LAMBDA)
-            .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(30)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .version_id()
-            .unwrap()
-            .to_owned();
+        let token = start_rotation(secrets, &self.app_arn).await;
         for step in STEPS {
             let event =
                 json!({"Step": step, "SecretId": self.app_arn, "ClientRequestToken": token});
@@ -140,15 +125,7 @@ impl Fixture {
                 .await
                 .unwrap_or_else(|e| panic!("{step}: {e}"));
         }
-        // What Secrets Manager does after finishSecret (moto does not).
-        secrets
-            .update_secret_version_stage()
-            .secret_id(&self.app_arn)
-            .version_stage("AWSPENDING")
-            .remove_from_version_id(&token)
-            .send()
-            .await
-            .unwrap();
+        end_rotation(secrets, &self.app_arn, &token).await;
         (
             login_at(secrets, &self.app_arn, "AWSCURRENT").await,
             login_at(secrets, &self.app_arn, "AWSPREVIOUS").await,
@@ -282,51 +259,6 @@ async fn master_secret(under_test: &TenantDatabasesUnderTest) -> String {
         .make_rds_like_master("rds_master", MASTER_PASSWORD)
         .await;
     under_test.create_secret("rds-master", &secret).await
-}
-
-/// moto wants the rotation Lambda to exist before `RotateSecret` (it never runs it: the test
-/// drives the steps itself).
-async fn allow_rotation(moto: &Moto) {
-    let http = reqwest::Client::new();
-    for (path, service, content_type, body) in [
-        (
-            "/",
-            "iam",
-            "application/x-www-form-urlencoded",
-            "Action=CreateRole&Version=2010-05-08&RoleName=rotation&AssumeRolePolicyDocument=%7B%7D"
-                .to_owned(),
-        ),
-        (
-            "/2015-03-31/functions",
-            "lambda",
-            "application/json",
-            // An empty zip.
-            json!({"FunctionName": "rotation", "Runtime": "provided.al2023", "Handler": "bootstrap",
-                   "Role": "arn:aws:iam::123456789012:role/rotation",
-                   "Code": {"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}})
-            .to_string(),
-        ),
-    ] {
-        let response = http
-            .post(format!("{}{path}", moto.endpoint_url()))
-            .header(
-                "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
-            )
-            .header("Content-Type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.text().await.unwrap()
-        );
-    }
 }
 
 async fn login_at(secrets: &Client, arn: &str, stage: &str) -> Login {

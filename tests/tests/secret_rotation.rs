@@ -18,62 +18,14 @@ const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecr
 struct Aws {
     moto: Moto,
     secrets: Client,
-    lambda_arn: String,
 }
 
 impl Aws {
     async fn start() -> Aws {
         let moto = Moto::start().await;
-        let http = reqwest::Client::new();
-        let post = |path: &str, service: &str, content_type: &str, body: String| {
-            http.post(format!("{}{path}", moto.endpoint_url()))
-                .header(
-                    "Authorization",
-                    format!(
-                        "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-                    ),
-                )
-                .header("Content-Type", content_type)
-                .body(body)
-                .send()
-        };
-        for (path, service, content_type, body) in [
-            (
-                "/moto-api/config",
-                "moto",
-                "application/json",
-                json!({"lambda": {"use_docker": false}}).to_string(),
-            ),
-            (
-                "/",
-                "iam",
-                "application/x-www-form-urlencoded",
-                "Action=CreateRole&Version=2010-05-08&RoleName=rotation&AssumeRolePolicyDocument=%7B%7D".to_owned(),
-            ),
-            (
-                "/2015-03-31/functions",
-                "lambda",
-                "application/json",
-                // An empty zip: moto needs a function to exist, never runs it.
-                json!({"FunctionName": "rotation", "Runtime": "provided.al2023", "Handler": "bootstrap",
-                       "Role": "arn:aws:iam::123456789012:role/rotation",
-                       "Code": {"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}})
-                .to_string(),
-            ),
-        ] {
-            let response = post(path, service, content_type, body).await.unwrap();
-            assert!(
-                response.status().is_success(),
-                "{path}: {}",
-                response.text().await.unwrap()
-            );
-        }
+        harness::rotation::allow_rotation(&moto).await;
         let secrets = Client::new(&moto.sdk_config().await);
-        Aws {
-            moto,
-            secrets,
-            lambda_arn: "arn:aws:lambda:us-east-1:123456789012:function:rotation".to_owned(),
-        }
+        Aws { moto, secrets }
     }
 
     fn rotator(&self, env: &[(&str, &str)]) -> Rotator {
@@ -98,34 +50,12 @@ impl Aws {
 
     /// Enables rotation and starts one: the token is an `AWSPENDING` version with no value.
     async fn start_rotation(&self, arn: &str) -> String {
-        self.secrets
-            .rotate_secret()
-            .secret_id(arn)
-            .rotation_lambda_arn(&self.lambda_arn)
-            .rotation_rules(
-                aws_sdk_secretsmanager::types::RotationRulesType::builder()
-                    .automatically_after_days(30)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap()
-            .version_id()
-            .unwrap()
-            .to_owned()
+        harness::rotation::start_rotation(&self.secrets, arn).await
     }
 
-    /// What Secrets Manager does after a successful finishSecret (moto does not): the
-    /// `AWSPENDING` label leaves the new version, so the next rotation can start.
+    /// The `AWSPENDING` label leaves the finished version, as Secrets Manager does.
     async fn end_rotation(&self, arn: &str, token: &str) {
-        self.secrets
-            .update_secret_version_stage()
-            .secret_id(arn)
-            .version_stage("AWSPENDING")
-            .remove_from_version_id(token)
-            .send()
-            .await
-            .unwrap();
+        harness::rotation::end_rotation(&self.secrets, arn, token).await
     }
 
     async fn value(&self, arn: &str, stage: &str) -> (String, Value) {

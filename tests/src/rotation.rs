@@ -1,0 +1,94 @@
+//! Driving a Secrets Manager rotation on moto the way Secrets Manager does, for tests that run
+//! secret-rotation's steps themselves.
+
+use aws_sdk_secretsmanager::Client as SecretsClient;
+use aws_sdk_secretsmanager::types::RotationRulesType;
+use serde_json::json;
+
+use crate::moto::Moto;
+
+/// The rotation function moto is told about; moto never invokes it, the test runs the steps.
+pub const ROTATION_LAMBDA_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotation";
+
+/// Enables rotation and starts one: the token is an `AWSPENDING` version with no value.
+pub async fn start_rotation(secrets: &SecretsClient, arn: &str) -> String {
+    secrets
+        .rotate_secret()
+        .secret_id(arn)
+        .rotation_lambda_arn(ROTATION_LAMBDA_ARN)
+        .rotation_rules(
+            RotationRulesType::builder()
+                .automatically_after_days(30)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RotateSecret")
+        .version_id()
+        .expect("a token")
+        .to_owned()
+}
+
+/// What Secrets Manager does after a successful finishSecret (moto does not): the
+/// `AWSPENDING` label leaves the new version, so the next rotation can start.
+pub async fn end_rotation(secrets: &SecretsClient, arn: &str, token: &str) {
+    secrets
+        .update_secret_version_stage()
+        .secret_id(arn)
+        .version_stage("AWSPENDING")
+        .remove_from_version_id(token)
+        .send()
+        .await
+        .expect("UpdateSecretVersionStage");
+}
+
+/// moto wants the rotation Lambda to exist before `RotateSecret`; it never runs it (the test
+/// drives the steps). Creates its role and the function (an empty zip, Docker off).
+pub async fn allow_rotation(moto: &Moto) {
+    let http = reqwest::Client::new();
+    for (path, service, content_type, body) in [
+        (
+            "/moto-api/config",
+            "moto",
+            "application/json",
+            json!({"lambda": {"use_docker": false}}).to_string(),
+        ),
+        (
+            "/",
+            "iam",
+            "application/x-www-form-urlencoded",
+            "Action=CreateRole&Version=2010-05-08&RoleName=rotation&AssumeRolePolicyDocument=%7B%7D"
+                .to_owned(),
+        ),
+        (
+            "/2015-03-31/functions",
+            "lambda",
+            "application/json",
+            json!({"FunctionName": "rotation", "Runtime": "provided.al2023", "Handler": "bootstrap",
+                   "Role": "arn:aws:iam::123456789012:role/rotation",
+                   "Code": {"ZipFile": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}})
+            .to_string(),
+        ),
+    ] {
+        let response = http
+            .post(format!("{}{path}", moto.endpoint_url()))
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
+                     SignedHeaders=host, Signature=0"
+                ),
+            )
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("moto answers");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+}
