@@ -487,6 +487,86 @@ async fn a_database_down_during_set_secret_fails_in_seconds_and_a_retry_complete
 }
 
 #[tokio::test]
+async fn finish_secret_out_of_order_is_refused_and_the_current_credentials_keep_working() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    sqlx::query("CREATE USER 'app'@'%' IDENTIFIED BY 'Old-password-1'")
+        .execute(&maria.admin_pool().await)
+        .await
+        .unwrap();
+    sqlx::query("CREATE ROLE app LOGIN PASSWORD 'Old-password-1'")
+        .execute(&postgres.admin_pool().await)
+        .await
+        .unwrap();
+    let rotator = aws.rotator(&[]);
+    for (engine, port) in [("mariadb", maria.port()), ("postgres", postgres.port())] {
+        let logs_in = |password: String| {
+            let (maria, postgres) = (&maria, &postgres);
+            async move {
+                if engine == "mariadb" {
+                    maria_logs_in(maria, "app", &password).await
+                } else {
+                    postgres_logs_in(postgres, "app", &password).await
+                }
+            }
+        };
+        let arn = aws
+            .create_secret(
+                &format!("{engine}-finish-order"),
+                &db_secret(engine, port, "app", "Old-password-1"),
+            )
+            .await;
+        let (before, _) = aws.value(&arn, "AWSCURRENT").await;
+
+        // createSecret never ran: there is no pending value to move AWSCURRENT to.
+        let token = aws.start_rotation(&arn).await;
+        let (kind, message) = error_type(
+            step(&rotator, "finishSecret", &arn, &token)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(kind, "PendingNotVerified", "{engine}: {message}");
+        assert!(message.contains("createSecret has not run"), "{message}");
+        assert_eq!(aws.value(&arn, "AWSCURRENT").await.0, before);
+
+        // createSecret, then straight to finishSecret: the pending password was never set in
+        // the database, so moving AWSCURRENT to it would lock every client out.
+        step(&rotator, "createSecret", &arn, &token).await.unwrap();
+        let (_, pending) = aws.value(&arn, "AWSPENDING").await;
+        let (kind, message) = error_type(
+            step(&rotator, "finishSecret", &arn, &token)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(kind, "PendingNotVerified", "{engine}: {message}");
+        assert!(
+            message.contains("AWSCURRENT stays where it is"),
+            "{message}"
+        );
+        assert!(
+            !message.contains(pending["password"].as_str().unwrap()),
+            "{message}"
+        );
+        let (current_version, current) = aws.value(&arn, "AWSCURRENT").await;
+        assert_eq!(current_version, before, "{engine}: no stage moved");
+        assert!(
+            logs_in(current["password"].as_str().unwrap().to_owned()).await,
+            "{engine}: AWSCURRENT still logs in"
+        );
+        assert!(aws.stages(&arn).await[&token].contains(&"AWSPENDING".to_owned()));
+
+        // The steps in order then complete the rotation.
+        for name in ["setSecret", "testSecret", "finishSecret"] {
+            step(&rotator, name, &arn, &token).await.unwrap();
+        }
+        let (current_version, current) = aws.value(&arn, "AWSCURRENT").await;
+        assert_eq!(current_version, token);
+        assert!(logs_in(current["password"].as_str().unwrap().to_owned()).await);
+        assert!(!logs_in("Old-password-1".to_owned()).await);
+        aws.end_rotation(&arn, &token).await;
+    }
+}
+
+#[tokio::test]
 async fn no_password_works_names_all_three_attempts() {
     let (aws, maria) = tokio::join!(Aws::start(), MariaDb::start());
     sqlx::query("CREATE USER 'app'@'%' IDENTIFIED BY 'Changed-by-hand-1'")

@@ -89,6 +89,14 @@ pub enum RotationError {
         #[source]
         source: getrandom::Error,
     },
+    #[error(
+        "finishSecret for {secret_id}: AWSCURRENT stays where it is, because the pending version does not work now (run setSecret and testSecret for this token first): {source}"
+    )]
+    FinishRefused {
+        secret_id: String,
+        #[source]
+        source: Box<RotationError>,
+    },
     /// An error as it leaves the function: its text with every password the step read
     /// removed ([`KnownSecrets`]), its `errorType` kept.
     #[error("{message}")]
@@ -122,6 +130,7 @@ impl RotationError {
             RotationError::NoCredentialsLogIn { .. } => "NoCredentialsLogIn",
             RotationError::CurrentCredentialsRefused { .. } => "CurrentCredentialsRefused",
             RotationError::RandomSource { .. } => "RandomSourceFailed",
+            RotationError::FinishRefused { .. } => "PendingNotVerified",
             RotationError::Redacted { error_type, .. } => error_type,
         }
     }
@@ -272,6 +281,7 @@ impl Rotator {
             RotationStep::FinishSecret => match plan::finish(token, &metadata.versions) {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
                 FinishAction::MoveCurrent { from } => {
+                    verify_before_finish(&mut step, token).await?;
                     self.secrets
                         .move_current(id, token, from.as_deref())
                         .await?;
@@ -326,6 +336,25 @@ async fn test_secret(
         .map_err(malformed(step.secret_id, plan::AWSPENDING))?
         .test(&pending, step)
         .await
+}
+
+/// `AWSCURRENT` only ever moves to credentials that work right now: finishSecret runs
+/// testSecret's check again (a login, or the format's shape) before it moves any stage. A
+/// finishSecret run out of order (right after createSecret, or with no pending value at all)
+/// is refused and leaves every stage where it was, instead of locking clients out.
+async fn verify_before_finish(
+    step: &mut StepContext<'_>,
+    token: &str,
+) -> Result<(), RotationError> {
+    match test_secret(step, token).await {
+        Ok(_) => Ok(()),
+        // Secrets Manager itself failing says nothing about the pending version.
+        Err(error @ RotationError::SecretsManager(_)) => Err(error),
+        Err(source) => Err(RotationError::FinishRefused {
+            secret_id: step.secret_id.to_owned(),
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// What one step works with: the secret, Secrets Manager, the configuration, and every
