@@ -566,6 +566,129 @@ async fn finish_secret_out_of_order_is_refused_and_the_current_credentials_keep_
     }
 }
 
+/// Every order of `items`.
+fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for (i, first) in items.iter().enumerate() {
+        let mut rest = items.to_vec();
+        rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, *first);
+            all.push(tail);
+        }
+    }
+    all
+}
+
+/// Issue 19's invariant under every order of the four steps, for single-user and
+/// alternating-users secrets on both engines: after each step, whatever it answered,
+/// `AWSCURRENT`'s credentials log in (single user: or, between setSecret and finishSecret,
+/// `AWSPENDING`'s, the protocol's one window); then the steps in order, from createSecret,
+/// complete the rotation (and its credentials log in). The secrets carry over from one order to the next,
+/// so the alternating pair swaps back and forth through them.
+#[tokio::test]
+async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    for user in ["solo", "app"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
+        )))
+        .execute(&maria.admin_pool().await)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
+        )))
+        .execute(&postgres.admin_pool().await)
+        .await
+        .unwrap();
+    }
+    let rotator = aws.rotator(&[]);
+    let orders = permutations(&STEPS);
+    assert_eq!(orders.len(), 24);
+    let mut cases = 0;
+    for (engine, port, admin, admin_password) in [
+        (
+            "mariadb",
+            maria.port(),
+            maria.admin_user(),
+            maria.admin_password(),
+        ),
+        (
+            "postgres",
+            postgres.port(),
+            postgres.admin_user(),
+            postgres.admin_password(),
+        ),
+    ] {
+        let logs_in = |value: Value| {
+            let (maria, postgres) = (&maria, &postgres);
+            async move {
+                let user = value["username"].as_str().unwrap().to_owned();
+                let password = value["password"].as_str().unwrap().to_owned();
+                if engine == "mariadb" {
+                    maria_logs_in(maria, &user, &password).await
+                } else {
+                    postgres_logs_in(postgres, &user, &password).await
+                }
+            }
+        };
+        let master_arn = aws
+            .create_secret(
+                &format!("{engine}-order-master"),
+                &db_secret(engine, port, admin, admin_password),
+            )
+            .await;
+        let single = aws
+            .create_secret(
+                &format!("{engine}-order-solo"),
+                &db_secret(engine, port, "solo", "Old-password-1"),
+            )
+            .await;
+        let mut pair = db_secret(engine, port, "app", "Old-password-1");
+        pair["masterarn"] = json!(master_arn);
+        let alternating = aws
+            .create_secret(&format!("{engine}-order-app"), &pair)
+            .await;
+        for arn in [&single, &alternating] {
+            for order in &orders {
+                let token = aws.start_rotation(arn).await;
+                for name in order {
+                    // A step out of order may refuse; it must never lock anyone out.
+                    let _ = step(&rotator, name, arn, &token).await;
+                    let (_, current) = aws.value(arn, "AWSCURRENT").await;
+                    if logs_in(current).await {
+                        continue;
+                    }
+                    // Single user only: between setSecret and finishSecret the user already
+                    // has the pending password (the protocol's one window; finishSecret
+                    // closes it). Alternating users never have it.
+                    let (_, pending) = aws.value(arn, "AWSPENDING").await;
+                    assert!(
+                        *arn == single && logs_in(pending).await,
+                        "{engine} {arn}: locked out after {name} in {order:?}"
+                    );
+                }
+                for name in STEPS {
+                    step(&rotator, name, arn, &token)
+                        .await
+                        .unwrap_or_else(|e| panic!("{engine} {order:?}, then {name}: {e}"));
+                }
+                let (version, current) = aws.value(arn, "AWSCURRENT").await;
+                assert_eq!(version, token, "{engine} {order:?}: the rotation completed");
+                assert!(logs_in(current).await, "{engine} {order:?}");
+                aws.end_rotation(arn, &token).await;
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 96);
+    eprintln!("{cases} step orders, none locked anyone out");
+}
+
 #[tokio::test]
 async fn no_password_works_names_all_three_attempts() {
     let (aws, maria) = tokio::join!(Aws::start(), MariaDb::start());
