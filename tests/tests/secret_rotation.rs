@@ -566,6 +566,38 @@ async fn finish_secret_out_of_order_is_refused_and_the_current_credentials_keep_
     }
 }
 
+/// Whether a secret version's user and password log in to `engine`'s server.
+async fn version_logs_in(engine: &str, maria: &MariaDb, postgres: &Postgres, value: Value) -> bool {
+    let user = value["username"].as_str().unwrap_or_default().to_owned();
+    let password = value["password"].as_str().unwrap_or_default().to_owned();
+    if engine == "mariadb" {
+        maria_logs_in(maria, &user, &password).await
+    } else {
+        postgres_logs_in(postgres, &user, &password).await
+    }
+}
+
+/// The invariant of issue 19: `AWSCURRENT` logs in; for a single user, between setSecret and
+/// finishSecret (the strategy's one window), `AWSPENDING` does instead.
+async fn assert_no_lockout(
+    aws: &Aws,
+    arn: &str,
+    single_user: bool,
+    logs_in: impl AsyncFn(Value) -> bool,
+    context: &str,
+) {
+    let (_, current) = aws.value(arn, "AWSCURRENT").await;
+    if logs_in(current).await {
+        return;
+    }
+    assert!(
+        single_user,
+        "{context}: AWSCURRENT refused (alternating users)"
+    );
+    let (_, pending) = aws.value(arn, "AWSPENDING").await;
+    assert!(logs_in(pending).await, "{context}: locked out");
+}
+
 /// Every order of `items`.
 fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
     if items.len() <= 1 {
@@ -624,18 +656,7 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
             postgres.admin_password(),
         ),
     ] {
-        let logs_in = |value: Value| {
-            let (maria, postgres) = (&maria, &postgres);
-            async move {
-                let user = value["username"].as_str().unwrap().to_owned();
-                let password = value["password"].as_str().unwrap().to_owned();
-                if engine == "mariadb" {
-                    maria_logs_in(maria, &user, &password).await
-                } else {
-                    postgres_logs_in(postgres, &user, &password).await
-                }
-            }
-        };
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
         let master_arn = aws
             .create_secret(
                 &format!("{engine}-order-master"),
@@ -659,18 +680,8 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
                 for name in order {
                     // A step out of order may refuse; it must never lock anyone out.
                     let _ = step(&rotator, name, arn, &token).await;
-                    let (_, current) = aws.value(arn, "AWSCURRENT").await;
-                    if logs_in(current).await {
-                        continue;
-                    }
-                    // Single user only: between setSecret and finishSecret the user already
-                    // has the pending password (the protocol's one window; finishSecret
-                    // closes it). Alternating users never have it.
-                    let (_, pending) = aws.value(arn, "AWSPENDING").await;
-                    assert!(
-                        *arn == single && logs_in(pending).await,
-                        "{engine} {arn}: locked out after {name} in {order:?}"
-                    );
+                    let context = format!("{engine} {arn}: after {name} in {order:?}");
+                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
                 }
                 for name in STEPS {
                     step(&rotator, name, arn, &token)
@@ -687,6 +698,94 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
     }
     assert_eq!(cases, 96);
     eprintln!("{cases} step orders, none locked anyone out");
+}
+
+/// Issue 19's fault matrix, database side: the database stopped (SIGSTOP) before each of the
+/// four steps, for single-user and alternating-users secrets on both engines. The step run
+/// while it is down may fail; once it is back, nobody is locked out, the same step succeeds
+/// when run again, and the rotation completes.
+#[tokio::test]
+async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_completes() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    for user in ["solo", "app"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
+        )))
+        .execute(&maria.admin_pool().await)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
+        )))
+        .execute(&postgres.admin_pool().await)
+        .await
+        .unwrap();
+    }
+    let rotator = aws.rotator(&[]);
+    let mut cases = 0;
+    for (engine, port, pid, admin, admin_password) in [
+        (
+            "mariadb",
+            maria.port(),
+            maria.pid(),
+            maria.admin_user(),
+            maria.admin_password(),
+        ),
+        (
+            "postgres",
+            postgres.port(),
+            postgres.pid(),
+            postgres.admin_user(),
+            postgres.admin_password(),
+        ),
+    ] {
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
+        let master_arn = aws
+            .create_secret(
+                &format!("{engine}-down-master"),
+                &db_secret(engine, port, admin, admin_password),
+            )
+            .await;
+        let single = aws
+            .create_secret(
+                &format!("{engine}-down-solo"),
+                &db_secret(engine, port, "solo", "Old-password-1"),
+            )
+            .await;
+        let mut pair = db_secret(engine, port, "app", "Old-password-1");
+        pair["masterarn"] = json!(master_arn);
+        let alternating = aws
+            .create_secret(&format!("{engine}-down-app"), &pair)
+            .await;
+        for arn in [&single, &alternating] {
+            for down_before in STEPS {
+                let token = aws.start_rotation(arn).await;
+                for name in STEPS {
+                    let context = format!("{engine} {arn}: down before {down_before}, {name}");
+                    if name == down_before {
+                        let frozen = Frozen::new(pid);
+                        let outcome = step(&rotator, name, arn, &token).await;
+                        drop(frozen);
+                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                        if outcome.is_ok() {
+                            continue;
+                        }
+                    }
+                    step(&rotator, name, arn, &token)
+                        .await
+                        .unwrap_or_else(|e| panic!("{context}: {e}"));
+                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                }
+                let (version, current) = aws.value(arn, "AWSCURRENT").await;
+                assert_eq!(version, token, "{engine} down before {down_before}");
+                assert!(logs_in(current).await);
+                aws.end_rotation(arn, &token).await;
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 16);
+    eprintln!("{cases} rotations with the database down before a step, none locked anyone out");
 }
 
 #[tokio::test]
