@@ -598,6 +598,68 @@ async fn assert_no_lockout(
     assert!(logs_in(pending).await, "{context}: locked out");
 }
 
+/// The fault matrix's secrets on each engine: users `solo` and `app` (password
+/// `Old-password-1`), a master secret, a single-user secret for `solo` and an alternating-users
+/// secret for `app`. Returns (engine, server pid, single-user ARN, alternating-users ARN).
+async fn fault_matrix_secrets(
+    aws: &Aws,
+    maria: &MariaDb,
+    postgres: &Postgres,
+    label: &str,
+) -> Vec<(&'static str, u32, String, String)> {
+    for user in ["solo", "app"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
+        )))
+        .execute(&maria.admin_pool().await)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
+        )))
+        .execute(&postgres.admin_pool().await)
+        .await
+        .unwrap();
+    }
+    let mut secrets = Vec::new();
+    for (engine, port, pid, admin, admin_password) in [
+        (
+            "mariadb",
+            maria.port(),
+            maria.pid(),
+            maria.admin_user(),
+            maria.admin_password(),
+        ),
+        (
+            "postgres",
+            postgres.port(),
+            postgres.pid(),
+            postgres.admin_user(),
+            postgres.admin_password(),
+        ),
+    ] {
+        let master_arn = aws
+            .create_secret(
+                &format!("{engine}-{label}-master"),
+                &db_secret(engine, port, admin, admin_password),
+            )
+            .await;
+        let single = aws
+            .create_secret(
+                &format!("{engine}-{label}-solo"),
+                &db_secret(engine, port, "solo", "Old-password-1"),
+            )
+            .await;
+        let mut pair = db_secret(engine, port, "app", "Old-password-1");
+        pair["masterarn"] = json!(master_arn);
+        let alternating = aws
+            .create_secret(&format!("{engine}-{label}-app"), &pair)
+            .await;
+        secrets.push((engine, pid, single, alternating));
+    }
+    secrets
+}
+
 /// Every order of `items`.
 fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
     if items.len() <= 1 {
@@ -624,56 +686,14 @@ fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
 #[tokio::test]
 async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
     let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    for user in ["solo", "app"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
-        )))
-        .execute(&maria.admin_pool().await)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
-        )))
-        .execute(&postgres.admin_pool().await)
-        .await
-        .unwrap();
-    }
     let rotator = aws.rotator(&[]);
     let orders = permutations(&STEPS);
     assert_eq!(orders.len(), 24);
     let mut cases = 0;
-    for (engine, port, admin, admin_password) in [
-        (
-            "mariadb",
-            maria.port(),
-            maria.admin_user(),
-            maria.admin_password(),
-        ),
-        (
-            "postgres",
-            postgres.port(),
-            postgres.admin_user(),
-            postgres.admin_password(),
-        ),
-    ] {
+    for (engine, _, single, alternating) in
+        fault_matrix_secrets(&aws, &maria, &postgres, "order").await
+    {
         let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        let master_arn = aws
-            .create_secret(
-                &format!("{engine}-order-master"),
-                &db_secret(engine, port, admin, admin_password),
-            )
-            .await;
-        let single = aws
-            .create_secret(
-                &format!("{engine}-order-solo"),
-                &db_secret(engine, port, "solo", "Old-password-1"),
-            )
-            .await;
-        let mut pair = db_secret(engine, port, "app", "Old-password-1");
-        pair["masterarn"] = json!(master_arn);
-        let alternating = aws
-            .create_secret(&format!("{engine}-order-app"), &pair)
-            .await;
         for arn in [&single, &alternating] {
             for order in &orders {
                 let token = aws.start_rotation(arn).await;
@@ -707,56 +727,12 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
 #[tokio::test]
 async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_completes() {
     let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    for user in ["solo", "app"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
-        )))
-        .execute(&maria.admin_pool().await)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
-        )))
-        .execute(&postgres.admin_pool().await)
-        .await
-        .unwrap();
-    }
     let rotator = aws.rotator(&[]);
     let mut cases = 0;
-    for (engine, port, pid, admin, admin_password) in [
-        (
-            "mariadb",
-            maria.port(),
-            maria.pid(),
-            maria.admin_user(),
-            maria.admin_password(),
-        ),
-        (
-            "postgres",
-            postgres.port(),
-            postgres.pid(),
-            postgres.admin_user(),
-            postgres.admin_password(),
-        ),
-    ] {
+    for (engine, pid, single, alternating) in
+        fault_matrix_secrets(&aws, &maria, &postgres, "down").await
+    {
         let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        let master_arn = aws
-            .create_secret(
-                &format!("{engine}-down-master"),
-                &db_secret(engine, port, admin, admin_password),
-            )
-            .await;
-        let single = aws
-            .create_secret(
-                &format!("{engine}-down-solo"),
-                &db_secret(engine, port, "solo", "Old-password-1"),
-            )
-            .await;
-        let mut pair = db_secret(engine, port, "app", "Old-password-1");
-        pair["masterarn"] = json!(master_arn);
-        let alternating = aws
-            .create_secret(&format!("{engine}-down-app"), &pair)
-            .await;
         for arn in [&single, &alternating] {
             for down_before in STEPS {
                 let token = aws.start_rotation(arn).await;

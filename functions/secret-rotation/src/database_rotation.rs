@@ -297,6 +297,11 @@ async fn set_alternating(
     if current.dbname.is_some() {
         master_here.dbname.clone_from(&current.dbname);
     }
+    // Both names go into SQL text: checked once here, for every engine, before any login.
+    for name in [&current.username, &pending.username] {
+        sql::validate_user_name(name, master.engine)
+            .map_err(|e| database_error(DatabaseUserError::from(e)))?;
+    }
     let mut connection = users
         .log_in(&master_here, settings)
         .await

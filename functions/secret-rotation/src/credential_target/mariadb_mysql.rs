@@ -44,8 +44,6 @@ impl DatabaseUsers for MariaDbMySql {
         target: &str,
         password: &SecretString,
     ) -> Result<(), DatabaseUserError> {
-        sql::validate_user_name(source, master_secret.engine)?;
-        sql::validate_user_name(target, master_secret.engine)?;
         let mut session = Session::new(master, master_secret, password);
         provision(&mut session, source, target, password).await
     }

@@ -41,12 +41,11 @@ impl DatabaseUsers for Postgres {
         &self,
         master: &mut DbConnection,
         master_secret: &DatabaseSecret,
-        source: &str,
+        // The pair follows from the target alone (`shared::alternating_users`).
+        _source: &str,
         target: &str,
         password: &SecretString,
     ) -> Result<(), DatabaseUserError> {
-        sql::validate_user_name(source, master_secret.engine)?;
-        sql::validate_user_name(target, master_secret.engine)?;
         let pair = AlternatingPair::of(target)?;
         let mut session = Session::new(master, master_secret, password);
         let facts = read_pair_facts(&mut session, &pair).await?;
