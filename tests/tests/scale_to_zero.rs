@@ -907,3 +907,300 @@ async fn a_managed_group_without_a_stack_tag_is_left_alone() {
     );
     assert!(stage.notices().await.is_empty());
 }
+
+// ---- Event-driven wake: the backend says jobs were queued ------------------------------------
+
+/// Now, as EventBridge writes `time` and SNS `Timestamp` (RFC 3339, UTC).
+fn now_rfc3339() -> String {
+    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
+/// The direct invoke asking to wake `workflow` for `queued` jobs.
+fn wake_direct(workflow: &str, queued: u64) -> Value {
+    let mut payload = sample("scale-to-zero", "wake-direct.json");
+    payload["workflow"] = json!(workflow);
+    payload["queued"] = json!(queued);
+    payload
+}
+
+/// The backend's `Jobs Queued` EventBridge event, sent now.
+fn wake_event(workflow: &str, queued: u64) -> Value {
+    let mut event = sample("scale-to-zero", "wake-event.json");
+    event["time"] = json!(now_rfc3339());
+    event["detail"] = json!({"workflow": workflow, "queued": queued});
+    event
+}
+
+/// The SNS delivery of the wake body, published now.
+fn wake_sns(workflow: &str, queued: u64) -> Value {
+    let mut event = sample("scale-to-zero", "wake-sns.json");
+    let sns = &mut event["Records"][0]["Sns"];
+    sns["Timestamp"] = json!(now_rfc3339());
+    sns["Message"] =
+        json!(json!({"action": "wake", "workflow": workflow, "queued": queued}).to_string());
+    event
+}
+
+impl Stage {
+    /// The `SetDesiredCapacity` calls moto received since the recording was last cleared.
+    fn capacity_calls(&self) -> usize {
+        self.moto
+            .recorded_actions()
+            .iter()
+            .filter(|a| a.ends_with(":SetDesiredCapacity"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn each_wake_path_raises_a_group_at_zero_to_what_the_jobs_need_and_redelivery_changes_nothing()
+ {
+    let stage = Stage::start().await;
+    for workflow in ["img2vid", "vid2vid", "txt2img"] {
+        stage
+            .create_group(&format!("gpu-{workflow}"), workflow, Some("true"), 0, 4)
+            .await;
+    }
+    // No queue metric at all: the wake needs none, the request carries the count.
+    // (trigger, request, queued, group, desired after)
+    let paths = [
+        (
+            "direct-wake",
+            wake_direct("img2vid", 3),
+            3,
+            "gpu-img2vid",
+            3,
+        ),
+        ("event-wake", wake_event("vid2vid", 2), 2, "gpu-vid2vid", 2),
+        ("sns-wake", wake_sns("txt2img", 9), 9, "gpu-txt2img", 4), // capped at max 4
+    ];
+    stage.moto.clear_recording().await;
+    for (trigger, payload, _, group, to) in &paths {
+        let report = stage.invoke(payload.clone()).await;
+        assert_eq!(report["trigger"], *trigger, "{report}");
+        let workflow = group.trim_start_matches("gpu-");
+        assert_eq!(
+            report["changes"],
+            json!([{"group": group, "workflow": workflow, "from": 0, "to": to, "reason": "wake"}]),
+            "{trigger}: {report}"
+        );
+        let state = stage.group(group).await;
+        assert_eq!(
+            (desired(&state), state.instances().len()),
+            (*to, *to as usize),
+            "{trigger}"
+        );
+    }
+    assert_eq!(stage.capacity_calls(), 3, "one call per wake");
+
+    // Delivered again: to this environment (it settled them a moment ago) and to a fresh one
+    // (which reads the group's desired capacity): no call, no change, nothing shrunk.
+    stage.moto.clear_recording().await;
+    let fresh = stage.function_of(STACK);
+    for (trigger, payload, queued, group, to) in &paths {
+        let again = stage.invoke(payload.clone()).await;
+        assert_eq!(again["changes"], json!([]), "{trigger}: {again}");
+        assert!(
+            again["leftAlone"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("in this execution environment"),
+            "{trigger}: {again}"
+        );
+        let elsewhere = invoke(&fresh, payload.clone()).await;
+        assert_eq!(elsewhere["changes"], json!([]), "{trigger}: {elsewhere}");
+        assert_eq!(
+            elsewhere["leftAlone"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap(),
+            format!("desired capacity {to} already covers {queued} queued jobs (they need {to})"),
+            "{trigger}: {elsewhere}"
+        );
+        assert_eq!(desired(&stage.group(group).await), *to);
+    }
+    assert_eq!(stage.capacity_calls(), 0);
+    // Fewer jobs than the group runs for: never shrunk.
+    let fewer = invoke(&fresh, wake_direct("img2vid", 1)).await;
+    assert_eq!(fewer["changes"], json!([]), "{fewer}");
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 3);
+    // More jobs: raised, from where it stands.
+    let more = stage.invoke(wake_event("vid2vid", 3)).await;
+    assert_eq!(
+        more["changes"],
+        json!([{"group": "gpu-vid2vid", "workflow": "vid2vid", "from": 2, "to": 3, "reason": "wake"}])
+    );
+    assert!(stage.notices().await.is_empty(), "a wake sends no notice");
+}
+
+#[tokio::test]
+async fn a_burst_of_200_wake_requests_costs_at_most_3_capacity_calls_and_never_overshoots() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 0, 10)
+        .await;
+    stage.moto.clear_recording().await;
+    let function = Arc::new(stage.function.clone());
+    // 200 requests at once over the three paths, for 1 to 6 queued jobs: the backlog needs
+    // 6 instances, never the group's max of 10.
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..200u64 {
+        let queued = n % 6 + 1;
+        let payload = match n % 3 {
+            0 => wake_direct("img2vid", queued),
+            1 => wake_event("img2vid", queued),
+            _ => wake_sns("img2vid", queued),
+        };
+        let function = function.clone();
+        requests.spawn(async move { invoke(&function, payload).await });
+    }
+    let mut changes = Vec::new();
+    while let Some(report) = requests.join_next().await {
+        let report = report.unwrap();
+        changes.extend(report["changes"].as_array().unwrap().iter().cloned());
+    }
+    let calls = stage.capacity_calls();
+    eprintln!("200 wake requests: {calls} SetDesiredCapacity calls, changes {changes:?}");
+    assert!((1..=3).contains(&calls), "{calls} SetDesiredCapacity calls");
+    assert_eq!(changes.len(), calls, "every call is reported: {changes:?}");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["from"].as_u64() < c["to"].as_u64() && c["to"].as_u64() <= Some(6)),
+        "only raises, never above what 6 jobs need: {changes:?}"
+    );
+    let describes = stage
+        .moto
+        .recorded_actions()
+        .iter()
+        .filter(|a| a.ends_with(":DescribeAutoScalingGroups"))
+        .count();
+    eprintln!("200 wake requests: {describes} DescribeAutoScalingGroups calls");
+    assert!(describes <= 3, "{describes} describe calls");
+    let group = stage.group("gpu-img2vid").await;
+    assert_eq!((desired(&group), group.instances().len()), (6, 6));
+}
+
+#[tokio::test]
+async fn malformed_wake_requests_fail_with_a_clear_error_and_touch_nothing() {
+    let stage = Stage::start().await;
+    stage
+        .create_group("gpu-img2vid", "img2vid", Some("true"), 0, 4)
+        .await;
+    stage.moto.clear_recording().await;
+    let mut wrong_source = wake_event("img2vid", 2);
+    wrong_source["source"] = json!("aws.events");
+    let mut wrong_type = wake_event("img2vid", 2);
+    wrong_type["detail-type"] = json!("Jobs Queue");
+    let cases = [
+        (
+            json!({"action": "wake", "workflow": "img2vid"}),
+            "UnrecognisedEvent",
+            "malformed direct invoke event: missing field `queued`",
+        ),
+        (
+            json!({"action": "wake", "workflow": "img2vid", "queued": -2}),
+            "UnrecognisedEvent",
+            "malformed direct invoke event: invalid value: integer `-2`",
+        ),
+        (
+            {
+                let mut event = wake_event("img2vid", 2);
+                event["detail"] = json!({"workflow": "img2vid", "jobs": 2});
+                event
+            },
+            "InvalidEvent",
+            "malformed wake request (EventBridge): unknown field `jobs`",
+        ),
+        (
+            wrong_source,
+            "InvalidEvent",
+            "EventBridge event `Jobs Queued` comes from `aws.events`; a wake must come from `orchestrator.backend`",
+        ),
+        (
+            wrong_type,
+            "InvalidEvent",
+            "EventBridge event `Jobs Queue` is neither a scheduled tick",
+        ),
+        (
+            {
+                let mut event = wake_sns("img2vid", 2);
+                event["Records"][0]["Sns"]["Message"] =
+                    json!(r#"{"action":"wake","workflow":"img2vid","queued":"lots"}"#);
+                event
+            },
+            "InvalidEvent",
+            "malformed wake request (SNS): invalid type: string \"lots\", expected u64",
+        ),
+        (
+            wake_direct("  ", 2),
+            "InvalidEvent",
+            "wake request (direct invoke) names no workflow (`workflow` is empty)",
+        ),
+    ];
+    for (payload, error_type, message) in cases {
+        let error = stage
+            .function
+            .handle(LambdaEvent::new(payload.clone(), Context::default()))
+            .await
+            .expect_err("a malformed wake request fails the invocation");
+        let diagnostic = lambda_runtime::Diagnostic::from(error);
+        assert_eq!(
+            diagnostic.error_type, error_type,
+            "{payload}: {diagnostic:?}"
+        );
+        assert!(
+            diagnostic.error_message.starts_with(message),
+            "{payload}: {}",
+            diagnostic.error_message
+        );
+    }
+    assert_eq!(stage.moto.recorded_actions(), Vec::<String>::new());
+    assert_eq!(desired(&stage.group("gpu-img2vid").await), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_workflow_another_stacks_group_and_a_stale_request_are_left_alone() {
+    let stage = Stage::start().await;
+    stage
+        .create_stack_group(
+            Some(OTHER_STACK),
+            "orch-b-img2vid",
+            "img2vid",
+            Some("true"),
+            0,
+            4,
+        )
+        .await;
+    let report = stage.invoke(wake_event("nope", 2)).await;
+    assert_eq!(report["changes"], json!([]));
+    assert_eq!(
+        report["leftAlone"],
+        json!([{"group": "", "workflow": "nope",
+                "reason": "no Auto Scaling group is tagged orchestrator:workflow with this workflow"}])
+    );
+
+    let report = stage.invoke(wake_sns("img2vid", 2)).await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    assert_eq!(
+        report["leftAlone"],
+        json!([{"group": "orch-b-img2vid", "workflow": "img2vid",
+                "reason": "other stack (orchestrator:stack=orch-b)"}])
+    );
+    assert_eq!(snapshot(&stage.group("orch-b-img2vid").await), (0, vec![]));
+    // That stack's own function wakes it.
+    let theirs = invoke(&stage.function_of(OTHER_STACK), wake_sns("img2vid", 2)).await;
+    assert_eq!(theirs["changes"][0]["to"], 2, "{theirs}");
+
+    // The sample was sent on 2026-11-22: a late redelivery is left alone.
+    let report = stage
+        .invoke(sample("scale-to-zero", "wake-event.json"))
+        .await;
+    assert_eq!(report["changes"], json!([]), "{report}");
+    let reason = report["leftAlone"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("wake request sent "), "{reason}");
+}

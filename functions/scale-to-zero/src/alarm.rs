@@ -25,7 +25,9 @@ impl AlarmNotice {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlarmError {
-    #[error("SNS message is not a CloudWatch alarm notification: {0}")]
+    #[error(
+        "SNS message is neither a wake request (a JSON object with `action`) nor a CloudWatch alarm notification: {0}"
+    )]
     NotAnAlarm(#[source] serde_json::Error),
     #[error(
         "alarm `{alarm}` is in ALARM but its metric has no `{dimension}` dimension naming a workflow"
@@ -173,7 +175,7 @@ mod tests {
         let err = from_sns_message("hello", "Workflow").unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("SNS message is not a CloudWatch alarm notification"),
+                .starts_with("SNS message is neither a wake request (a JSON object with `action`) nor a CloudWatch alarm notification"),
             "{err}"
         );
         let err = from_sns_message(r#"{"type":"something-else"}"#, "Workflow").unwrap_err();

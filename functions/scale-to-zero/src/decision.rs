@@ -37,6 +37,25 @@ pub enum LeaveReason {
     AlreadyIdle { desired: u32, floor: u32 },
     /// At zero with work queued, but `max_size` is 0.
     MaxSizeZero { depth: f64 },
+    /// No Auto Scaling group carries this workflow's tag (an unknown workflow).
+    NoGroup,
+    /// A wake request with no job queued.
+    NothingQueued,
+    /// A wake request whose group already runs what the backlog needs, or more: a wake never
+    /// shrinks a group.
+    AlreadyEnough {
+        desired: u32,
+        need: u32,
+        queued: u64,
+    },
+    /// A wake request sent longer ago than [`WAKE_MAX_AGE_SECONDS`].
+    StaleWake { age_seconds: i64 },
+    /// This execution environment settled a wake covering as many jobs or more a moment ago.
+    RecentlySettled {
+        capacity: u32,
+        queued: u64,
+        millis_ago: u128,
+    },
 }
 
 impl fmt::Display for LeaveReason {
@@ -61,6 +80,31 @@ impl fmt::Display for LeaveReason {
             LeaveReason::MaxSizeZero { depth } => {
                 write!(f, "queue depth is {depth} but max size is 0; cannot wake")
             }
+            LeaveReason::NoGroup => write!(
+                f,
+                "no Auto Scaling group is tagged orchestrator:workflow with this workflow"
+            ),
+            LeaveReason::NothingQueued => write!(f, "0 jobs queued; nothing to wake for"),
+            LeaveReason::AlreadyEnough {
+                desired,
+                need,
+                queued,
+            } => write!(
+                f,
+                "desired capacity {desired} already covers {queued} queued jobs (they need {need}); a wake never shrinks a group"
+            ),
+            LeaveReason::StaleWake { age_seconds } => write!(
+                f,
+                "wake request sent {age_seconds} s ago, more than {WAKE_MAX_AGE_SECONDS} s; the tick and target tracking have read the queue since"
+            ),
+            LeaveReason::RecentlySettled {
+                capacity,
+                queued,
+                millis_ago,
+            } => write!(
+                f,
+                "a wake for {queued} queued jobs left the group at {capacity} {millis_ago} ms ago in this execution environment"
+            ),
         }
     }
 }
@@ -107,6 +151,131 @@ pub fn wake_capacity(depth: f64, target_per_instance: f64, min_size: u32, max_si
         wanted.min(f64::from(max_size)).max(0.0)
     };
     (capped as u32).max(min_size).min(max_size)
+}
+
+/// How long after it was sent a wake request is acted on. Later, the one-minute tick has read
+/// the queue metric itself and target tracking sizes the group, so a request that Lambda or
+/// EventBridge delivers again after this (retries run for minutes to hours) changes nothing.
+pub const WAKE_MAX_AGE_SECONDS: i64 = 5 * 60;
+
+/// What to do with a group when the backend says `queued` jobs wait for its workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WakeDecision {
+    /// Set desired capacity from `from` up to `to`.
+    Raise {
+        from: u32,
+        to: u32,
+    },
+    Leave(LeaveReason),
+}
+
+/// The wake for one group: the tick's size, min(max, ceil(queued / target)) (and at least the
+/// group's min), and only upward. The group's own desired capacity is the state: a group at or
+/// above the need is left as it is, so a repeated request, or one that lost a race to a larger
+/// one, changes nothing.
+pub fn decide_wake(group: &GroupState, queued: u64, target_per_instance: f64) -> WakeDecision {
+    if let Ownership::NotOurs(why) = &group.ownership {
+        return WakeDecision::Leave(LeaveReason::NotOurs(why.clone()));
+    }
+    if queued == 0 {
+        return WakeDecision::Leave(LeaveReason::NothingQueued);
+    }
+    let depth = queued as f64;
+    let need = wake_capacity(depth, target_per_instance, group.min_size, group.max_size);
+    if need == 0 {
+        return WakeDecision::Leave(LeaveReason::MaxSizeZero { depth });
+    }
+    if group.desired_capacity >= need {
+        return WakeDecision::Leave(LeaveReason::AlreadyEnough {
+            desired: group.desired_capacity,
+            need,
+            queued,
+        });
+    }
+    WakeDecision::Raise {
+        from: group.desired_capacity,
+        to: need,
+    }
+}
+
+/// `Some` when a wake request sent at `sent_at` (seconds since the epoch; `None` for a direct
+/// invoke, which carries no time) is too old to act on at `now`.
+pub fn stale_wake(sent_at: Option<i64>, now: i64) -> Option<LeaveReason> {
+    let age_seconds = now.saturating_sub(sent_at?);
+    (age_seconds > WAKE_MAX_AGE_SECONDS).then_some(LeaveReason::StaleWake { age_seconds })
+}
+
+/// A group of this stack to raise for a wake request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raise {
+    pub group: String,
+    pub workflow: String,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Everything one wake request does to its workflow's groups.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WakePlan {
+    /// The one group of this stack to raise, if it needs it.
+    pub raise: Option<Raise>,
+    /// The group and the capacity it will stand at (raised or already enough): what a later
+    /// request for no more jobs can rely on.
+    pub settled: Option<(String, u32)>,
+    pub left_alone: Vec<LeftAlone>,
+}
+
+/// The wake over every group tagged with `workflow` (any stack, managed or not): another
+/// stack's groups and unmanaged ones are left alone with their reason, two groups of this stack
+/// claiming the workflow are ambiguous (as in the tick), and the one group of this stack gets
+/// [`decide_wake`].
+pub fn plan_wake(
+    groups: Vec<GroupState>,
+    workflow: &str,
+    queued: u64,
+    target_per_instance: f64,
+) -> WakePlan {
+    let no_group = groups.is_empty();
+    let mut roster = Roster::new(groups);
+    let mut plan = WakePlan {
+        left_alone: std::mem::take(&mut roster.set_aside),
+        ..WakePlan::default()
+    };
+    for left in &mut plan.left_alone {
+        left.workflow.get_or_insert_with(|| workflow.to_owned());
+    }
+    if no_group {
+        plan.left_alone.push(LeftAlone {
+            group: String::new(),
+            workflow: Some(workflow.to_owned()),
+            reason: LeaveReason::NoGroup,
+        });
+    }
+    // Auto Scaling filtered on this workflow's tag, so the roster holds no other workflow.
+    for (tagged, group) in roster.by_workflow {
+        match decide_wake(&group, queued, target_per_instance) {
+            WakeDecision::Raise { from, to } => {
+                plan.settled = Some((group.name.clone(), to));
+                plan.raise = Some(Raise {
+                    group: group.name,
+                    workflow: tagged,
+                    from,
+                    to,
+                });
+            }
+            WakeDecision::Leave(reason) => {
+                if let LeaveReason::AlreadyEnough { desired, .. } = reason {
+                    plan.settled = Some((group.name.clone(), desired));
+                }
+                plan.left_alone.push(LeftAlone {
+                    group: group.name,
+                    workflow: Some(tagged),
+                    reason,
+                });
+            }
+        }
+    }
+    plan
 }
 
 /// Queue depth per in-service instance; the depth itself when none is in service (so a
@@ -655,5 +824,212 @@ mod tests {
             LeaveReason::MaxSizeZero { depth: 5.0 }
         );
         assert_eq!(plan.backlog[0].value, 5.0);
+    }
+
+    #[test]
+    fn wake_decisions_only_ever_raise_to_what_the_jobs_need() {
+        use LeaveReason::{AlreadyEnough, MaxSizeZero, NothingQueued};
+        use WakeDecision::{Leave, Raise};
+        let theirs = {
+            let mut g = group("g", "w", 0, vec![]);
+            g.ownership = Ownership::NotOurs(NotOurs::OtherStack {
+                stack: Some("orch-b".into()),
+            });
+            g
+        };
+        let mut max_zero = group("g", "w", 0, vec![]);
+        max_zero.max_size = 0;
+        let mut min_two = group("g", "w", 0, vec![]);
+        min_two.min_size = 2;
+        // (case, group, queued, target) -> decision; the group's max is 4.
+        let cases: Vec<(&str, GroupState, u64, f64, WakeDecision)> = vec![
+            (
+                "from zero",
+                group("g", "w", 0, vec![]),
+                3,
+                1.0,
+                Raise { from: 0, to: 3 },
+            ),
+            (
+                "capped at max",
+                group("g", "w", 0, vec![]),
+                1000,
+                1.0,
+                Raise { from: 0, to: 4 },
+            ),
+            (
+                "ceil of jobs / target",
+                group("g", "w", 0, vec![]),
+                5,
+                2.0,
+                Raise { from: 0, to: 3 },
+            ),
+            (
+                "below the need: raised",
+                group("g", "w", 1, in_service(1)),
+                3,
+                1.0,
+                Raise { from: 1, to: 3 },
+            ),
+            ("min kept", min_two, 1, 1.0, Raise { from: 0, to: 2 }),
+            (
+                "at the need: a repeated request changes nothing",
+                group("g", "w", 3, in_service(3)),
+                3,
+                1.0,
+                Leave(AlreadyEnough {
+                    desired: 3,
+                    need: 3,
+                    queued: 3,
+                }),
+            ),
+            (
+                "above the need: never shrunk",
+                group("g", "w", 4, in_service(4)),
+                1,
+                1.0,
+                Leave(AlreadyEnough {
+                    desired: 4,
+                    need: 1,
+                    queued: 1,
+                }),
+            ),
+            (
+                "nothing queued",
+                group("g", "w", 0, vec![]),
+                0,
+                1.0,
+                Leave(NothingQueued),
+            ),
+            (
+                "max size 0",
+                max_zero,
+                2,
+                1.0,
+                Leave(MaxSizeZero { depth: 2.0 }),
+            ),
+            (
+                "another stack's group",
+                theirs,
+                2,
+                1.0,
+                Leave(LeaveReason::NotOurs(NotOurs::OtherStack {
+                    stack: Some("orch-b".into()),
+                })),
+            ),
+        ];
+        for (name, group, queued, target, expected) in cases {
+            assert_eq!(decide_wake(&group, queued, target), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_wake_request_is_stale_after_five_minutes_and_a_direct_one_never() {
+        let now = 1_800_000_000;
+        assert_eq!(stale_wake(None, now), None);
+        assert_eq!(stale_wake(Some(now), now), None);
+        assert_eq!(stale_wake(Some(now + 30), now), None, "clock skew");
+        assert_eq!(stale_wake(Some(now - WAKE_MAX_AGE_SECONDS), now), None);
+        assert_eq!(
+            stale_wake(Some(now - WAKE_MAX_AGE_SECONDS - 1), now),
+            Some(LeaveReason::StaleWake { age_seconds: 301 })
+        );
+        assert_eq!(
+            LeaveReason::StaleWake { age_seconds: 301 }.to_string(),
+            "wake request sent 301 s ago, more than 300 s; the tick and target tracking have read the queue since"
+        );
+    }
+
+    #[test]
+    fn wake_plans_raise_our_one_group_and_name_every_other_with_its_reason() {
+        let theirs = |name: &str| {
+            let mut g = group(name, "img2vid", 0, vec![]);
+            g.ownership = Ownership::NotOurs(NotOurs::OtherStack {
+                stack: Some("orch-b".into()),
+            });
+            g
+        };
+        let plan = plan_wake(
+            vec![
+                theirs("orch-b-img2vid"),
+                group("orch-a-img2vid", "img2vid", 1, in_service(1)),
+            ],
+            "img2vid",
+            2,
+            1.0,
+        );
+        assert_eq!(
+            plan.raise,
+            Some(Raise {
+                group: "orch-a-img2vid".into(),
+                workflow: "img2vid".into(),
+                from: 1,
+                to: 2
+            })
+        );
+        assert_eq!(plan.settled, Some(("orch-a-img2vid".into(), 2)));
+        let left: Vec<(String, Option<String>, String)> = plan
+            .left_alone
+            .into_iter()
+            .map(|l| (l.group, l.workflow, l.reason.to_string()))
+            .collect();
+        assert_eq!(
+            left,
+            [(
+                "orch-b-img2vid".to_owned(),
+                Some("img2vid".to_owned()),
+                "other stack (orchestrator:stack=orch-b)".to_owned()
+            )]
+        );
+
+        // Only another stack's group: left alone, nothing settled, nothing raised.
+        let plan = plan_wake(vec![theirs("orch-b-img2vid")], "img2vid", 2, 1.0);
+        assert_eq!((plan.raise, plan.settled), (None, None));
+        assert_eq!(plan.left_alone.len(), 1);
+
+        // Unknown workflow.
+        let plan = plan_wake(vec![], "nope", 2, 1.0);
+        assert_eq!(plan.raise, None);
+        assert_eq!(
+            plan.left_alone,
+            [LeftAlone {
+                group: String::new(),
+                workflow: Some("nope".into()),
+                reason: LeaveReason::NoGroup
+            }]
+        );
+        assert_eq!(
+            LeaveReason::NoGroup.to_string(),
+            "no Auto Scaling group is tagged orchestrator:workflow with this workflow"
+        );
+
+        // Two groups of this stack claim it: neither is sized.
+        let plan = plan_wake(
+            vec![
+                group("a", "img2vid", 0, vec![]),
+                group("b", "img2vid", 0, vec![]),
+            ],
+            "img2vid",
+            2,
+            1.0,
+        );
+        assert_eq!(plan.raise, None);
+        assert!(
+            plan.left_alone
+                .iter()
+                .all(|l| l.reason == LeaveReason::SharedWorkflow { groups: 2 }),
+            "{:?}",
+            plan.left_alone
+        );
+
+        // Already enough: settled at its capacity, nothing raised.
+        let plan = plan_wake(
+            vec![group("a", "img2vid", 4, in_service(4))],
+            "img2vid",
+            2,
+            1.0,
+        );
+        assert_eq!(plan.raise, None);
+        assert_eq!(plan.settled, Some(("a".into(), 4)));
     }
 }

@@ -2,8 +2,10 @@
 //! groups' target-tracking policies, and wake 0→N when work arrives. Only the groups of its own
 //! stack (`ORCHESTRATOR_STACK`) are acted on; other stacks' groups are left alone.
 //!
-//! `trigger` and `alarm` read the events, `decision` decides (pure), `aws` gathers the
-//! inputs and carries the decisions out; [`ScaleToZero::handle`] ties them together.
+//! `trigger`, `alarm` and `wake` read the events, `decision` decides (pure), `aws` gathers the
+//! inputs and carries the decisions out; [`ScaleToZero::handle`] ties them together. The
+//! backend's wake requests (direct invoke, EventBridge `Jobs Queued`, SNS) go through the
+//! [`wake::WakeLedger`], which lets one wake per workflow run at a time in this environment.
 
 pub mod alarm;
 pub mod aws;
@@ -11,17 +13,25 @@ pub mod config;
 pub mod decision;
 pub mod fleet;
 pub mod trigger;
+pub mod wake;
 
+use std::sync::Arc;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::alarm::{AlarmError, AlarmNotice};
-use crate::aws::{AwsError, AwsFleet, IdleNotice};
+use crate::aws::{AwsError, AwsFleet, IdleNotice, unix_now};
 use crate::config::Config;
-use crate::decision::{IdleDecision, LeftAlone, Roster, decide_idle, plan_tick};
-use crate::trigger::{Trigger, TriggerError};
+use crate::decision::{
+    IdleDecision, LeaveReason, LeftAlone, Roster, decide_idle, plan_tick, plan_wake, stale_wake,
+};
+use crate::trigger::{DirectInvoke, Trigger, TriggerError};
+use crate::wake::{EVENT_DETAIL_TYPE, Turn, WakeError, WakeLedger, WakeRequest};
 
 /// Capacity changes in flight at once: fast enough for hundreds of groups within the
 /// function's timeout, gentle enough not to trip Auto Scaling's throttling.
@@ -34,8 +44,10 @@ pub enum ScaleError {
     Trigger(#[from] TriggerError),
     #[error(transparent)]
     Alarm(#[from] AlarmError),
+    #[error(transparent)]
+    Wake(#[from] WakeError),
     #[error(
-        "EventBridge event `{0}` is not a scheduled tick; expected detail-type `Scheduled Event`"
+        "EventBridge event `{0}` is neither a scheduled tick (detail-type `Scheduled Event`) nor a wake (detail-type `Jobs Queued` from `orchestrator.backend`)"
     )]
     NotASchedule(String),
     #[error("direct invoke names no workflow (`workflow` is empty)")]
@@ -67,9 +79,10 @@ impl From<ScaleError> for Diagnostic {
     fn from(error: ScaleError) -> Self {
         let error_type = match &error {
             ScaleError::Trigger(_) => "UnrecognisedEvent",
-            ScaleError::Alarm(_) | ScaleError::NotASchedule(_) | ScaleError::EmptyWorkflow => {
-                "InvalidEvent"
-            }
+            ScaleError::Alarm(_)
+            | ScaleError::Wake(_)
+            | ScaleError::NotASchedule(_)
+            | ScaleError::EmptyWorkflow => "InvalidEvent",
             e if e.is_transient() => "RetryableAwsError",
             _ => "AwsRequestFailed",
         };
@@ -119,16 +132,22 @@ impl From<LeftAlone> for LeftAloneEntry {
     }
 }
 
-/// The function: its configuration and the AWS adapter, built once per cold start.
+/// The function: its configuration and the AWS adapter, built once per cold start, and the
+/// wakes of this execution environment (shared by clones).
 #[derive(Debug, Clone)]
 pub struct ScaleToZero {
     config: Config,
     fleet: AwsFleet,
+    wakes: Arc<WakeLedger>,
 }
 
 impl ScaleToZero {
     pub fn new(config: Config, fleet: AwsFleet) -> Self {
-        ScaleToZero { config, fleet }
+        ScaleToZero {
+            config,
+            fleet,
+            wakes: Arc::default(),
+        }
     }
 
     /// The Lambda entry point.
@@ -153,36 +172,158 @@ impl ScaleToZero {
     }
 
     async fn run(&self, trigger: Trigger, report: &mut Report) -> Result<(), ScaleError> {
-        let dimension = &self.config.workflow_dimension;
         match trigger {
-            Trigger::Sns(event) => {
-                // Read every record first, so a bad one fails the event before anything changes.
-                let notices = event
-                    .records
-                    .iter()
-                    .map(|record| alarm::from_sns_message(&record.sns.message, dimension))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for notice in notices {
-                    self.on_alarm(notice, report).await?;
-                }
-                Ok(())
-            }
+            Trigger::Sns(event) => self.on_sns(event, report).await,
             Trigger::AlarmAction(alarm) => {
+                let dimension = &self.config.workflow_dimension;
                 self.on_alarm(alarm::from_alarm_action(&alarm, dimension), report)
                     .await
             }
-            Trigger::Schedule(event) if event.detail_type == "Scheduled Event" => {
-                self.tick(report).await
-            }
-            Trigger::Schedule(event) => Err(ScaleError::NotASchedule(event.detail_type)),
-            Trigger::Direct(invoke) => {
-                let workflow = invoke.workflow.trim();
+            Trigger::EventBridge(event) => self.on_eventbridge(*event, report).await,
+            Trigger::Direct(DirectInvoke::ScaleToZero { workflow }) => {
+                let workflow = workflow.trim();
                 if workflow.is_empty() {
                     return Err(ScaleError::EmptyWorkflow);
                 }
                 self.idle(workflow, "direct invoke", report).await
             }
+            Trigger::Direct(DirectInvoke::Wake { workflow, queued }) => {
+                let request = WakeRequest::new(workflow, queued, None, "direct invoke")?;
+                self.wake(request, report).await
+            }
         }
+    }
+
+    /// Idle alarm notifications and wake requests; every record is read first, so a bad one
+    /// fails the event before anything changes.
+    async fn on_sns(&self, event: SnsEvent, report: &mut Report) -> Result<(), ScaleError> {
+        enum Message {
+            Alarm(AlarmNotice),
+            Wake(WakeRequest),
+        }
+        let dimension = &self.config.workflow_dimension;
+        let messages = event
+            .records
+            .iter()
+            .map(|record| {
+                let message = &record.sns.message;
+                if wake::is_wake_message(message) {
+                    let sent_at = Some(record.sns.timestamp.timestamp());
+                    Ok(Message::Wake(WakeRequest::from_sns_message(
+                        message, sent_at,
+                    )?))
+                } else {
+                    Ok(Message::Alarm(alarm::from_sns_message(message, dimension)?))
+                }
+            })
+            .collect::<Result<Vec<_>, ScaleError>>()?;
+        for message in messages {
+            match message {
+                Message::Alarm(notice) => self.on_alarm(notice, report).await?,
+                Message::Wake(request) => self.wake(request, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_eventbridge(
+        &self,
+        event: EventBridgeEvent,
+        report: &mut Report,
+    ) -> Result<(), ScaleError> {
+        match event.detail_type.as_str() {
+            "Scheduled Event" => self.tick(report).await,
+            EVENT_DETAIL_TYPE => {
+                let sent_at = event.time.map(|time| time.timestamp());
+                let request = WakeRequest::from_event(
+                    &event.source,
+                    &event.detail_type,
+                    event.detail,
+                    sent_at,
+                )?;
+                self.wake(request, report).await
+            }
+            _ => Err(ScaleError::NotASchedule(event.detail_type)),
+        }
+    }
+
+    /// The backend queued work: raise the workflow's group to what the backlog needs, at once
+    /// and only upward. One wake per workflow runs at a time here; requests arriving meanwhile
+    /// ride on the next one (see [`WakeLedger`]).
+    async fn wake(&self, request: WakeRequest, report: &mut Report) -> Result<(), ScaleError> {
+        let workflow = request.workflow.as_str();
+        let via = request.via;
+        if let Some(reason) = stale_wake(request.sent_at, unix_now()) {
+            tracing::info!(workflow, via, %reason, "wake request left alone");
+            report.left_alone.push(LeftAloneEntry {
+                group: String::new(),
+                workflow: Some(workflow.to_owned()),
+                reason: reason.to_string(),
+            });
+            return Ok(());
+        }
+        let turn = self
+            .wakes
+            .serve(workflow, request.queued, |queued| {
+                self.wake_groups(workflow, queued)
+            })
+            .await?;
+        let (queued, (changes, left_alone)) = match turn {
+            Turn::Ran { queued, outcome } => (queued, outcome),
+            Turn::Covered(settled) => {
+                let reason = LeaveReason::RecentlySettled {
+                    capacity: settled.capacity,
+                    queued: settled.queued,
+                    millis_ago: settled.at.elapsed().as_millis(),
+                };
+                let left = LeftAlone {
+                    group: settled.group,
+                    workflow: Some(workflow.to_owned()),
+                    reason,
+                };
+                (request.queued, (Vec::new(), vec![left]))
+            }
+        };
+        let stack = self.config.orchestrator_stack.as_str();
+        for left in left_alone {
+            tracing::info!(group = %left.group, workflow, via, queued = request.queued, stack, reason = %left.reason, "group left as it is");
+            report.left_alone.push(left.into());
+        }
+        for change in changes {
+            tracing::info!(group = %change.group, workflow, via, queued, from = change.from, to = change.to, "group woken");
+            report.changes.push(change);
+        }
+        Ok(())
+    }
+
+    /// One turn of a wake: read the groups tagged with the workflow, raise ours if it needs it.
+    async fn wake_groups(
+        &self,
+        workflow: &str,
+        queued: u64,
+    ) -> Result<((Vec<Change>, Vec<LeftAlone>), Option<(String, u32)>), ScaleError> {
+        let stack = self.config.orchestrator_stack.as_str();
+        let groups = self.fleet.workflow_groups(workflow, stack).await?;
+        let plan = plan_wake(
+            groups,
+            workflow,
+            queued,
+            self.config.target_backlog_per_instance,
+        );
+        let mut changes = Vec::new();
+        if let Some(raise) = plan.raise {
+            self.fleet
+                .set_desired_capacity(&raise.group, raise.to)
+                .await?;
+            changes.push(Change {
+                group: raise.group,
+                workflow: raise.workflow,
+                from: raise.from,
+                to: raise.to,
+                reason: "wake",
+            });
+        }
+        Ok(((changes, plan.left_alone), plan.settled))
     }
 
     async fn on_alarm(&self, notice: AlarmNotice, report: &mut Report) -> Result<(), ScaleError> {
@@ -221,8 +362,7 @@ impl ScaleToZero {
             report.left_alone.push(LeftAloneEntry {
                 group: String::new(),
                 workflow: Some(workflow.to_owned()),
-                reason: "no Auto Scaling group is tagged orchestrator:workflow with this workflow"
-                    .into(),
+                reason: LeaveReason::NoGroup.to_string(),
             });
             return Ok(());
         }
@@ -248,6 +388,7 @@ impl ScaleToZero {
                 }
                 IdleDecision::ScaleIn { from, to, busy } => {
                     self.fleet.set_desired_capacity(&group.name, to).await?;
+                    self.wakes.forget(workflow);
                     tracing::info!(group = %group.name, workflow, cause, from, to, busy, "idle group scaled in");
                     report.changes.push(Change {
                         group: group.name.clone(),

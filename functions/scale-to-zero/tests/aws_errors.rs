@@ -240,3 +240,59 @@ async fn the_tick_asks_for_this_stacks_managed_groups_and_wakes_only_ours() {
     );
     assert_eq!(report["backlogPublished"], 1);
 }
+
+#[tokio::test]
+async fn a_wake_whose_raise_fails_is_retried_in_full_by_the_next_delivery() {
+    let group = group_at_zero(
+        "gpu-img2vid",
+        &[
+            ("orchestrator:managed", "true"),
+            ("orchestrator:stack", STACK),
+            ("orchestrator:workflow", "img2vid"),
+        ],
+    );
+    let describe =
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(move || {
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(group.clone())
+                .build()
+        });
+    // Throttled once (all three SDK attempts), then accepted.
+    let set_capacity = mock!(aws_sdk_autoscaling::Client::set_desired_capacity)
+        .match_requests(|req| req.desired_capacity() == Some(3))
+        .sequence()
+        .http_response(|| autoscaling_error(400, "Throttling"))
+        .times(3)
+        .output(|| {
+            aws_sdk_autoscaling::operation::set_desired_capacity::SetDesiredCapacityOutput::builder(
+            )
+            .build()
+        })
+        .build();
+    let function = function(&[&describe, &set_capacity], &[]);
+    let wake = || {
+        LambdaEvent::new(
+            json!({"action": "wake", "workflow": "img2vid", "queued": 3}),
+            Context::default(),
+        )
+    };
+    let error = function
+        .handle(wake())
+        .await
+        .expect_err("the throttled raise fails the invocation");
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "RetryableAwsError", "{diagnostic:?}");
+    assert!(
+        diagnostic
+            .error_message
+            .contains("SetDesiredCapacity (gpu-img2vid to 3)"),
+        "{diagnostic:?}"
+    );
+    // The same environment gets the retry: the failed turn settled nothing, so it raises.
+    let report = function.handle(wake()).await.unwrap();
+    assert_eq!(
+        report["changes"],
+        json!([{"group": "gpu-img2vid", "workflow": "img2vid", "from": 0, "to": 3, "reason": "wake"}])
+    );
+    assert_eq!(set_capacity.num_calls(), 4);
+}
