@@ -1,5 +1,6 @@
 //! The local harness every integration test shares: a moto server for the AWS APIs, private
-//! MariaDB and PostgreSQL instances (plain and TLS-only), and a server that records the
+//! MariaDB and PostgreSQL instances (plain and TLS-only), a private TLS-only redis-server behind
+//! an ElastiCache API stand-in (moto ignores AUTH tokens), and a server that records the
 //! responses a CloudFormation custom resource sends to its pre-signed `ResponseURL`.
 //! `aws-sdk-cloudwatch` speaks only Smithy RPC v2 CBOR, which moto 5.2.5 does not route;
 //! `cloudwatch_cbor` translates it to the CloudWatch JSON protocol moto does speak.
@@ -11,6 +12,7 @@
 pub mod cfn_recorder;
 pub mod cloudwatch_cbor;
 pub mod database;
+pub mod elasticache;
 pub mod iam;
 pub mod lambda_context;
 pub mod log_capture;
@@ -18,6 +20,7 @@ pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod process;
+pub mod redis;
 pub mod rotation;
 pub mod scenario;
 pub mod stalling_server;

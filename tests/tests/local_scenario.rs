@@ -39,5 +39,5 @@ async fn the_local_scenario_gets_through_every_step() {
         steps.iter().map(|s| s.row()).collect::<Vec<_>>().join("\n")
     );
     // Every step of the scenario ran (a step silently dropped would not fail above).
-    assert_eq!(steps.len(), 19, "{summary}");
+    assert_eq!(steps.len(), 20, "{summary}");
 }

@@ -178,9 +178,11 @@ fn iam_statements(template: &Value) -> Vec<(String, &Value)> {
             }
         }
     }
-    for (id, policy) in of_type(template, "AWS::IAM::Policy") {
-        for statement in one_or_many(&policy["Properties"]["PolicyDocument"]["Statement"]) {
-            statements.push((id.clone(), statement));
+    for kind in ["AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"] {
+        for (id, policy) in of_type(template, kind) {
+            for statement in one_or_many(&policy["Properties"]["PolicyDocument"]["Statement"]) {
+                statements.push((id.clone(), statement));
+            }
         }
     }
     statements
@@ -268,21 +270,31 @@ fn scale_to_zero_gets_the_idle_topic_the_one_minute_schedule_and_its_env() {
         .into_iter()
         .filter(|(_, s)| s["Properties"]["Endpoint"] == get_att("ScaleToZeroFunction", "Arn"))
         .collect();
+    // The idle alarms' topic and the backend's wake topic.
+    let topics: BTreeSet<String> = subscriptions
+        .iter()
+        .map(|(_, s)| {
+            assert_eq!(s["Properties"]["Protocol"], "lambda");
+            s["Properties"]["TopicArn"]["Ref"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(
-        subscriptions.len(),
-        1,
-        "one SNS subscription: {subscriptions:?}"
+        topics,
+        ["IdleAlarmTopic", "WakeTopic"].map(String::from).into(),
+        "{subscriptions:?}"
     );
-    let subscription = &subscriptions[0].1["Properties"];
-    assert_eq!(subscription["Protocol"], "lambda");
-    assert_eq!(subscription["TopicArn"], reference("IdleAlarmTopic"));
 
+    // The schedule, and the backend's Jobs Queued events (see the wake test below).
     let rules = rules_targeting(template, "ScaleToZeroFunction");
-    assert_eq!(rules.len(), 1, "one schedule: {rules:?}");
-    assert_eq!(
-        rules[0].1["Properties"]["ScheduleExpression"],
-        "rate(1 minute)"
-    );
+    let schedules: Vec<_> = rules
+        .iter()
+        .filter_map(|(_, rule)| rule["Properties"]["ScheduleExpression"].as_str())
+        .collect();
+    assert_eq!(schedules, ["rate(1 minute)"], "one schedule: {rules:?}");
+    assert_eq!(rules.len(), 2, "the schedule and the wake rule: {rules:?}");
 
     let permissions: BTreeSet<String> = of_type(template, "AWS::Lambda::Permission")
         .into_iter()
@@ -312,6 +324,149 @@ fn scale_to_zero_gets_the_idle_topic_the_one_minute_schedule_and_its_env() {
             .is_null(),
         "asynchronous failures of scale-to-zero go to a dead-letter queue"
     );
+}
+
+#[test]
+fn wake_requests_reach_scale_to_zero_on_the_stacks_own_bus_and_topic() {
+    use scale_to_zero::wake::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
+    let template = default_template();
+    // The rule listens on the stack's own bus (never the default one, which every stage of
+    // the account shares) for exactly the backend's Jobs Queued events.
+    let rule = &resource(template, "ScaleToZeroFunctionJobsQueued")["Properties"];
+    assert_eq!(rule["EventBusName"], get_att("WakeEventBus", "Name"));
+    assert_eq!(
+        rule["EventPattern"],
+        json!({"source": [EVENT_SOURCE], "detail-type": [EVENT_DETAIL_TYPE]})
+    );
+    let bus = resource(template, "WakeEventBus");
+    assert_eq!(bus["Type"], "AWS::Events::EventBus");
+    let bus_name = resolved(
+        &stack_template("orch-a"),
+        &resource(&stack_template("orch-a"), "WakeEventBus")["Properties"]["Name"],
+    );
+    assert_eq!(bus_name, json!("orch-a-backend"));
+    let targets = one_or_many(&rule["Targets"]);
+    assert_eq!(targets.len(), 1);
+    let target = targets[0];
+    assert_eq!(target["Arn"], get_att("ScaleToZeroFunction", "Arn"));
+    // Its dead letters go to the event DLQ (alarmed), which lets this rule write to it.
+    assert_eq!(
+        target["DeadLetterConfig"]["Arn"],
+        get_att("EventDeadLetterQueue", "Arn")
+    );
+    assert_eq!(target["RetryPolicy"]["MaximumEventAgeInSeconds"], 60);
+    let dlq_policy =
+        &resource(template, "EventDeadLetterQueuePolicy")["Properties"]["PolicyDocument"];
+    assert!(
+        one_or_many(&dlq_policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"])
+            .contains(&&get_att("ScaleToZeroFunctionJobsQueued", "Arn")),
+        "{dlq_policy}"
+    );
+    // No other rule of the stack takes Jobs Queued, on any bus.
+    let jobs_queued: Vec<_> = of_type(template, "AWS::Events::Rule")
+        .into_iter()
+        .filter(|(_, r)| r["Properties"]["EventPattern"]["source"] == json!([EVENT_SOURCE]))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(jobs_queued, ["ScaleToZeroFunctionJobsQueued"]);
+    // Invoked only by that rule and the wake topic, each named with this account.
+    let invokers: BTreeMap<String, Value> = of_type(template, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(id, _)| id.contains("JobsQueued") || id.contains("WakeTopic"))
+        .map(|(_, p)| {
+            (
+                p["Properties"]["Principal"].as_str().unwrap().to_owned(),
+                p["Properties"]["SourceArn"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        invokers,
+        BTreeMap::from([
+            (
+                "events.amazonaws.com".to_owned(),
+                get_att("ScaleToZeroFunctionJobsQueued", "Arn")
+            ),
+            ("sns.amazonaws.com".to_owned(), reference("WakeTopic")),
+        ])
+    );
+    // The gate waits for the wiring nothing else waits for.
+    let gate = depends_on(template, "DeployGate");
+    for id in [
+        "ScaleToZeroFunctionJobsQueuedPermission",
+        "ScaleToZeroFunctionWakeTopic",
+        "ScaleToZeroFunctionWakeTopicPermission",
+        "WakeSenderPolicy",
+    ] {
+        assert!(gate.contains(id), "DeployGate does not wait for {id}");
+    }
+    for output in ["WakeEventBusName", "WakeTopicArn", "WakeSenderPolicyArn"] {
+        assert!(
+            !template["Outputs"][output].is_null(),
+            "output {output} is missing"
+        );
+    }
+}
+
+#[test]
+fn the_backends_wake_policy_allows_the_three_wake_paths_of_its_own_stack_only() {
+    use scale_to_zero::wake::{EVENT_DETAIL_TYPE, EVENT_SOURCE};
+    let template = stack_template("orch-a");
+    let policy = resource(&template, "WakeSenderPolicy");
+    assert_eq!(policy["Type"], "AWS::IAM::ManagedPolicy");
+    // No role of the stack carries it: it is for the backend's role, outside the stack.
+    for (id, role) in of_type(&template, "AWS::IAM::Role") {
+        assert!(
+            !role["Properties"]["ManagedPolicyArns"]
+                .to_string()
+                .contains("WakeSenderPolicy"),
+            "{id}"
+        );
+    }
+    let statements = resolved(
+        &template,
+        &policy["Properties"]["PolicyDocument"]["Statement"],
+    );
+    let statements = statements.as_array().expect("statements");
+    let granted: BTreeSet<String> = statements.iter().flat_map(actions).collect();
+    assert_eq!(
+        granted,
+        ["events:PutEvents", "lambda:InvokeFunction", "sns:Publish"]
+            .map(String::from)
+            .into()
+    );
+    let bus = resolved(&template, &get_att("WakeEventBus", "Arn"));
+    let bus = bus.as_str().unwrap();
+    let topic = resolved(&template, &reference("WakeTopic"));
+    let topic = topic.as_str().unwrap();
+    let function = resolved(&template, &get_att("ScaleToZeroFunction", "Arn"));
+    let function = function.as_str().unwrap();
+    let put = |bus: &str, source: &str, detail_type: &str| {
+        Request::new("events:PutEvents", bus)
+            .with("events:source", source)
+            .with("events:detail-type", detail_type)
+    };
+    let default_bus = "arn:aws:events:us-east-1:123456789012:event-bus/default";
+    let idle_topic = resolved(&template, &reference("IdleAlarmTopic"));
+    let other_function = resolved(&template, &get_att("SpotInterruptionFunction", "Arn"));
+    for (request, expected) in [
+        (put(bus, EVENT_SOURCE, EVENT_DETAIL_TYPE), true),
+        (Request::new("sns:Publish", topic), true),
+        (Request::new("lambda:InvokeFunction", function), true),
+        (put(default_bus, EVENT_SOURCE, EVENT_DETAIL_TYPE), false),
+        (put(bus, "aws.ec2", EVENT_DETAIL_TYPE), false),
+        (put(bus, EVENT_SOURCE, "Scheduled Event"), false),
+        (
+            Request::new("sns:Publish", idle_topic.as_str().unwrap()),
+            false,
+        ),
+        (
+            Request::new("lambda:InvokeFunction", other_function.as_str().unwrap()),
+            false,
+        ),
+    ] {
+        assert_eq!(allowed(statements, &request), expected, "{request:?}");
+    }
 }
 
 #[test]
@@ -477,7 +632,8 @@ fn secret_rotation_rotates_the_suites_secrets_monthly_app_user_alternating() {
         [
             "AppUserSecretAttachment",
             "DbMasterSecretAttachment",
-            "FleetSecret"
+            "FleetSecret",
+            "RedisAuthTokenSecret"
         ]
         .map(String::from)
         .into()
@@ -705,9 +861,14 @@ fn metric_writes_and_secret_access_are_scoped() {
         if !secret_actions.is_empty() && !tagged_for_this_stack {
             for resource in one_or_many(&statement["Resource"]) {
                 assert!(
-                    ["DbMasterSecret", "AppUserSecret", "FleetSecret"]
-                        .iter()
-                        .any(|secret| *resource == reference(secret)),
+                    [
+                        "DbMasterSecret",
+                        "AppUserSecret",
+                        "FleetSecret",
+                        "RedisAuthTokenSecret",
+                    ]
+                    .iter()
+                    .any(|secret| *resource == reference(secret)),
                     "{policy}: {secret_actions:?} on {resource} (only the suite's secrets)"
                 );
             }
@@ -941,6 +1102,7 @@ fn names_and_namespaces(stack_name: &str, overrides: &[&str]) -> BTreeSet<String
         ("AWS::EC2::LaunchTemplate", &["/LaunchTemplateName"]),
         ("AWS::SQS::Queue", &["/QueueName"]),
         ("AWS::SNS::Topic", &["/TopicName"]),
+        ("AWS::Events::EventBus", &["/Name"]),
         ("AWS::SecretsManager::Secret", &["/Name"]),
         (
             "AWS::AutoScaling::ScalingPolicy",
@@ -975,7 +1137,7 @@ fn two_stacks_share_no_name_or_namespace_but_the_secrets_of_the_same_prefix_and_
     // create, the README says so), and nothing else.
     let shared: BTreeSet<&String> = a.intersection(&b).collect();
     let secrets: BTreeSet<&String> = a.iter().filter(|n| n.starts_with("/bp/dev/")).collect();
-    assert_eq!(secrets.len(), 5, "{secrets:?}");
+    assert_eq!(secrets.len(), 6, "{secrets:?}");
     assert_eq!(
         shared, secrets,
         "stacks orch-a and orch-b would collide on more than their secrets"
@@ -1302,6 +1464,7 @@ fn every_secret_is_named_under_its_prefix_and_stage() {
             ("AppUserSecret", format!("db/{user}")),
             ("FleetSecret", "fleet/key".to_owned()),
             ("LaravelAppKeySecret", "laravel/app-key".to_owned()),
+            ("RedisAuthTokenSecret", "redis/auth-token".to_owned()),
         ]
         .into_iter()
         .map(|(id, path)| (id.to_owned(), format!("{prefix}{path}")))
@@ -1423,12 +1586,22 @@ fn each_secret_rotates_on_its_schedule_the_app_key_only_when_asked_oauth_never()
             Some(15)
         );
         assert_eq!(rotated["FleetSecret"]["AutomaticallyAfterDays"], 30);
+        assert_eq!(
+            rotated["RedisAuthTokenSecret"],
+            json!({"ScheduleExpression": "cron(0 3 22 * ? *)", "Duration": "2h",
+                   "RotateImmediatelyOnUpdate": false})
+        );
         rotated
     };
     let rotated = monthly_db(default_template());
-    let always: BTreeSet<String> = ["AppUserSecret", "DbMasterSecret", "FleetSecret"]
-        .map(String::from)
-        .into();
+    let always: BTreeSet<String> = [
+        "AppUserSecret",
+        "DbMasterSecret",
+        "FleetSecret",
+        "RedisAuthTokenSecret",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(
         rotated.keys().cloned().collect::<BTreeSet<_>>(),
         always,
@@ -1522,7 +1695,12 @@ fn every_reader_of_a_secret_is_granted_exactly_the_secrets_it_reads() {
         ),
     ] {
         let template = render(overrides);
-        let mut rotated = vec!["AppUserSecret", "DbMasterSecret", "FleetSecret"];
+        let mut rotated = vec![
+            "AppUserSecret",
+            "DbMasterSecret",
+            "FleetSecret",
+            "RedisAuthTokenSecret",
+        ];
         if rotation_reads_app_key {
             rotated.push("LaravelAppKeySecret");
         }
@@ -1875,8 +2053,11 @@ fn tenant_databases_wait_for_every_network_piece_they_need() {
         "AWS::EC2::SubnetRouteTableAssociation",
     ] {
         for (id, _) in of_type(template, kind) {
+            // The cache's rules: rds-init never connects to the cache, and a DependsOn cannot
+            // name a resource whose condition (RedisCache) may be false.
+            let cache_rule = resource(template, id)["Condition"] == "HasRedisCache";
             assert!(
-                needs.contains(id) || id.starts_with("Public"),
+                needs.contains(id) || id.starts_with("Public") || cache_rule,
                 "TenantDatabasesResource does not wait for {id}"
             );
         }
@@ -1887,6 +2068,14 @@ fn tenant_databases_wait_for_every_network_piece_they_need() {
 /// with their IAM action. A call not listed here fails the test below, so the list grows with
 /// the code.
 const SDK_OPERATIONS: &[(&str, &str)] = &[
+    (
+        "modify_replication_group",
+        "elasticache:ModifyReplicationGroup",
+    ),
+    (
+        "describe_replication_groups",
+        "elasticache:DescribeReplicationGroups",
+    ),
     (
         "describe_auto_scaling_groups",
         "autoscaling:DescribeAutoScalingGroups",
@@ -2011,17 +2200,18 @@ fn deploy_gate_may_answer_codedeploy_hooks_only_of_the_named_application() {
 #[test]
 fn every_invoke_permission_for_a_service_names_its_source_and_account() {
     for (template, rotation_permissions) in [
-        (default_template(), 3),
-        (&render(&["AppKeyRotation=yearly"]), 4),
+        (default_template(), 4),
+        (&render(&["AppKeyRotation=yearly"]), 5),
     ] {
         let permissions: Vec<_> = of_type(template, "AWS::Lambda::Permission")
             .into_iter()
             .filter(|(_, p)| exists(template, p))
             .collect();
-        // The rotation permissions, the idle topic, the tick and the three EC2/ASG rules.
+        // The rotation permissions, the idle topic, the tick, the three EC2/ASG rules, the wake
+        // rule and the wake topic.
         assert_eq!(
             permissions.len(),
-            rotation_permissions + 5,
+            rotation_permissions + 7,
             "{permissions:?}"
         );
         assert_invoke_permissions_name_source_and_account(&permissions);
@@ -2113,6 +2303,7 @@ fn longest_stack_name() -> String {
 const NAME_LIMITS: &[(&str, &str, usize)] = &[
     ("AWS::SQS::Queue", "/QueueName", 80),
     ("AWS::SNS::Topic", "/TopicName", 256),
+    ("AWS::Events::EventBus", "/Name", 256),
     ("AWS::SNS::Topic", "/DisplayName", 100),
     ("AWS::EC2::LaunchTemplate", "/LaunchTemplateName", 128),
     ("AWS::CloudWatch::Alarm", "/AlarmName", 255),
@@ -2141,6 +2332,11 @@ const NAME_LIMITS: &[(&str, &str, usize)] = &[
     ),
     ("AWS::RDS::DBInstance", "/DBInstanceIdentifier", 63),
     (
+        "AWS::ElastiCache::ReplicationGroup",
+        "/ReplicationGroupId",
+        40,
+    ),
+    (
         "AWS::Lambda::Function",
         "/Environment/Variables/QUEUE_METRIC_NAMESPACE",
         255,
@@ -2162,6 +2358,7 @@ const NAME_PROPERTIES: &[&str] = &[
     "AutoScalingGroupName",
     "LogGroupName",
     "DBInstanceIdentifier",
+    "ReplicationGroupId",
     "FunctionName",
     "RoleName",
     "Name",
@@ -2236,7 +2433,7 @@ fn every_generated_name_fits_its_limit_for_the_longest_stack_name_and_parameters
 
 /// Workflows one stack holds under CloudFormation's 500-resource limit (the README says so),
 /// with up to [`MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS`] OAuth providers (one secret each).
-const MAX_WORKFLOWS: usize = 97;
+const MAX_WORKFLOWS: usize = 93;
 const MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS: usize = 2;
 
 #[test]
@@ -2595,4 +2792,243 @@ fn rds_init_reads_the_suites_secrets_and_only_those_tagged_for_its_stack() {
     let write = Request::new("secretsmanager:PutSecretValue", secret)
         .with_resource_tags("secretsmanager", [("orchestrator:rds-init", "orch-a")]);
     assert!(!allowed(statements, &write));
+}
+
+/// The ElastiCache Redis cache and its AUTH token (RedisCache, on by default).
+const REDIS_RESOURCES: [&str; 9] = [
+    "RedisAuthTokenSecret",
+    "RedisSubnetGroup",
+    "RedisSecurityGroup",
+    "RedisFromFunctionsIngress",
+    "RedisFromWorkersIngress",
+    "FunctionToRedisEgress",
+    "RedisReplicationGroup",
+    "RedisAuthTokenSecretRotation",
+    "RedisAuthTokenSecretRotationPermission",
+];
+
+#[test]
+fn the_redis_cache_is_one_tls_only_encrypted_node_in_the_isolated_subnets_with_the_secrets_token() {
+    let template = stack_template("orch-a");
+    let group = resolved(
+        &template,
+        &resource(&template, "RedisReplicationGroup")["Properties"],
+    );
+    for (property, expected) in [
+        ("Engine", json!("redis")),
+        ("EngineVersion", json!("7.1")),
+        ("CacheNodeType", json!("cache.t4g.micro")),
+        ("NumCacheClusters", json!(1)),
+        ("Port", json!(6379)),
+        ("TransitEncryptionEnabled", json!(true)),
+        ("TransitEncryptionMode", json!("required")),
+        ("AtRestEncryptionEnabled", json!(true)),
+        (
+            "AuthToken",
+            json!("{{resolve:secretsmanager:RedisAuthTokenSecret-id:SecretString:password}}"),
+        ),
+        ("CacheSubnetGroupName", json!("RedisSubnetGroup-id")),
+        ("SecurityGroupIds", json!(["RedisSecurityGroup-id"])),
+    ] {
+        assert_eq!(group[property], expected, "{property}");
+    }
+    let subnets = resolved(
+        &template,
+        &resource(&template, "RedisSubnetGroup")["Properties"]["SubnetIds"],
+    );
+    assert_eq!(subnets, json!(["IsolatedSubnetA-id", "IsolatedSubnetB-id"]));
+
+    // The secret: the rotation contract's fields, named after the one group, a first token
+    // ElastiCache accepts (letters and digits, 32 of them).
+    let (document, spec) = generated_document(&template, "RedisAuthTokenSecret");
+    assert_eq!(
+        document,
+        json!({"engine": "redis", "replicationGroupId": group["ReplicationGroupId"],
+               "port": 6379, "ssl": true})
+    );
+    let id = group["ReplicationGroupId"].as_str().unwrap();
+    assert!(
+        id.len() <= 40
+            && id.starts_with("orch-")
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !id.contains("--")
+            && !id.ends_with('-'),
+        "{id}: not a valid replication group id"
+    );
+    assert_eq!(spec["GenerateStringKey"], "password");
+    assert_eq!(spec["PasswordLength"], 32);
+    assert_eq!(spec["ExcludePunctuation"], true);
+    assert_eq!(
+        resolved(
+            &template,
+            &resource(&template, "RedisAuthTokenSecret")["Properties"]["Name"]
+        ),
+        "/bp/dev/redis/auth-token"
+    );
+
+    // Outputs: the endpoint and the secret.
+    for (output, value) in [
+        (
+            "RedisEndpointAddress",
+            get_att("RedisReplicationGroup", "PrimaryEndPoint.Address"),
+        ),
+        (
+            "RedisEndpointPort",
+            get_att("RedisReplicationGroup", "PrimaryEndPoint.Port"),
+        ),
+        ("RedisAuthTokenSecretArn", reference("RedisAuthTokenSecret")),
+    ] {
+        assert_eq!(template["Outputs"][output]["Value"], value, "{output}");
+    }
+}
+
+#[test]
+fn only_the_functions_and_the_workers_reach_redis_and_only_on_6379() {
+    let template = default_template();
+    let cache = reference("RedisSecurityGroup");
+    let sources: BTreeSet<String> = of_type(template, "AWS::EC2::SecurityGroupIngress")
+        .into_iter()
+        .filter(|(_, rule)| rule["Properties"]["GroupId"] == cache)
+        .map(|(id, rule)| {
+            let properties = &rule["Properties"];
+            assert_eq!(
+                (
+                    &properties["IpProtocol"],
+                    &properties["FromPort"],
+                    &properties["ToPort"]
+                ),
+                (&json!("tcp"), &json!(6379), &json!(6379)),
+                "{id}"
+            );
+            assert!(properties["CidrIp"].is_null(), "{id}: an address range");
+            properties["SourceSecurityGroupId"]["Ref"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{id}: not from a security group"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        ["FunctionSecurityGroup", "WorkerSecurityGroup"]
+            .map(String::from)
+            .into()
+    );
+    let group = &resource(template, "RedisSecurityGroup")["Properties"];
+    assert!(group["SecurityGroupIngress"].is_null(), "no inline ingress");
+    assert_eq!(
+        group["SecurityGroupEgress"][0]["CidrIp"], "127.0.0.1/32",
+        "no egress (placeholder)"
+    );
+    // The functions' group may open connections to it.
+    let egress = &resource(template, "FunctionToRedisEgress")["Properties"];
+    assert_eq!(egress["GroupId"], reference("FunctionSecurityGroup"));
+    assert_eq!(egress["DestinationSecurityGroupId"], cache);
+    assert_eq!(
+        (&egress["FromPort"], &egress["ToPort"]),
+        (&json!(6379), &json!(6379))
+    );
+}
+
+#[test]
+fn secret_rotation_may_change_the_auth_token_of_the_one_group_only() {
+    let template = stack_template("orch-a");
+    let group_arn =
+        |id: &str| format!("arn:aws:elasticache:us-east-1:123456789012:replicationgroup:{id}");
+    let role_id = resource(&template, "SecretRotationFunction")["Properties"]["Role"]["Fn::GetAtt"]
+        [0]
+    .as_str()
+    .unwrap()
+    .to_owned();
+    let role =
+        json!({"Properties": resolved(&template, &resource(&template, &role_id)["Properties"])});
+    let statements = iam::role_statements(&role);
+    for action in [
+        "elasticache:ModifyReplicationGroup",
+        "elasticache:DescribeReplicationGroups",
+    ] {
+        assert!(
+            allowed(
+                &statements,
+                &Request::new(action, &group_arn("RedisReplicationGroup-id"))
+            ),
+            "{action} on the suite's group"
+        );
+        assert!(
+            !allowed(
+                &statements,
+                &Request::new(action, &group_arn("someone-elses"))
+            ),
+            "{action} on another group"
+        );
+    }
+    for other in [
+        "elasticache:DeleteReplicationGroup",
+        "elasticache:CreateReplicationGroup",
+        "elasticache:ModifyCacheCluster",
+    ] {
+        assert!(!allowed(
+            &statements,
+            &Request::new(other, &group_arn("RedisReplicationGroup-id"))
+        ));
+    }
+    // No other role touches ElastiCache.
+    for (policy, statement) in iam_statements(&template) {
+        if actions(statement)
+            .iter()
+            .any(|a| a.starts_with("elasticache:"))
+        {
+            assert!(policy.starts_with(&role_id), "{policy}: {statement}");
+        }
+    }
+    // The token's secret rotates through secret-rotation, invoked for that secret only, and
+    // its failures reach the alerts topic.
+    assert!(rotation_invokers(&template).contains("RedisAuthTokenSecret"));
+    let failed = &resource(&template, "RotationFailedRule")["Properties"]["EventPattern"]["detail"]
+        ["additionalEventData"]["SecretId"];
+    assert!(
+        one_or_many(failed).contains(&&reference("RedisAuthTokenSecret")),
+        "{failed}"
+    );
+    assert_eq!(
+        depends_on(&template, "RedisAuthTokenSecretRotation"),
+        [
+            "RedisAuthTokenSecretRotationPermission",
+            "RedisReplicationGroup"
+        ]
+        .map(String::from)
+        .into()
+    );
+}
+
+#[test]
+fn redis_cache_disabled_leaves_out_the_cache_its_secret_its_rotation_and_its_grants() {
+    let template = render(&["RedisCache=disabled"]);
+    for id in REDIS_RESOURCES {
+        assert!(
+            resources(&template)
+                .get(id)
+                .is_none_or(|r| !exists(&template, r)),
+            "{id} is created with RedisCache=disabled"
+        );
+    }
+    for (policy, statement) in iam_statements(&template) {
+        assert!(
+            !actions(statement)
+                .iter()
+                .any(|a| a.starts_with("elasticache:")),
+            "{policy}: {statement}"
+        );
+        for resource in one_or_many(&statement["Resource"]) {
+            assert!(!refers_to(resource, "RedisAuthTokenSecret"), "{policy}");
+        }
+    }
+    assert!(!rotation_invokers(&template).contains("RedisAuthTokenSecret"));
+    // On by default, as the architecture has it: every piece is there.
+    let default = default_template();
+    assert_eq!(default["Parameters"]["RedisCache"]["Default"], "enabled");
+    for id in REDIS_RESOURCES {
+        assert!(exists(default, resource(default, id)), "{id}");
+    }
 }

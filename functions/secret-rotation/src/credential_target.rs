@@ -8,6 +8,7 @@
 //!   `provision_alternate`, `test`); [`crate::database_rotation`] runs the single-user and
 //!   alternating-users steps on top of it.
 //! - [`generic`]: a generated value in `password`, no external system.
+//! - [`redis`]: an ElastiCache replication group's AUTH token (`ROTATE`, then `SET`).
 //!
 //! Adding a target (Redis) is one module, one variant below and its `engine` name in
 //! [`CredentialTarget::of`]; the compiler then lists every match that must handle it.
@@ -15,9 +16,11 @@
 pub mod generic;
 pub mod mariadb_mysql;
 pub mod postgres;
+pub mod redis;
 
 pub use generic::{FormatError, GenericFormat};
 
+use self::redis::{Redis, RedisSecret};
 use crate::database_rotation;
 use crate::secret_document::{MalformedSecret, SecretDocument};
 use crate::{RotationError, StepContext, StepOutcome};
@@ -29,8 +32,9 @@ use shared::database::{DatabaseSecret, Engine};
 
 /// The `engine` values rotation accepts, for error messages. The database engines' RDS
 /// aliases (`aurora-mysql`, `postgresql`, `aurora-postgresql`, …) are [`Engine`]'s.
-pub const SUPPORTED_ENGINES: &str = "mariadb, mysql, postgres, generic";
+pub const SUPPORTED_ENGINES: &str = "mariadb, mysql, postgres, generic, redis";
 const GENERIC: &str = "generic";
+const REDIS: &str = "redis";
 
 /// What a secret's credentials are for, decided by its `engine`.
 #[derive(Debug, Clone)]
@@ -41,6 +45,8 @@ pub enum CredentialTarget {
     Postgres(DatabaseSecret),
     /// `engine: generic`.
     Generic(GenericFormat),
+    /// `engine: redis` (an ElastiCache replication group's AUTH token).
+    Redis(Redis),
 }
 
 /// What createSecret puts in the pending version: a new `password`, and a new `username` when
@@ -61,6 +67,9 @@ impl CredentialTarget {
         };
         if engine.eq_ignore_ascii_case(GENERIC) {
             return Ok(Self::Generic(GenericFormat::of(&fields)?));
+        }
+        if engine.eq_ignore_ascii_case(REDIS) {
+            return Ok(Self::Redis(Redis(RedisSecret::of(&fields)?)));
         }
         let Ok(engine) = engine.parse::<Engine>() else {
             return Err(MalformedSecret::UnsupportedEngine(engine.to_owned()));
@@ -85,6 +94,10 @@ impl CredentialTarget {
                 username: None,
                 password: format.new_value(step).await?,
             }),
+            Self::Redis(target) => Ok(NewCredentials {
+                username: None,
+                password: target.new_token(step).await?,
+            }),
         }
     }
 
@@ -103,6 +116,7 @@ impl CredentialTarget {
             }
             // Nothing outside Secrets Manager holds the value.
             Self::Generic(_) => Ok(StepOutcome::NothingToSet),
+            Self::Redis(current) => current.set(pending, step).await,
         }
     }
 
@@ -123,6 +137,7 @@ impl CredentialTarget {
                     .map_err(crate::malformed(step.secret_id, crate::plan::AWSPENDING))?;
                 Ok(StepOutcome::PendingVerified)
             }
+            Self::Redis(_) => redis::test(pending, step).await,
         }
     }
 }
@@ -164,14 +179,17 @@ mod tests {
             ("aurora-postgresql", "postgres"),
             ("generic", "generic"),
             ("Generic", "generic"),
+            ("redis", "redis"),
+            ("Redis", "redis"),
         ] {
             let text = format!(
-                r#"{{"engine":"{engine}","host":"h","port":1,"username":"u","password":"p"}}"#
+                r#"{{"engine":"{engine}","replicationGroupId":"g","host":"h","port":1,"username":"u","password":"p-16-characters!"}}"#
             );
             let picked = match CredentialTarget::of(&doc(&text)).unwrap() {
                 CredentialTarget::MariaDbMySql(_) => "mariadb_mysql",
                 CredentialTarget::Postgres(_) => "postgres",
                 CredentialTarget::Generic(_) => "generic",
+                CredentialTarget::Redis(_) => "redis",
             };
             assert_eq!(picked, family, "{engine}");
         }
@@ -181,20 +199,20 @@ mod tests {
     fn an_unknown_engine_is_malformed_and_names_the_supported_ones() {
         for (text, expected) in [
             (
-                r#"{"engine":"redis","host":"h","port":6379,"password":"Secret-77"}"#,
-                "unsupported database engine `redis`; supported engines: mariadb, mysql, postgres, generic",
+                r#"{"engine":"memcached","host":"h","port":11211,"password":"Secret-77"}"#,
+                "unsupported database engine `memcached`; supported engines: mariadb, mysql, postgres, generic, redis",
             ),
             (
                 r#"{"engine":"oracle","host":"h","port":1521,"username":"u","password":"Secret-77"}"#,
-                "unsupported database engine `oracle`; supported engines: mariadb, mysql, postgres, generic",
+                "unsupported database engine `oracle`; supported engines: mariadb, mysql, postgres, generic, redis",
             ),
             (
                 r#"{"host":"h","port":3306,"username":"u","password":"Secret-77"}"#,
-                "missing field `engine`; supported engines: mariadb, mysql, postgres, generic",
+                "missing field `engine`; supported engines: mariadb, mysql, postgres, generic, redis",
             ),
             (
                 r#"{"engine":3306,"password":"Secret-77"}"#,
-                "field `engine` must be a string; supported engines: mariadb, mysql, postgres, generic",
+                "field `engine` must be a string; supported engines: mariadb, mysql, postgres, generic, redis",
             ),
         ] {
             let err = CredentialTarget::of(&doc(text)).unwrap_err();

@@ -26,6 +26,7 @@ use secret_document::{MalformedSecret, SecretDocument};
 use secrets_store::{SecretsManagerError, SecretsStore};
 use serde_json::{Value, json};
 use shared::database::{ConnectError, sql::KnownSecrets};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use step::{RotationEventError, RotationRequest, RotationStep};
 
 /// Why a rotation step failed.
@@ -97,6 +98,14 @@ pub enum RotationError {
         #[source]
         source: Box<RotationError>,
     },
+    /// `engine: redis`: the replication group or its server.
+    #[error("{step} for {secret_id}: {source}")]
+    Redis {
+        step: RotationStep,
+        secret_id: String,
+        #[source]
+        source: Box<credential_target::redis::RedisTokenError>,
+    },
     /// An error as it leaves the function: its text with every password the step read
     /// removed ([`KnownSecrets`]), its `errorType` kept.
     #[error("{message}")]
@@ -131,6 +140,7 @@ impl RotationError {
             RotationError::CurrentCredentialsRefused { .. } => "CurrentCredentialsRefused",
             RotationError::RandomSource { .. } => "RandomSourceFailed",
             RotationError::FinishRefused { .. } => "PendingNotVerified",
+            RotationError::Redis { source, .. } => source.error_type(),
             RotationError::Redacted { error_type, .. } => error_type,
         }
     }
@@ -198,6 +208,8 @@ impl StepOutcome {
 pub struct Rotator {
     secrets: SecretsStore,
     config: RotationConfig,
+    /// `engine: redis` only; see [`Rotator::with_elasticache`].
+    elasticache: Option<aws_sdk_elasticache::Client>,
 }
 
 impl Rotator {
@@ -205,19 +217,36 @@ impl Rotator {
         Self {
             secrets: SecretsStore::new(client),
             config,
+            elasticache: None,
         }
+    }
+
+    /// The ElastiCache client `engine: redis` secrets are rotated with.
+    pub fn with_elasticache(mut self, client: aws_sdk_elasticache::Client) -> Self {
+        self.elasticache = Some(client);
+        self
     }
 
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, RotationError> {
-        self.handle_payload(event.payload).await
+        let deadline = invocation_deadline(event.context.deadline);
+        self.handle_payload_until(event.payload, deadline).await
     }
 
     /// Decodes and runs one rotation event (what [`Rotator::handle`] does, without the context).
     pub async fn handle_payload(&self, payload: Value) -> Result<Value, RotationError> {
+        self.handle_payload_until(payload, None).await
+    }
+
+    /// [`Rotator::handle_payload`] for an invocation that must end by `deadline`.
+    async fn handle_payload_until(
+        &self,
+        payload: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, RotationError> {
         let request = RotationRequest::from_payload(payload)?;
         let mut known = KnownSecrets::default();
-        match self.rotate_with(&request, &mut known).await {
+        match self.rotate_with(&request, &mut known, deadline).await {
             Ok(outcome) => {
                 tracing::info!(
                     secret_id = %request.secret_id,
@@ -250,7 +279,7 @@ impl Rotator {
     /// Runs one step for `request`. Its error is not redacted yet: [`Rotator::handle`] does
     /// that before the error leaves the function.
     pub async fn rotate(&self, request: &RotationRequest) -> Result<StepOutcome, RotationError> {
-        self.rotate_with(request, &mut KnownSecrets::default())
+        self.rotate_with(request, &mut KnownSecrets::default(), None)
             .await
     }
 
@@ -259,6 +288,7 @@ impl Rotator {
         &self,
         request: &RotationRequest,
         known: &mut KnownSecrets,
+        deadline: Option<Instant>,
     ) -> Result<StepOutcome, RotationError> {
         let id = request.secret_id.as_str();
         let token = request.token.as_str();
@@ -273,6 +303,8 @@ impl Rotator {
             secrets: &self.secrets,
             config: &self.config,
             known,
+            elasticache: self.elasticache.as_ref(),
+            deadline,
         };
         match request.step {
             RotationStep::CreateSecret => create_secret(&mut step, token).await,
@@ -364,6 +396,9 @@ pub(crate) struct StepContext<'a> {
     pub(crate) secrets: &'a SecretsStore,
     pub(crate) config: &'a RotationConfig,
     pub(crate) known: &'a mut KnownSecrets,
+    /// `engine: redis`: the replication group's API, and when the invocation must end.
+    pub(crate) elasticache: Option<&'a aws_sdk_elasticache::Client>,
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl StepContext<'_> {
@@ -443,4 +478,13 @@ pub(crate) fn inconsistent(id: &str, reason: String) -> RotationError {
         secret_id: id.to_owned(),
         reason,
     }
+}
+
+/// The Lambda deadline (epoch milliseconds, 0 when unknown) on the monotonic clock.
+fn invocation_deadline(epoch_millis: u64) -> Option<Instant> {
+    let deadline = UNIX_EPOCH + Duration::from_millis(epoch_millis);
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    (epoch_millis > 0).then(|| Instant::now() + left)
 }

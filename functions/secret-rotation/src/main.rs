@@ -8,7 +8,8 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init_tracing();
     let config = RotationConfig::from_env(&EnvVars::from_process())?;
     let aws = shared::aws::load_aws_config(shared::aws::AwsTimeouts::SECRET_ROTATION).await;
-    let rotator = Rotator::new(aws_sdk_secretsmanager::Client::new(&aws), config);
+    let rotator = Rotator::new(aws_sdk_secretsmanager::Client::new(&aws), config)
+        .with_elasticache(aws_sdk_elasticache::Client::new(&aws));
     let rotator = &rotator;
     run(service_fn(move |event| rotator.handle(event))).await
 }

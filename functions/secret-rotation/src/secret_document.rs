@@ -28,6 +28,8 @@ pub enum MalformedSecret {
     UnsupportedEngine(String),
     #[error(transparent)]
     GenericFormat(#[from] FormatError),
+    #[error(transparent)]
+    Redis(#[from] crate::credential_target::redis::RedisSecretError),
 }
 
 /// One secret version's `SecretString`.

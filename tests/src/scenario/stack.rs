@@ -28,6 +28,10 @@ pub const NOT_IN_MOTO: &[&str] = &[
     "AWS::SNS::TopicPolicy",
 ];
 
+/// Resource types moto's CloudFormation skips and whose attributes it then cannot give: an
+/// output that reads one fails CreateStack with a 500.
+const ATTRIBUTES_NOT_IN_MOTO: &[&str] = &["AWS::ElastiCache::ReplicationGroup"];
+
 /// `template.yaml` expanded (one group per workflow) and SAM-transformed by
 /// `scripts/render-template`, with the stack name resolved.
 pub fn render(root: &Path, stack_name: &str, parameters: &[(&str, &str)]) -> Result<Value, String> {
@@ -51,10 +55,12 @@ pub fn render(root: &Path, stack_name: &str, parameters: &[(&str, &str)]) -> Res
     serde_json::from_slice(&output.stdout).map_err(|e| format!("rendered template: {e}"))
 }
 
-/// The two changes moto needs, each a moto limitation rather than a template choice:
+/// The three changes moto needs, each a moto limitation rather than a template choice:
 /// an `AWS::SSM::Parameter::Value` default under `/aws/service/` (moto resolves the default
-/// before any override and has no public parameters), and `DBParameterGroupName`, whose Ref
-/// moto hands RDS as an object.
+/// before any override and has no public parameters), `DBParameterGroupName`, whose Ref
+/// moto hands RDS as an object, and the outputs that `Fn::GetAtt` a resource of a type moto's
+/// CloudFormation skips (the ElastiCache group's endpoint): moto fails the whole CreateStack
+/// on them.
 pub fn adapt_for_moto(template: &mut Value) -> Result<(), String> {
     let ami = template
         .pointer_mut("/Parameters/WorkerAmiParameter/Default")
@@ -65,6 +71,19 @@ pub fn adapt_for_moto(template: &mut Value) -> Result<(), String> {
         .and_then(Value::as_object_mut)
         .ok_or("template: no Database properties")?
         .remove("DBParameterGroupName");
+    let skipped: Vec<String> = template["Resources"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| ATTRIBUTES_NOT_IN_MOTO.contains(&r["Type"].as_str().unwrap_or("")))
+        .map(|(id, _)| id.clone())
+        .collect();
+    if let Some(outputs) = template.get_mut("Outputs").and_then(Value::as_object_mut) {
+        outputs.retain(|_, output| {
+            let target = output["Value"]["Fn::GetAtt"][0].as_str().unwrap_or("");
+            !skipped.iter().any(|id| id == target)
+        });
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use aws_sdk_cloudformation::types::StackStatus;
 use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use serde_json::{Value, json};
 
+mod cache;
 mod databases;
 mod fleet;
 mod gate;
@@ -21,10 +22,12 @@ use super::stack::{self, AMI_PARAMETER, CODE_BUCKET, CODE_KEY};
 use super::{Narrator, Options, Stop};
 use crate::cfn_recorder::CfnResponseRecorder;
 use crate::cloudwatch_cbor::CborBridge;
+use crate::elasticache::ElastiCacheStandIn;
 use crate::mariadb::MariaDb;
 use crate::moto::{Moto, REGION};
 use crate::postgres::Postgres;
 use crate::process::random_hex;
+use crate::redis::RedisServer;
 
 const STACK: &str = "orch-local";
 /// A second stack in the same account and region, with the same workflow slugs.
@@ -70,6 +73,9 @@ struct World {
     bridge: CborBridge,
     db: MariaDb,
     pg: Postgres,
+    /// The cache: a TLS redis-server behind the ElastiCache API stand-in.
+    redis: RedisServer,
+    elasticache: ElastiCacheStandIn,
     /// Takes the responses of the custom resource outside the stack (PostgreSQL).
     recorder: CfnResponseRecorder,
     clients: Clients,
@@ -83,30 +89,42 @@ struct World {
 }
 
 pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), Stop> {
-    let (moto, bridge, db, pg, bundle) = n
-        .step("stand-ins up: moto, MariaDB, PostgreSQL", async {
-            let (moto, db, pg) = tokio::join!(
+    let (moto, bridge, db, pg, redis, elasticache, bundle) = n
+        .step("stand-ins up: moto, MariaDB, PostgreSQL, Redis", async {
+            // The cache's first token is the secret's, set when the scenario creates the group.
+            let placeholder = random_hex(16);
+            let (moto, db, pg, redis, elasticache) = tokio::join!(
                 Moto::start(),
                 MariaDb::start_tls_only(),
-                Postgres::start_tls_only()
+                Postgres::start_tls_only(),
+                RedisServer::start_tls(&placeholder),
+                ElastiCacheStandIn::start()
             );
             let bridge = CborBridge::start(moto.endpoint_url()).await;
             // DbCaBundle: the functions verify both servers' certificates against this
             // bundle, as they would against the RDS CA bundle.
             let bundle = options.log_dir.join("db-ca-bundle.pem");
             let mut pem = String::new();
-            for ca in [db.ca_pem_path(), pg.ca_pem_path()].into_iter().flatten() {
+            let cas = [
+                db.ca_pem_path(),
+                pg.ca_pem_path(),
+                Some(redis.ca_pem_path()),
+            ];
+            for ca in cas.into_iter().flatten() {
                 pem.push_str(&std::fs::read_to_string(ca).map_err(|e| e.to_string())?);
             }
             std::fs::write(&bundle, pem).map_err(|e| format!("{}: {e}", bundle.display()))?;
             let detail = format!(
-                "moto {}; MariaDB :{} and PostgreSQL :{}, both TLS-only with password auth",
+                "moto {}; MariaDB :{}, PostgreSQL :{} and Redis :{}, TLS-only with password auth; \
+                 ElastiCache API {}",
                 moto.endpoint_url(),
                 db.port(),
-                pg.port()
+                pg.port(),
+                redis.port(),
+                elasticache.endpoint_url()
             );
             let bundle = bundle.display().to_string();
-            Ok(((moto, bridge, db, pg, bundle), detail))
+            Ok(((moto, bridge, db, pg, redis, elasticache, bundle), detail))
         })
         .await?;
     let sdk = moto.sdk_config().await;
@@ -134,6 +152,8 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
         bridge,
         db,
         pg,
+        redis,
+        elasticache,
         recorder: CfnResponseRecorder::start().await,
         clients,
         lambda,
@@ -176,6 +196,11 @@ pub(super) async fn run(options: &Options, n: &mut Narrator<'_>) -> Result<(), S
     n.step(
         "app user rotated (alternating users)",
         world.rotate_app_user(),
+    )
+    .await?;
+    n.step(
+        "Redis token rotated: old one works until the next",
+        world.rotate_redis_token(),
     )
     .await?;
     n.step(
@@ -390,11 +415,14 @@ impl World {
                 .unwrap_or_default();
             // Its own key: the IAM proof tells the functions' calls apart by it.
             let access_key = iam_proof::access_key_id(binary);
+            let elasticache = self.elasticache.endpoint_url();
             for (key, value) in [
                 ("AWS_LAMBDA_FUNCTION_NAME", name.as_str()),
                 ("AWS_ENDPOINT_URL", self.moto.endpoint_url()),
                 // aws-sdk-cloudwatch speaks RPC v2 CBOR, which moto does not: the bridge translates.
                 ("AWS_ENDPOINT_URL_CLOUDWATCH", self.bridge.url()),
+                // moto's ModifyReplicationGroup ignores AuthToken: the stand-in applies it.
+                ("AWS_ENDPOINT_URL_ELASTICACHE", elasticache.as_str()),
                 ("AWS_REGION", REGION),
                 ("AWS_DEFAULT_REGION", REGION),
                 ("AWS_ACCESS_KEY_ID", access_key.as_str()),

@@ -170,7 +170,7 @@ impl World {
         }
     }
 
-    async fn secret(&self, logical: &str, stage: &str) -> Result<Value, String> {
+    pub(super) async fn secret(&self, logical: &str, stage: &str) -> Result<Value, String> {
         let value = self
             .clients
             .secrets
@@ -323,7 +323,7 @@ impl World {
 
     /// Starts a rotation as Secrets Manager does (RotateSecret names the template's rotation
     /// function) and invokes the four steps with the new version's token.
-    async fn rotate(&self, logical: &str) -> Result<String, String> {
+    pub(super) async fn rotate(&self, logical: &str) -> Result<String, String> {
         let secrets = &self.clients.secrets;
         let arn = self.id(logical)?.to_owned();
         let token = secrets
