@@ -29,6 +29,22 @@ pub const REGION: &str = "us-east-1";
 /// The account id moto uses for every resource it creates (its default).
 pub const ACCOUNT_ID: &str = "123456789012";
 
+/// The SDK configuration a function builds in production for `timeouts` (its timeouts and
+/// standard retries), pointed at `endpoint_url` (moto, or a proxy in front of it) with
+/// [`REGION`] and static test credentials, and nothing from the process environment.
+pub async fn deployed_sdk_config(
+    endpoint_url: &str,
+    timeouts: shared::aws::AwsTimeouts,
+) -> SdkConfig {
+    shared::aws::aws_config_loader(timeouts)
+        .empty_test_environment()
+        .endpoint_url(endpoint_url)
+        .region(Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
+}
+
 /// moto imports most of botocore at startup: seconds on a busy 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 

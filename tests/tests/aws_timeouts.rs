@@ -9,7 +9,7 @@ use shared::sample_events::sample;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use deploy_gate::DeployGate;
 use harness::cfn_recorder::CfnResponseRecorder;
 use harness::lambda_context::with_deadline_in as context;
@@ -30,13 +30,7 @@ const DEPLOY_GATE_TIMEOUT: Duration = Duration::from_secs(900);
 /// The SDK configuration production builds for `timeouts`, with the stalled endpoint, a region
 /// and test credentials given explicitly (no process environment, so tests stay parallel).
 async fn sdk_config(endpoint: &StallingServer, timeouts: AwsTimeouts) -> SdkConfig {
-    shared::aws::aws_config_loader(timeouts)
-        .empty_test_environment()
-        .endpoint_url(endpoint.endpoint_url())
-        .region(Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await
+    harness::moto::deployed_sdk_config(endpoint.endpoint_url(), timeouts).await
 }
 
 /// Runs one invocation; panics if it is still running when the Lambda timeout is up.

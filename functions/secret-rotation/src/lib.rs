@@ -51,7 +51,13 @@ pub enum RotationError {
         source: MalformedSecret,
     },
     #[error("secret {secret_id}: {reason}")]
-    Inconsistent { secret_id: String, reason: String },
+    Inconsistent {
+        secret_id: String,
+        reason: String,
+        /// The pending version does not fit the current one (another user or database): no
+        /// retry of its token can complete the rotation.
+        about_pending: bool,
+    },
     #[error("{step} for {secret_id}: {source}")]
     Database {
         step: RotationStep,
@@ -97,6 +103,19 @@ pub enum RotationError {
         #[source]
         source: Box<RotationError>,
     },
+    /// The token's pending version can never complete the rotation (it is malformed, or names
+    /// another user or database than `AWSCURRENT`). Secrets Manager retries the token and, on
+    /// AWS, refuses every new rotation while it is `AWSPENDING`, so the message says how an
+    /// operator abandons it.
+    #[error(
+        "{source}. Version {token} can never complete this rotation, and Secrets Manager starts no new rotation while it is AWSPENDING. Abandon it: `aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}`, then rotate again: `aws secretsmanager rotate-secret --secret-id {secret_id}` (README: Abandoned rotations)"
+    )]
+    PendingUnusable {
+        secret_id: String,
+        token: String,
+        #[source]
+        source: Box<RotationError>,
+    },
     /// An error as it leaves the function: its text with every password the step read
     /// removed ([`KnownSecrets`]), its `errorType` kept.
     #[error("{message}")]
@@ -131,7 +150,18 @@ impl RotationError {
             RotationError::CurrentCredentialsRefused { .. } => "CurrentCredentialsRefused",
             RotationError::RandomSource { .. } => "RandomSourceFailed",
             RotationError::FinishRefused { .. } => "PendingNotVerified",
+            RotationError::PendingUnusable { .. } => "PendingVersionUnusable",
             RotationError::Redacted { error_type, .. } => error_type,
+        }
+    }
+
+    /// Whether the pending version itself is what fails (see [`RotationError::PendingUnusable`]).
+    fn pending_is_unusable(&self) -> bool {
+        match self {
+            RotationError::Inconsistent { about_pending, .. } => *about_pending,
+            RotationError::MalformedSecret { stage, .. } => *stage == plan::AWSPENDING,
+            RotationError::FinishRefused { source, .. } => source.pending_is_unusable(),
+            _ => false,
         }
     }
 
@@ -274,7 +304,7 @@ impl Rotator {
             config: &self.config,
             known,
         };
-        match request.step {
+        let outcome = match request.step {
             RotationStep::CreateSecret => create_secret(&mut step, token).await,
             RotationStep::SetSecret => set_secret(&mut step, token).await,
             RotationStep::TestSecret => test_secret(&mut step, token).await,
@@ -282,12 +312,43 @@ impl Rotator {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
                 FinishAction::MoveCurrent { from } => {
                     verify_before_finish(&mut step, token).await?;
-                    self.secrets
-                        .move_current(id, token, from.as_deref())
-                        .await?;
-                    Ok(StepOutcome::CurrentMoved)
+                    self.move_current(id, token, from.as_deref()).await
                 }
             },
+        };
+        outcome.map_err(|error| match error.pending_is_unusable() {
+            true => RotationError::PendingUnusable {
+                secret_id: id.to_owned(),
+                token: token.to_owned(),
+                source: Box::new(error),
+            },
+            false => error,
+        })
+    }
+
+    /// Moves `AWSCURRENT` to `token`. A move whose answer was lost took effect all the same,
+    /// and the SDK's retry of it then fails (`from` no longer holds `AWSCURRENT`): where
+    /// `AWSCURRENT` is now decides, not the error.
+    async fn move_current(
+        &self,
+        id: &str,
+        token: &str,
+        from: Option<&str>,
+    ) -> Result<StepOutcome, RotationError> {
+        let Err(error) = self.secrets.move_current(id, token, from).await else {
+            return Ok(StepOutcome::CurrentMoved);
+        };
+        match self.secrets.metadata(id).await {
+            Ok(now) if plan::finish(token, &now.versions) == FinishAction::AlreadyCurrent => {
+                tracing::warn!(
+                    secret_id = id,
+                    token,
+                    error = %error,
+                    "UpdateSecretVersionStage answered an error, but AWSCURRENT is on the token: the move took effect"
+                );
+                Ok(StepOutcome::CurrentMoved)
+            }
+            _ => Err(error.into()),
         }
     }
 }
@@ -442,5 +503,15 @@ pub(crate) fn inconsistent(id: &str, reason: String) -> RotationError {
     RotationError::Inconsistent {
         secret_id: id.to_owned(),
         reason,
+        about_pending: false,
+    }
+}
+
+/// The pending version names another user or database than the current one.
+pub(crate) fn pending_mismatch(id: &str, reason: String) -> RotationError {
+    RotationError::Inconsistent {
+        secret_id: id.to_owned(),
+        reason,
+        about_pending: true,
     }
 }
