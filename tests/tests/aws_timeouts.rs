@@ -117,7 +117,7 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
 
     let diagnostic = Diagnostic::from(result.expect_err("a stalled endpoint fails the invocation"));
     assert_eq!(
-        diagnostic.error_type, "TransientAwsError",
+        diagnostic.error_type, "RetryableAwsError",
         "{}",
         diagnostic.error_message
     );

@@ -94,6 +94,7 @@ impl AwsGate {
                 operation: operation(),
                 message: "no such stack".to_owned(),
                 transient: false,
+                code: None,
             })
     }
 
@@ -219,6 +220,7 @@ impl AwsGate {
                                 messages.join("; ")
                             ),
                             transient: result.status_code() == Some(&StatusCode::InternalError),
+                            code: None,
                         });
                     }
                     _ => {}

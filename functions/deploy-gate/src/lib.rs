@@ -69,12 +69,7 @@ impl From<GateError> for Diagnostic {
             GateError::InvalidGate(_) => shared::diagnostic("InvalidGateDefinition", &error),
             GateError::CodeDeployUnanswered { ref source, .. } => {
                 // Transient: Lambda's retry runs the gate again and answers then.
-                let error_type = if source.transient {
-                    "RetryableAwsError"
-                } else {
-                    "AwsRequestFailed"
-                };
-                shared::diagnostic(error_type, &error)
+                shared::diagnostic(source.error_type(), &error)
             }
         }
     }

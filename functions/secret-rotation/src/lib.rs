@@ -23,8 +23,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use plan::{CredentialStage, Entry, FinishAction};
 use secrecy::SecretString;
 use secret_document::{MalformedSecret, SecretDocument};
-use secrets_store::{SecretsManagerError, SecretsStore};
+use secrets_store::SecretsStore;
 use serde_json::{Value, json};
+use shared::aws::AwsError;
 use shared::database::{ConnectError, sql::KnownSecrets};
 use step::{RotationEventError, RotationRequest, RotationStep};
 
@@ -36,7 +37,7 @@ pub enum RotationError {
     #[error(transparent)]
     Refused(#[from] plan::EntryRefusal),
     #[error(transparent)]
-    SecretsManager(#[from] SecretsManagerError),
+    SecretsManager(#[from] AwsError),
     #[error("secret {secret_id} has no {stage} value{hint}")]
     MissingVersion {
         secret_id: String,
@@ -134,8 +135,7 @@ impl RotationError {
             RotationError::Refused(RotationDisabled { .. }) => "RotationNotEnabled",
             RotationError::Refused(UnknownToken { .. }) => "UnknownRotationToken",
             RotationError::Refused(NotPending { .. }) => "TokenNotPending",
-            RotationError::SecretsManager(e) if e.retryable => "RetryableAwsError",
-            RotationError::SecretsManager(_) => "AwsRequestFailed",
+            RotationError::SecretsManager(e) => e.error_type(),
             RotationError::MissingVersion { .. } => "SecretVersionMissing",
             RotationError::MalformedSecret { .. } => "MalformedSecret",
             RotationError::Inconsistent { .. } => "InconsistentSecret",

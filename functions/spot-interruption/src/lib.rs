@@ -28,9 +28,10 @@ use serde_json::Value;
 pub use aws::{AwsFleet, MetricOutput};
 pub use config::Config;
 
-use aws::{AwsCallError, StepResult};
+use aws::StepResult;
 use notice::ReceivedNotice;
 use plan::{ActionPlan, Decision, FactsNeeded};
+use shared::aws::AwsError;
 use unfinished::{Unfinished, progress_of};
 
 /// Why an invocation failed: only failures a retry can fix end up here.
@@ -46,13 +47,13 @@ pub enum SpotInterruptionError {
         /// Every step done so far, by this attempt and earlier ones; the retry does not
         /// repeat them.
         done: Vec<Action>,
-        source: Box<AwsCallError>,
+        source: Box<AwsError>,
         /// The other steps that failed in the same attempt (every step is attempted).
-        also: Vec<AwsCallError>,
+        also: Vec<AwsError>,
     },
 }
 
-fn also_note(also: &[AwsCallError]) -> String {
+fn also_note(also: &[AwsError]) -> String {
     also.iter().map(|error| format!("; also {error}")).collect()
 }
 
@@ -72,7 +73,7 @@ fn action_names(actions: &[Action]) -> String {
 impl From<SpotInterruptionError> for Diagnostic {
     fn from(error: SpotInterruptionError) -> Self {
         let error_type = match error {
-            SpotInterruptionError::Transient { .. } => "TransientAwsError",
+            SpotInterruptionError::Transient { .. } => shared::aws::RETRYABLE_ERROR_TYPE,
         };
         shared::diagnostic(error_type, &error)
     }
@@ -298,9 +299,9 @@ async fn carry_out(
     let steps = plan.steps_left(&progress_of(&already_done));
     let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
     outcome.workflow = Some(plan.fleet_message.workflow.clone());
-    let mut transient: Vec<AwsCallError> = Vec::new();
-    let mut failures: Vec<AwsCallError> = Vec::new();
-    let mut failed = |error: AwsCallError| {
+    let mut transient: Vec<AwsError> = Vec::new();
+    let mut failures: Vec<AwsError> = Vec::new();
+    let mut failed = |error: AwsError| {
         if error.transient {
             transient.push(error);
         } else {

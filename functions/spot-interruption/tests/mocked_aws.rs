@@ -339,7 +339,7 @@ async fn throttling_fails_the_invocation_so_lambda_retries_it() {
     assert!(text.contains("Rate exceeded"), "{text}");
     assert!(text.contains("Lambda retries"), "{text}");
     let diagnostic = lambda_runtime::Diagnostic::from(error);
-    assert_eq!(diagnostic.error_type, "TransientAwsError");
+    assert_eq!(diagnostic.error_type, "RetryableAwsError");
     assert_eq!(publish.num_calls(), 0, "nothing was done");
 }
 
@@ -424,7 +424,7 @@ async fn a_transient_publish_failure_still_detaches_and_the_retry_only_publishes
     );
     assert_eq!(
         lambda_runtime::Diagnostic::from(first).error_type,
-        "TransientAwsError",
+        "RetryableAwsError",
         "Lambda retries it"
     );
 
@@ -474,7 +474,7 @@ async fn a_transient_detach_failure_is_retried_without_a_second_message() {
     );
     assert_eq!(
         lambda_runtime::Diagnostic::from(first).error_type,
-        "TransientAwsError"
+        "RetryableAwsError"
     );
     assert_eq!(
         mocked.metric_count(),
