@@ -102,10 +102,7 @@ pub async fn allow_rotation(moto: &Moto) {
             .post(format!("{}{path}", moto.endpoint_url()))
             .header(
                 "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
+                crate::moto::unsigned_authorization("test", service),
             )
             .header("Content-Type", content_type)
             .body(body)
