@@ -13,10 +13,10 @@ pub mod gate;
 pub mod rollback;
 pub mod verdict;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use entry::{Entry, EntryError};
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use shared::{
@@ -33,11 +33,6 @@ use crate::gate::{Gate, GateDefinition, InvalidGate, NoData};
 use crate::rollback::{StackStatus, UpdateGating, update_gating};
 use crate::verdict::{CheckResult, Decision};
 
-/// Kept back before the Lambda deadline for answering (direct invoke and CodeDeploy); never
-/// more than a third of the invocation's time, as the custom-resource responder does.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-/// Assumed when the context carries no deadline (a hand-built event).
-const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
 /// Longest the stack status may take to read; a slow answer must not eat the bake's time.
 const STACK_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -189,7 +184,7 @@ impl DeployGate {
                 Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
             }
             Entry::CodeDeployHook(hook) => {
-                let finish_by = answer_by(&context);
+                let finish_by = self.responder.answer_by(&context);
                 let mut verdict = match &self.config.hook_gate {
                     Some(gate) => self.run(gate, Trigger::Codedeploy, finish_by).await,
                     // Never leave a deployment waiting for the hook's timeout, never pass it unchecked.
@@ -213,7 +208,9 @@ impl DeployGate {
             }
             Entry::Direct(definition) => {
                 let gate = GateDefinition::from_json(Value::Object(definition))?;
-                let verdict = self.run(&gate, Trigger::Direct, answer_by(&context)).await;
+                let verdict = self
+                    .run(&gate, Trigger::Direct, self.responder.answer_by(&context))
+                    .await;
                 Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
             }
         }
@@ -405,17 +402,4 @@ impl DeployGate {
             .data("Release", properties.release.unwrap_or_default())
             .reason(format!("deploy gate {reason}"))
     }
-}
-
-/// When a direct or CodeDeploy invocation has to have its verdict.
-fn answer_by(context: &Context) -> Instant {
-    let now = Instant::now();
-    let budget = if context.deadline == 0 {
-        UNKNOWN_DEADLINE_BUDGET
-    } else {
-        (UNIX_EPOCH + Duration::from_millis(context.deadline))
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-    };
-    now + budget - DEADLINE_MARGIN.min(budget / 3)
 }
