@@ -24,6 +24,7 @@ pub mod postgres;
 pub mod process;
 pub mod rotation;
 pub mod scenario;
+pub mod sns_inbox;
 pub mod stalling_server;
 pub mod tenant_databases;
 pub mod tls;
