@@ -96,7 +96,7 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
         ("PROGRESS_TABLE", "orchestrator-dev-SpotProgressTable-1ABC"),
     ]))
     .unwrap();
-    let fleet = spot_interruption::AwsFleet::new(
+    let fleet = spot_interruption::SpotAws::new(
         config,
         aws_sdk_autoscaling::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),

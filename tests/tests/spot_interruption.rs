@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use shared::aws::AwsTimeouts;
 use shared::env_config::EnvVars;
 use spot_interruption::notice::EventTime;
-use spot_interruption::{AwsFleet, Config};
+use spot_interruption::{Config, SpotAws};
 
 const NAMESPACE: &str = "Orchestrator/Test";
 const INSTANCE_TYPE: &str = "g5.xlarge";
@@ -34,7 +34,7 @@ const PROGRESS_TABLE: &str = "orch-a-SpotProgressTable";
 /// clients.
 struct Fleet {
     moto: Moto,
-    fleet: AwsFleet,
+    fleet: SpotAws,
     config: Config,
     sdk: aws_config::SdkConfig,
     autoscaling: aws_sdk_autoscaling::Client,
@@ -99,7 +99,7 @@ impl Fleet {
         .expect("config");
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&metric_lines);
-        let fleet = AwsFleet::new(
+        let fleet = SpotAws::new(
             config.clone(),
             autoscaling.clone(),
             sns,
@@ -169,13 +169,9 @@ impl Fleet {
 
     /// Another execution environment of the function (its own memory), with these SNS and
     /// DynamoDB clients, writing its metric lines where the first one does.
-    fn environment(
-        &self,
-        sns: aws_sdk_sns::Client,
-        dynamodb: aws_sdk_dynamodb::Client,
-    ) -> AwsFleet {
+    fn environment(&self, sns: aws_sdk_sns::Client, dynamodb: aws_sdk_dynamodb::Client) -> SpotAws {
         let sink = Arc::clone(&self.metric_lines);
-        AwsFleet::new(self.config.clone(), self.autoscaling.clone(), sns, dynamodb)
+        SpotAws::new(self.config.clone(), self.autoscaling.clone(), sns, dynamodb)
             .with_metric_output(Arc::new(move |line: &str| {
                 sink.lock().unwrap().push(line.to_owned())
             }))

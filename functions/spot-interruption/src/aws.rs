@@ -69,7 +69,7 @@ fn stdout_metric_output() -> MetricOutput {
 /// the metric namespace and the progress table, and the events this execution environment
 /// left unfinished for Lambda's retry (shared by clones).
 #[derive(Clone)]
-pub struct AwsFleet {
+pub struct SpotAws {
     config: Config,
     autoscaling: AutoScalingClient,
     sns: SnsClient,
@@ -78,16 +78,16 @@ pub struct AwsFleet {
     unfinished: Arc<UnfinishedEvents>,
 }
 
-impl fmt::Debug for AwsFleet {
+impl fmt::Debug for SpotAws {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsFleet")
+        f.debug_struct("SpotAws")
             .field("config", &self.config)
             .field("unfinished_events", &self.unfinished.len())
             .finish_non_exhaustive()
     }
 }
 
-impl AwsFleet {
+impl SpotAws {
     pub fn new(
         config: Config,
         autoscaling: AutoScalingClient,
@@ -95,7 +95,7 @@ impl AwsFleet {
         dynamodb: DynamoDbClient,
     ) -> Self {
         let progress = ProgressTable::new(dynamodb, config.progress_table.clone());
-        AwsFleet {
+        SpotAws {
             config,
             autoscaling,
             sns,

@@ -25,7 +25,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use aws::{AwsFleet, MetricOutput};
+pub use aws::{MetricOutput, SpotAws};
 pub use config::Config;
 
 use aws::StepResult;
@@ -171,7 +171,7 @@ impl Outcome {
 /// The Lambda entry point.
 pub async fn handle(
     event: LambdaEvent<Value>,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Value, SpotInterruptionError> {
     handle_payload(event.payload, fleet).await
 }
@@ -179,7 +179,7 @@ pub async fn handle(
 /// Handles one EventBridge event (the entry point without the Lambda context, for tests).
 pub async fn handle_payload(
     payload: Value,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Value, SpotInterruptionError> {
     let shape = shared::payload::describe_shape(&payload);
     let received = match ReceivedNotice::from_payload(payload) {
@@ -216,7 +216,7 @@ pub async fn handle_payload(
 /// that attempt's plan out.
 pub async fn act_on(
     received: &ReceivedNotice,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     let event_id = received.event_id.as_str();
     if let Some(unfinished) = fleet.unfinished_events().take(event_id) {
@@ -268,7 +268,7 @@ async fn resume(
     received: &ReceivedNotice,
     Unfinished { plan, done }: Unfinished,
     from: &str,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     if plan.steps_left(&progress_of(&done)).is_empty() {
         let mut outcome = Outcome::for_notice(OutcomeKind::Ignored, received);
@@ -294,7 +294,7 @@ async fn carry_out(
     received: &ReceivedNotice,
     plan: &ActionPlan,
     already_done: Vec<Action>,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     let steps = plan.steps_left(&progress_of(&already_done));
     let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
