@@ -93,7 +93,9 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
-    pub verdict: Decision,
+    /// `verdict` in the JSON: pass, fail or skipped.
+    #[serde(rename = "verdict")]
+    pub decision: Decision,
     pub reason: String,
     pub trigger: Trigger,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,11 +116,11 @@ pub struct Verdict {
 
 impl Verdict {
     fn passed(&self) -> bool {
-        self.verdict == Decision::Pass
+        self.decision == Decision::Pass
     }
 
     fn label(&self) -> &'static str {
-        match self.verdict {
+        match self.decision {
             Decision::Pass => "pass",
             Decision::Fail => "fail",
             Decision::Inconclusive => "inconclusive",
@@ -236,7 +238,7 @@ impl DeployGate {
 
     async fn unchecked(&self, trigger: Trigger, reason: &str) -> Verdict {
         let verdict = Verdict {
-            verdict: Decision::Fail,
+            decision: Decision::Fail,
             reason: reason.to_owned(),
             trigger,
             release: None,
@@ -263,7 +265,7 @@ impl DeployGate {
             // The deploy's fate matters more than the notice; the log still has the verdict.
             Err(error) => tracing::error!(%error, "verdict not published"),
         }
-        let level_fail = verdict.verdict != Decision::Pass;
+        let level_fail = verdict.decision != Decision::Pass;
         if level_fail {
             tracing::warn!(verdict = verdict.label(), reason = %verdict.reason, polls = verdict.polls, published = verdict.published, "gate verdict");
         } else {
@@ -275,7 +277,7 @@ impl DeployGate {
 
 fn verdict_of(gate: &Gate, trigger: Trigger, outcome: BakeOutcome) -> Verdict {
     Verdict {
-        verdict: outcome.decision,
+        decision: outcome.decision,
         reason: outcome.reason,
         trigger,
         release: gate.release.clone(),
@@ -343,7 +345,7 @@ impl DeployGate {
             .run(&gate, Trigger::Cloudformation, request.answer_by())
             .await;
         verdict.stack_id = Some(request.stack_id.clone());
-        match verdict.verdict {
+        match verdict.decision {
             Decision::Pass => Ok(Outcome::new()
                 .data("Verdict", "pass")
                 .data("Release", gate.release.clone().unwrap_or_default())
@@ -382,7 +384,7 @@ impl DeployGate {
             rollback::ROLLING_BACK
         );
         let verdict = Verdict {
-            verdict: Decision::Skipped,
+            decision: Decision::Skipped,
             reason: reason.clone(),
             trigger: Trigger::Cloudformation,
             release: properties.release.clone(),
