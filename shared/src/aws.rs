@@ -127,8 +127,15 @@ pub fn aws_config_loader(timeouts: AwsTimeouts) -> ConfigLoader {
         .retry_config(timeouts.retry_config())
 }
 
-/// An AWS call that failed, with what was being done: the adapters' error, so handlers can
-/// tell a retryable failure from one to report.
+/// The `errorType` of every function's invocation that failed on an AWS call a retry can fix
+/// (throttling, 5xx, timeouts, network): one name, so one alarm or log query finds them all.
+pub const RETRYABLE_ERROR_TYPE: &str = "RetryableAwsError";
+/// The `errorType` of an AWS call that failed for good (permissions, bad input, a missing
+/// resource).
+pub const FAILED_ERROR_TYPE: &str = "AwsRequestFailed";
+
+/// An AWS call that failed, with what was being done: every adapter's error (the only AWS
+/// error type of the suite), so handlers can tell a retryable failure from one to report.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} failed: {message}")]
 pub struct AwsError {
@@ -136,6 +143,8 @@ pub struct AwsError {
     pub message: String,
     /// Throttling, 5xx, timeout or network failure: a retry can succeed ([`is_transient`]).
     pub transient: bool,
+    /// The service's error code (`ValidationError`, `AccessDeniedException`, …), when it sent one.
+    pub code: Option<String>,
 }
 
 impl AwsError {
@@ -147,7 +156,17 @@ impl AwsError {
         AwsError {
             operation: operation.into(),
             transient: is_transient(&error),
+            code: error.code().map(str::to_owned),
             message: DisplayErrorContext(&error).to_string(),
+        }
+    }
+
+    /// [`RETRYABLE_ERROR_TYPE`] or [`FAILED_ERROR_TYPE`].
+    pub fn error_type(&self) -> &'static str {
+        if self.transient {
+            RETRYABLE_ERROR_TYPE
+        } else {
+            FAILED_ERROR_TYPE
         }
     }
 }
@@ -200,8 +219,11 @@ mod tests {
     fn an_sdk_error_keeps_the_operation_the_code_and_whether_to_retry() {
         let throttled = AwsError::from_sdk("Publish (verdict)", service_error("Throttling", 400));
         assert!(throttled.transient);
+        assert_eq!(throttled.error_type(), "RetryableAwsError");
         let denied = AwsError::from_sdk("DescribeStacks (s)", service_error("AccessDenied", 403));
         assert!(!denied.transient);
+        assert_eq!(denied.error_type(), "AwsRequestFailed");
+        assert_eq!(denied.code.as_deref(), Some("AccessDenied"));
         let text = denied.to_string();
         assert!(
             text.starts_with("DescribeStacks (s) failed: ") && text.contains("AccessDenied"),

@@ -29,6 +29,32 @@ pub const REGION: &str = "us-east-1";
 /// The account id moto uses for every resource it creates (its default).
 pub const ACCOUNT_ID: &str = "123456789012";
 
+/// The SDK configuration a function builds in production for `timeouts` (its timeouts and
+/// standard retries), pointed at `endpoint_url` (moto, or a proxy in front of it) with
+/// [`REGION`] and static test credentials, and nothing from the process environment.
+pub async fn deployed_sdk_config(
+    endpoint_url: &str,
+    timeouts: shared::aws::AwsTimeouts,
+) -> SdkConfig {
+    shared::aws::aws_config_loader(timeouts)
+        .empty_test_environment()
+        .endpoint_url(endpoint_url)
+        .region(Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
+}
+
+/// An `Authorization` header for a request to moto made without the SDK (control APIs, the
+/// few calls with no SDK crate in the workspace): moto tells the services apart by the
+/// credential scope and the caller by the access key id, and checks no signature.
+pub fn unsigned_authorization(access_key_id: &str, service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/{REGION}/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    )
+}
+
 /// moto imports most of botocore at startup: seconds on a busy 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -426,13 +452,11 @@ mod tests {
         }
     }
 
-    const SNS_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=abc";
-
     #[test]
     fn query_protocol_action_comes_from_the_body() {
         let r = request(
             "http://127.0.0.1:1/",
-            &[("Authorization", SNS_AUTH)],
+            &[("Authorization", &unsigned_authorization("AKID", "sns"))],
             "Action=CreateTopic&Name=t&Version=2010-03-31",
         );
         assert_eq!(r.service(), Some("sns"));
@@ -469,7 +493,11 @@ mod tests {
 
     #[test]
     fn the_access_key_comes_from_the_credential_scope() {
-        let r = request("http://127.0.0.1:1/", &[("Authorization", SNS_AUTH)], "");
+        let r = request(
+            "http://127.0.0.1:1/",
+            &[("Authorization", &unsigned_authorization("AKID", "sns"))],
+            "",
+        );
         assert_eq!(r.access_key(), Some("AKID"));
         assert_eq!(request("http://127.0.0.1:1/", &[], "").access_key(), None);
     }

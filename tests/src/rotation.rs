@@ -11,8 +11,36 @@ use crate::moto::Moto;
 pub const ROTATION_LAMBDA_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotation";
 
 /// Enables rotation and starts one: the token is an `AWSPENDING` version with no value.
+/// Panics where AWS would refuse (see [`try_start_rotation`]).
 pub async fn start_rotation(secrets: &SecretsClient, arn: &str) -> String {
-    secrets
+    try_start_rotation(secrets, arn)
+        .await
+        .unwrap_or_else(|refusal| panic!("{refusal}"))
+}
+
+/// [`start_rotation`], refused as AWS refuses `RotateSecret` while a previous rotation is
+/// unfinished: `AWSPENDING` on a version that is not `AWSCURRENT`. moto checks the opposite
+/// (it refuses when `AWSPENDING` is on the current version), so the harness checks AWS's
+/// rule itself, and tests call [`end_rotation`] after a rotation as Secrets Manager does.
+pub async fn try_start_rotation(secrets: &SecretsClient, arn: &str) -> Result<String, String> {
+    let versions = secrets
+        .describe_secret()
+        .secret_id(arn)
+        .send()
+        .await
+        .expect("DescribeSecret")
+        .version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default();
+    if let Some((version, _)) = versions.iter().find(|(_, stages)| {
+        stages.iter().any(|s| s == "AWSPENDING") && !stages.iter().any(|s| s == "AWSCURRENT")
+    }) {
+        return Err(format!(
+            "RotateSecret refused, as AWS refuses it: a previous rotation isn't complete \
+             (version {version} of {arn} is AWSPENDING)"
+        ));
+    }
+    Ok(secrets
         .rotate_secret()
         .secret_id(arn)
         .rotation_lambda_arn(ROTATION_LAMBDA_ARN)
@@ -26,7 +54,7 @@ pub async fn start_rotation(secrets: &SecretsClient, arn: &str) -> String {
         .expect("RotateSecret")
         .version_id()
         .expect("a token")
-        .to_owned()
+        .to_owned())
 }
 
 /// What Secrets Manager does after a successful finishSecret (moto does not): the
@@ -74,10 +102,7 @@ pub async fn allow_rotation(moto: &Moto) {
             .post(format!("{}{path}", moto.endpoint_url()))
             .header(
                 "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
+                crate::moto::unsigned_authorization("test", service),
             )
             .header("Content-Type", content_type)
             .body(body)

@@ -9,7 +9,7 @@ use shared::sample_events::sample;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use deploy_gate::DeployGate;
 use harness::cfn_recorder::CfnResponseRecorder;
 use harness::lambda_context::with_deadline_in as context;
@@ -30,13 +30,7 @@ const DEPLOY_GATE_TIMEOUT: Duration = Duration::from_secs(900);
 /// The SDK configuration production builds for `timeouts`, with the stalled endpoint, a region
 /// and test credentials given explicitly (no process environment, so tests stay parallel).
 async fn sdk_config(endpoint: &StallingServer, timeouts: AwsTimeouts) -> SdkConfig {
-    shared::aws::aws_config_loader(timeouts)
-        .empty_test_environment()
-        .endpoint_url(endpoint.endpoint_url())
-        .region(Region::new("us-east-1"))
-        .test_credentials()
-        .load()
-        .await
+    harness::moto::deployed_sdk_config(endpoint.endpoint_url(), timeouts).await
 }
 
 /// Runs one invocation; panics if it is still running when the Lambda timeout is up.
@@ -102,7 +96,7 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
         ("PROGRESS_TABLE", "orchestrator-dev-SpotProgressTable-1ABC"),
     ]))
     .unwrap();
-    let fleet = spot_interruption::AwsFleet::new(
+    let fleet = spot_interruption::SpotAws::new(
         config,
         aws_sdk_autoscaling::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),
@@ -123,7 +117,7 @@ async fn spot_interruption_answers_a_stalled_endpoint_with_a_transient_error_in_
 
     let diagnostic = Diagnostic::from(result.expect_err("a stalled endpoint fails the invocation"));
     assert_eq!(
-        diagnostic.error_type, "TransientAwsError",
+        diagnostic.error_type, "RetryableAwsError",
         "{}",
         diagnostic.error_message
     );

@@ -13,6 +13,7 @@ use harness::cfn_recorder::CfnResponseRecorder;
 use harness::cloudwatch_cbor::CborBridge;
 use harness::lambda_context::with_deadline_in as context;
 use harness::moto::Moto;
+use harness::sns_inbox::SnsInbox;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use shared::{custom_resource::Responder, env_config::EnvVars};
@@ -25,8 +26,7 @@ struct Stage {
     function: DeployGate,
     cloudwatch: aws_sdk_cloudwatch::Client,
     cloudformation: aws_sdk_cloudformation::Client,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    verdicts: SnsInbox,
 }
 
 impl Stage {
@@ -46,26 +46,7 @@ impl Stage {
             .unwrap()
             .topic_arn
             .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("verdicts")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_arn = format!(
-            "arn:aws:sqs:{}:{}:verdicts",
-            harness::moto::REGION,
-            harness::moto::ACCOUNT_ID
-        );
-        sns.subscribe()
-            .topic_arn(&topic_arn)
-            .protocol("sqs")
-            .endpoint(queue_arn)
-            .send()
-            .await
-            .unwrap();
+        let verdicts = SnsInbox::subscribe(&sns, &sqs, &topic_arn, "verdicts", &[]).await;
         let config = Config::from_env(&EnvVars::from_pairs([(
             "ALERT_TOPIC_ARN",
             topic_arn.as_str(),
@@ -88,8 +69,7 @@ impl Stage {
             function,
             cloudwatch,
             cloudformation,
-            sqs,
-            queue_url,
+            verdicts,
         }
     }
 
@@ -184,33 +164,22 @@ impl Stage {
             .unwrap_or_else(|e| panic!("invocation failed: {e}"))
     }
 
-    /// Verdicts delivered to the alert topic's queue so far.
+    /// Verdicts delivered to the alert topic's queue since the last call: (verdict, its
+    /// `verdict` message attribute).
     async fn published(&self) -> Vec<(Value, String)> {
-        let mut verdicts = Vec::new();
-        loop {
-            let answer = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            if answer.messages().is_empty() {
-                return verdicts;
-            }
-            for message in answer.messages() {
-                let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        self.verdicts
+            .drain_json()
+            .await
+            .into_iter()
+            .map(|envelope| {
                 let attribute = envelope["MessageAttributes"]["verdict"]["Value"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                verdicts.push((
-                    serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap(),
-                    attribute,
-                ));
-            }
-        }
+                let verdict = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+                (verdict, attribute)
+            })
+            .collect()
     }
 }
 

@@ -3,11 +3,14 @@
 //! that `RotateSecret` started (moto runs no rotation function itself).
 
 use aws_sdk_secretsmanager::Client;
+use harness::aws_fault_proxy::{Fault, FaultProxy};
+use harness::cutting_proxy::CuttingProxy;
 use harness::log_capture::CapturedLogs;
 use harness::{mariadb::MariaDb, moto::Moto, postgres::Postgres, tls::TestCa};
 use lambda_runtime::Diagnostic;
 use secret_rotation::{RotationError, Rotator, config::RotationConfig};
 use serde_json::{Value, json};
+use shared::aws::AwsTimeouts;
 use shared::env_config::EnvVars;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
@@ -29,10 +32,13 @@ impl Aws {
     }
 
     fn rotator(&self, env: &[(&str, &str)]) -> Rotator {
-        let mut pairs = vec![("DB_CONNECT_TIMEOUT_SECONDS", "2")];
-        pairs.extend_from_slice(env);
-        let config = RotationConfig::from_env(&EnvVars::from_pairs(pairs)).unwrap();
-        Rotator::new(self.secrets.clone(), config)
+        Rotator::new(self.secrets.clone(), rotation_config(env))
+    }
+
+    /// The function as deployed (its timeouts and retries), talking to moto through `proxy`.
+    async fn rotator_via(&self, proxy: &FaultProxy) -> Rotator {
+        let config = harness::moto::deployed_sdk_config(proxy.url(), AwsTimeouts::SECRET_ROTATION);
+        Rotator::new(Client::new(&config.await), rotation_config(&[]))
     }
 
     async fn create_secret(&self, name: &str, value: &Value) -> String {
@@ -73,6 +79,34 @@ impl Aws {
         )
     }
 
+    /// Makes `value` the secret's `AWSCURRENT` version, as an operator does: a new version,
+    /// then `AWSCURRENT` moved to it (moto mislabels the other versions when PutSecretValue
+    /// itself names `AWSCURRENT` while a rotation is pending).
+    async fn put_current(&self, arn: &str, value: &Value) {
+        let (current, _) = self.value(arn, "AWSCURRENT").await;
+        let version = self
+            .secrets
+            .put_secret_value()
+            .secret_id(arn)
+            .secret_string(value.to_string())
+            .version_stages("OPERATOR")
+            .send()
+            .await
+            .unwrap()
+            .version_id()
+            .unwrap()
+            .to_owned();
+        self.secrets
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(version)
+            .remove_from_version_id(current)
+            .send()
+            .await
+            .unwrap();
+    }
+
     async fn stages(&self, arn: &str) -> std::collections::HashMap<String, Vec<String>> {
         self.secrets
             .describe_secret()
@@ -84,6 +118,12 @@ impl Aws {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+fn rotation_config(env: &[(&str, &str)]) -> RotationConfig {
+    let mut pairs = vec![("DB_CONNECT_TIMEOUT_SECONDS", "2")];
+    pairs.extend_from_slice(env);
+    RotationConfig::from_env(&EnvVars::from_pairs(pairs)).unwrap()
 }
 
 fn event(step: &str, arn: &str, token: &str) -> Value {
@@ -600,12 +640,14 @@ async fn assert_no_lockout(
 
 /// The fault matrix's secrets on each engine: users `solo` and `app` (password
 /// `Old-password-1`), a master secret, a single-user secret for `solo` and an alternating-users
-/// secret for `app`. Returns (engine, server pid, single-user ARN, alternating-users ARN).
+/// secret for `app`, all naming `127.0.0.1:<ports[i]>` (the server's own port, or a proxy's).
+/// Returns (engine, server pid, single-user ARN, alternating-users ARN).
 async fn fault_matrix_secrets(
     aws: &Aws,
     maria: &MariaDb,
     postgres: &Postgres,
     label: &str,
+    ports: [u16; 2],
 ) -> Vec<(&'static str, u32, String, String)> {
     for user in ["solo", "app"] {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -625,14 +667,14 @@ async fn fault_matrix_secrets(
     for (engine, port, pid, admin, admin_password) in [
         (
             "mariadb",
-            maria.port(),
+            ports[0],
             maria.pid(),
             maria.admin_user(),
             maria.admin_password(),
         ),
         (
             "postgres",
-            postgres.port(),
+            ports[1],
             postgres.pid(),
             postgres.admin_user(),
             postgres.admin_password(),
@@ -658,6 +700,11 @@ async fn fault_matrix_secrets(
         secrets.push((engine, pid, single, alternating));
     }
     secrets
+}
+
+/// The servers' own ports, for [`fault_matrix_secrets`].
+fn direct(maria: &MariaDb, postgres: &Postgres) -> [u16; 2] {
+    [maria.port(), postgres.port()]
 }
 
 /// Every order of `items`.
@@ -691,7 +738,7 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
     assert_eq!(orders.len(), 24);
     let mut cases = 0;
     for (engine, _, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "order").await
+        fault_matrix_secrets(&aws, &maria, &postgres, "order", direct(&maria, &postgres)).await
     {
         let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
         for arn in [&single, &alternating] {
@@ -730,7 +777,7 @@ async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_compl
     let rotator = aws.rotator(&[]);
     let mut cases = 0;
     for (engine, pid, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "down").await
+        fault_matrix_secrets(&aws, &maria, &postgres, "down", direct(&maria, &postgres)).await
     {
         let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
         for arn in [&single, &alternating] {
@@ -762,6 +809,353 @@ async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_compl
     }
     assert_eq!(cases, 16);
     eprintln!("{cases} rotations with the database down before a step, none locked anyone out");
+}
+
+/// Issue 19's fault matrix: every prefix of the normal order (none to all four steps), then a
+/// restart from any step (as a retry or an operator's script would), for the same four secrets:
+/// 80 rotations. After every step nobody is locked out. A restart at or before the step where
+/// the prefix stopped repeats steps in order, and every one of them succeeds (each is
+/// idempotent); a restart past it skipped a step and may be refused, and then the steps in
+/// order from createSecret (Secrets Manager's next try) complete the rotation.
+#[tokio::test]
+async fn every_prefix_of_the_steps_then_a_restart_from_any_step_completes() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    let rotator = aws.rotator(&[]);
+    let mut cases = 0;
+    let ports = direct(&maria, &postgres);
+    for (engine, _, single, alternating) in
+        fault_matrix_secrets(&aws, &maria, &postgres, "restart", ports).await
+    {
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
+        for arn in [&single, &alternating] {
+            for prefix in 0..=STEPS.len() {
+                for restart in 0..STEPS.len() {
+                    let token = aws.start_rotation(arn).await;
+                    let mut run: Vec<&str> = STEPS[..prefix].to_vec();
+                    run.extend_from_slice(&STEPS[restart..]);
+                    if restart > prefix {
+                        run.extend_from_slice(&STEPS);
+                    }
+                    for (i, name) in run.iter().enumerate() {
+                        let context = format!(
+                            "{engine} {arn}: {prefix} step(s), restart at {}, step {i} ({name})",
+                            STEPS[restart]
+                        );
+                        let outcome = step(&rotator, name, arn, &token).await;
+                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                        let skipped_a_step = restart > prefix && i < prefix + STEPS.len() - restart;
+                        if !skipped_a_step {
+                            outcome.unwrap_or_else(|e| panic!("{context}: {e}"));
+                        }
+                    }
+                    let (version, current) = aws.value(arn, "AWSCURRENT").await;
+                    assert_eq!(version, token, "{engine} {prefix} then {restart}");
+                    assert!(logs_in(current).await, "{engine} {prefix} then {restart}");
+                    aws.end_rotation(arn, &token).await;
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 80);
+    eprintln!("{cases} prefixes and restarts, none locked anyone out");
+}
+
+/// Issue 19's fault matrix, Secrets Manager side: its two writes, PutSecretValue (createSecret)
+/// and UpdateSecretVersionStage (finishSecret), fail at their call through a proxy in front of
+/// moto, with the function's own SDK configuration (3 attempts, standard retry):
+/// throttled once, applied but its answer lost once (the retry repeats a call that took
+/// effect), throttled on every attempt, and access denied. For the same four secrets: 32
+/// rotations. A fault the SDK's retry absorbs leaves the step successful; one it cannot fails
+/// the step with `RetryableAwsError` or `AwsRequestFailed`, nobody is locked out, and the
+/// step run again (Secrets Manager's retry) completes the rotation.
+#[tokio::test]
+async fn secrets_manager_failing_at_each_write_locks_no_one_out_and_the_rotation_completes() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    let proxy = FaultProxy::start(aws.moto.endpoint_url()).await;
+    let rotator = aws.rotator_via(&proxy).await;
+    let faults = [
+        (Fault::Throttled, 1),
+        (Fault::AppliedThenLost, 1),
+        (Fault::Throttled, usize::MAX),
+        (Fault::AccessDenied, usize::MAX),
+    ];
+    let writes = [
+        ("PutSecretValue", "createSecret"),
+        ("UpdateSecretVersionStage", "finishSecret"),
+    ];
+    let mut cases = 0;
+    let ports = direct(&maria, &postgres);
+    for (engine, _, single, alternating) in
+        fault_matrix_secrets(&aws, &maria, &postgres, "sm", ports).await
+    {
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
+        for arn in [&single, &alternating] {
+            for (operation, faulty_step) in writes {
+                for (fault, calls) in faults {
+                    let token = aws.start_rotation(arn).await;
+                    for name in STEPS {
+                        let context = format!("{engine} {arn}: {operation} {fault:?} x{calls}");
+                        let fired = proxy.fired();
+                        if name == faulty_step {
+                            proxy.fail(operation, fault, calls);
+                        }
+                        let outcome = step(&rotator, name, arn, &token).await;
+                        proxy.clear();
+                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                        if name != faulty_step {
+                            outcome.unwrap_or_else(|e| panic!("{context}, {name}: {e}"));
+                            continue;
+                        }
+                        assert!(proxy.fired() > fired, "{context}: the fault was injected");
+                        match (calls, outcome) {
+                            (1, outcome) => {
+                                outcome.unwrap_or_else(|e| panic!("{context}: not retried: {e}"));
+                            }
+                            (_, Ok(outcome)) => panic!("{context}: {name} succeeded: {outcome}"),
+                            (_, Err(error)) => {
+                                let (kind, message) = error_type(error);
+                                let expected = match fault.is_transient() {
+                                    true => "RetryableAwsError",
+                                    false => "AwsRequestFailed",
+                                };
+                                assert_eq!(kind, expected, "{context}: {message}");
+                                assert!(message.contains(operation), "{context}: {message}");
+                                step(&rotator, name, arn, &token)
+                                    .await
+                                    .unwrap_or_else(|e| panic!("{context}, {name} again: {e}"));
+                                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context)
+                                    .await;
+                            }
+                        }
+                    }
+                    let (version, current) = aws.value(arn, "AWSCURRENT").await;
+                    assert_eq!(version, token, "{engine} {operation} {fault:?}");
+                    assert!(logs_in(current).await, "{engine} {operation} {fault:?}");
+                    aws.end_rotation(arn, &token).await;
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 32);
+    eprintln!("{cases} rotations with a Secrets Manager write failing, none locked anyone out");
+}
+
+/// Whether `user` exists on `engine`'s server.
+async fn user_exists(engine: &str, maria: &MariaDb, postgres: &Postgres, user: &str) -> bool {
+    if engine == "mariadb" {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM mysql.user WHERE User = ?")
+            .bind(user)
+            .fetch_one(&maria.admin_pool().await)
+            .await
+            .unwrap()
+            > 0
+    } else {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_roles WHERE rolname = $1")
+            .bind(user)
+            .fetch_one(&postgres.admin_pool().await)
+            .await
+            .unwrap()
+            > 0
+    }
+}
+
+/// Puts an alternating-users secret back on `app` (moving `AWSCURRENT` to the `AWSPREVIOUS`
+/// version, AWS's documented rollback) and drops `app_clone`, so the next setSecret creates
+/// the clone from nothing.
+async fn forget_the_clone(
+    aws: &Aws,
+    arn: &str,
+    engine: &str,
+    maria: &MariaDb,
+    postgres: &Postgres,
+) {
+    let (current_version, current) = aws.value(arn, "AWSCURRENT").await;
+    if current["username"] == "app_clone" {
+        let (previous_version, previous) = aws.value(arn, "AWSPREVIOUS").await;
+        assert_eq!(previous["username"], "app");
+        aws.secrets
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(previous_version)
+            .remove_from_version_id(current_version)
+            .send()
+            .await
+            .unwrap();
+    }
+    if engine == "mariadb" {
+        sqlx::query("DROP USER IF EXISTS 'app_clone'@'%'")
+            .execute(&maria.admin_pool().await)
+            .await
+            .unwrap();
+    } else {
+        let admin = postgres.admin_pool().await;
+        for sql in ["DROP OWNED BY app_clone", "DROP ROLE app_clone"] {
+            if user_exists(engine, maria, postgres, "app_clone").await {
+                sqlx::query(sql).execute(&admin).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Issue 19's fault matrix, a process killed in the middle of setSecret: the step's database
+/// connections go through a proxy that cuts them before the n-th message the step sends (a
+/// login packet or a statement) and refuses new ones, which is what the database sees when
+/// the process dies there. For every n until the step runs uncut, on both engines: single
+/// user; alternating users with the other user created from nothing (so some cut falls after
+/// `CREATE` and before its password is set), and with it already there. After each cut
+/// nobody is locked out, and setSecret, testSecret and finishSecret run again complete the
+/// rotation.
+#[tokio::test]
+async fn set_secret_cut_off_at_every_point_locks_no_one_out_and_a_rerun_completes() {
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    let proxies = [
+        CuttingProxy::start(maria.port()).await,
+        CuttingProxy::start(postgres.port()).await,
+    ];
+    let rotator = aws.rotator(&[]);
+    let mut cases = 0;
+    let ports = [proxies[0].port(), proxies[1].port()];
+    let secrets = fault_matrix_secrets(&aws, &maria, &postgres, "cut", ports).await;
+    for ((engine, _, single, alternating), proxy) in secrets.into_iter().zip(&proxies) {
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
+        for (arn, fresh_clone) in [
+            (&single, false),
+            (&alternating, true),
+            (&alternating, false),
+        ] {
+            let mut clone_without_password = false;
+            for cut_at in 1.. {
+                if fresh_clone {
+                    forget_the_clone(&aws, arn, engine, &maria, &postgres).await;
+                }
+                let token = aws.start_rotation(arn).await;
+                step(&rotator, "createSecret", arn, &token).await.unwrap();
+                proxy.cut_at(cut_at);
+                let outcome = step(&rotator, "setSecret", arn, &token).await;
+                let cut = proxy.cut();
+                proxy.heal();
+                let context = format!("{engine} {arn}: setSecret cut at message {cut_at}");
+                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                if cut {
+                    let (_, pending) = aws.value(arn, "AWSPENDING").await;
+                    let user = pending["username"].as_str().unwrap().to_owned();
+                    clone_without_password |= user == "app_clone"
+                        && user_exists(engine, &maria, &postgres, &user).await
+                        && !logs_in(pending).await;
+                } else {
+                    outcome.unwrap_or_else(|e| panic!("{context}: uncut: {e}"));
+                }
+                for name in ["setSecret", "testSecret", "finishSecret"] {
+                    step(&rotator, name, arn, &token)
+                        .await
+                        .unwrap_or_else(|e| panic!("{context}, {name} again: {e}"));
+                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                }
+                let (version, current) = aws.value(arn, "AWSCURRENT").await;
+                assert_eq!(version, token, "{context}");
+                assert!(logs_in(current).await, "{context}");
+                aws.end_rotation(arn, &token).await;
+                cases += 1;
+                if !cut {
+                    eprintln!("{engine} {arn} (fresh clone: {fresh_clone}): {cut_at} cut points");
+                    break;
+                }
+            }
+            if fresh_clone {
+                assert!(
+                    clone_without_password,
+                    "{engine}: no cut fell between CREATE of the other user and its password"
+                );
+            }
+        }
+    }
+    eprintln!("{cases} rotations with setSecret cut off, none locked anyone out");
+}
+
+/// Issue 19: an abandoned rotation (`AWSPENDING` left on an old token) blocks every new
+/// rotation on AWS until it is removed (the harness refuses `RotateSecret` as AWS does), and
+/// Secrets Manager retries the old token. Here its pending version can never complete: the
+/// database moved and the operator pointed `AWSCURRENT` (and the master) at the new address.
+/// The retried steps refuse with `PendingVersionUnusable`, naming the exact command that
+/// abandons the rotation; nobody is locked out; after that command a new rotation completes.
+#[tokio::test]
+async fn an_abandoned_rotation_names_the_command_that_abandons_it_and_the_next_rotation_completes()
+{
+    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    // The databases' new addresses (the same servers, behind another port).
+    let moved = [
+        CuttingProxy::start(maria.port()).await,
+        CuttingProxy::start(postgres.port()).await,
+    ];
+    let rotator = aws.rotator(&[]);
+    let ports = direct(&maria, &postgres);
+    let secrets = fault_matrix_secrets(&aws, &maria, &postgres, "abandoned", ports).await;
+    for ((engine, _, single, alternating), moved) in secrets.into_iter().zip(&moved) {
+        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
+        for arn in [&single, &alternating] {
+            let old_token = aws.start_rotation(arn).await;
+            step(&rotator, "createSecret", arn, &old_token)
+                .await
+                .unwrap();
+            let (_, mut current) = aws.value(arn, "AWSCURRENT").await;
+            let mut at_new_address = vec![(arn.clone(), current.clone())];
+            if let Some(master) = current["masterarn"].as_str() {
+                at_new_address.push((master.to_owned(), aws.value(master, "AWSCURRENT").await.1));
+            }
+            for (secret, mut value) in at_new_address {
+                value["port"] = json!(moved.port());
+                aws.put_current(&secret, &value).await;
+            }
+            let refusal = harness::rotation::try_start_rotation(&aws.secrets, arn).await;
+            assert!(refusal.is_err(), "{engine}: AWS refuses a new rotation");
+
+            let abandon = format!(
+                "`aws secretsmanager update-secret-version-stage --secret-id {arn} \
+                 --version-stage AWSPENDING --remove-from-version-id {old_token}`"
+            );
+            // setSecret compares the pending version with the current one; testSecret and
+            // finishSecret's check only try its login, which fails (its password was never set).
+            for (name, expected) in [
+                ("setSecret", "PendingVersionUnusable"),
+                ("testSecret", "DatabaseLoginFailed"),
+                ("finishSecret", "PendingNotVerified"),
+            ] {
+                let outcome = step(&rotator, name, arn, &old_token).await;
+                let (kind, message) = error_type(outcome.unwrap_err());
+                assert_eq!(kind, expected, "{engine} {name}: {message}");
+                if name == "setSecret" {
+                    assert!(message.contains(&abandon), "{engine}: {message}");
+                    assert!(message.contains("the pending version names"), "{message}");
+                }
+                let context = format!("{engine} {arn}: {name} of the abandoned rotation");
+                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+            }
+
+            // The operator runs the command the error names, then rotates again.
+            aws.secrets
+                .update_secret_version_stage()
+                .secret_id(arn)
+                .version_stage("AWSPENDING")
+                .remove_from_version_id(&old_token)
+                .send()
+                .await
+                .unwrap();
+            let token = aws.start_rotation(arn).await;
+            for name in STEPS {
+                step(&rotator, name, arn, &token)
+                    .await
+                    .unwrap_or_else(|e| panic!("{engine} {arn} {name}: {e}"));
+            }
+            (_, current) = aws.value(arn, "AWSCURRENT").await;
+            assert_eq!(aws.value(arn, "AWSCURRENT").await.0, token);
+            assert_eq!(current["port"], moved.port(), "{engine}");
+            assert!(logs_in(current).await, "{engine}");
+            aws.end_rotation(arn, &token).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -1067,14 +1461,14 @@ async fn unknown_engines_formats_and_byte_counts_are_malformed_and_a_wrong_shape
     let rotator = aws.rotator(&[]);
     for (name, value, reason) in [
         (
-            "redis",
-            json!({"engine": "redis", "host": "h", "port": 6379, "password": "Secret-77"}),
-            "unsupported database engine `redis`; supported engines: mariadb, mysql, postgres, generic",
+            "memcached",
+            json!({"engine": "memcached", "host": "h", "port": 11211, "password": "Secret-77"}),
+            "unsupported database engine `memcached`; supported engines: mariadb, mysql, postgres, generic, redis",
         ),
         (
             "no-engine",
             json!({"host": "h", "port": 3306, "username": "u", "password": "Secret-77"}),
-            "missing field `engine`; supported engines: mariadb, mysql, postgres, generic",
+            "missing field `engine`; supported engines: mariadb, mysql, postgres, generic, redis",
         ),
         (
             "uuid",
@@ -1143,9 +1537,13 @@ async fn unknown_engines_formats_and_byte_counts_are_malformed_and_a_wrong_shape
             .await
             .unwrap_err(),
     );
-    assert_eq!(kind, "MalformedSecret", "{message}");
+    assert_eq!(kind, "PendingVersionUnusable", "{message}");
     assert!(
         message.contains("AWSPENDING") && message.contains("field `password` is not a Laravel key"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("--remove-from-version-id {token}`")),
         "{message}"
     );
     assert!(!message.contains(&short_key), "{message}");

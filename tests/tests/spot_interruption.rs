@@ -13,12 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_autoscaling::types::Tag;
 use harness::log_capture::CapturedLogs;
 use harness::moto::{Moto, RecordedRequest};
+use harness::sns_inbox::SnsInbox;
 use harness::stalling_server::StallingServer;
 use serde_json::{Value, json};
 use shared::aws::AwsTimeouts;
 use shared::env_config::EnvVars;
 use spot_interruption::notice::EventTime;
-use spot_interruption::{AwsFleet, Config};
+use spot_interruption::{Config, SpotAws};
 
 const NAMESPACE: &str = "Orchestrator/Test";
 const INSTANCE_TYPE: &str = "g5.xlarge";
@@ -33,17 +34,16 @@ const PROGRESS_TABLE: &str = "orch-a-SpotProgressTable";
 /// clients.
 struct Fleet {
     moto: Moto,
-    fleet: AwsFleet,
+    fleet: SpotAws,
     config: Config,
     sdk: aws_config::SdkConfig,
     autoscaling: aws_sdk_autoscaling::Client,
-    sqs: aws_sdk_sqs::Client,
     /// The metric lines the function wrote.
     metric_lines: Arc<Mutex<Vec<String>>>,
     /// Gets every fleet message (SNS envelope, as a standard subscription delivers it).
-    all_queue: String,
+    all_queue: SnsInbox,
     /// Raw delivery, filter policy `type = spot-interruption, workflow = img2vid`.
-    filtered_queue: String,
+    filtered_queue: SnsInbox,
 }
 
 impl Fleet {
@@ -62,8 +62,8 @@ impl Fleet {
             .expect("CreateTopic")
             .topic_arn
             .expect("topic ARN");
-        let all_queue = subscribe_queue(&sns, &sqs, &topic_arn, "fleet-all", &[]).await;
-        let filtered_queue = subscribe_queue(
+        let all_queue = SnsInbox::subscribe(&sns, &sqs, &topic_arn, "fleet-all", &[]).await;
+        let filtered_queue = SnsInbox::subscribe(
             &sns,
             &sqs,
             &topic_arn,
@@ -99,7 +99,7 @@ impl Fleet {
         .expect("config");
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&metric_lines);
-        let fleet = AwsFleet::new(
+        let fleet = SpotAws::new(
             config.clone(),
             autoscaling.clone(),
             sns,
@@ -114,7 +114,6 @@ impl Fleet {
             config,
             sdk,
             autoscaling,
-            sqs,
             metric_lines,
             all_queue,
             filtered_queue,
@@ -170,13 +169,9 @@ impl Fleet {
 
     /// Another execution environment of the function (its own memory), with these SNS and
     /// DynamoDB clients, writing its metric lines where the first one does.
-    fn environment(
-        &self,
-        sns: aws_sdk_sns::Client,
-        dynamodb: aws_sdk_dynamodb::Client,
-    ) -> AwsFleet {
+    fn environment(&self, sns: aws_sdk_sns::Client, dynamodb: aws_sdk_dynamodb::Client) -> SpotAws {
         let sink = Arc::clone(&self.metric_lines);
-        AwsFleet::new(self.config.clone(), self.autoscaling.clone(), sns, dynamodb)
+        SpotAws::new(self.config.clone(), self.autoscaling.clone(), sns, dynamodb)
             .with_metric_output(Arc::new(move |line: &str| {
                 sink.lock().unwrap().push(line.to_owned())
             }))
@@ -197,39 +192,10 @@ impl Fleet {
             .unwrap_or_else(|e| panic!("the invocation failed: {e}"))
     }
 
-    /// Every message in `queue` (drained).
-    async fn drain(&self, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
-        let mut messages = Vec::new();
-        loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(queue)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("ReceiveMessage");
-            let batch = received.messages.unwrap_or_default();
-            if batch.is_empty() {
-                return messages;
-            }
-            for message in &batch {
-                self.sqs
-                    .delete_message()
-                    .queue_url(queue)
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("DeleteMessage");
-            }
-            messages.extend(batch);
-        }
-    }
-
     /// The fleet messages the plain subscription got: (message body, message attributes).
     async fn fleet_messages(&self) -> Vec<(Value, BTreeMap<String, String>)> {
-        self.drain(&self.all_queue)
+        self.all_queue
+            .drain()
             .await
             .iter()
             .map(|message| {
@@ -314,43 +280,6 @@ impl Fleet {
             })
             .collect()
     }
-}
-
-async fn subscribe_queue(
-    sns: &aws_sdk_sns::Client,
-    sqs: &aws_sdk_sqs::Client,
-    topic_arn: &str,
-    name: &str,
-    attributes: &[(&str, &str)],
-) -> String {
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("queue URL");
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .expect("queue ARN");
-    let mut subscribe = sns
-        .subscribe()
-        .topic_arn(topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn);
-    for (key, value) in attributes {
-        subscribe = subscribe.attributes(*key, *value);
-    }
-    subscribe.send().await.expect("Subscribe");
-    queue_url
 }
 
 /// A form parameter of a query-protocol request (Auto Scaling).
@@ -488,7 +417,7 @@ async fn a_warning_detaches_the_instance_the_group_replaces_it_and_the_fleet_is_
         ])
     );
     // A subscription filtering on those attributes gets it too, raw.
-    let filtered = fleet.drain(&fleet.filtered_queue).await;
+    let filtered = fleet.filtered_queue.drain().await;
     assert_eq!(filtered.len(), 1);
     let raw: Value = serde_json::from_str(filtered[0].body().unwrap()).unwrap();
     assert_eq!(raw["eventId"], "evt-warning-1");
@@ -545,7 +474,7 @@ async fn a_rebalance_recommendation_only_tells_the_fleet() {
     assert_eq!(attributes["type"], "rebalance-recommendation");
     assert_eq!(attributes["workflow"], "txt2img");
     assert!(
-        fleet.drain(&fleet.filtered_queue).await.is_empty(),
+        fleet.filtered_queue.drain().await.is_empty(),
         "the interruption-only subscription filters it out"
     );
 }
@@ -892,7 +821,7 @@ async fn another_stacks_instance_is_left_alone_and_ours_is_still_handled() {
         "the other stack's group still lists the instance"
     );
     assert!(fleet.fleet_messages().await.is_empty());
-    assert!(fleet.drain(&fleet.filtered_queue).await.is_empty());
+    assert!(fleet.filtered_queue.drain().await.is_empty());
     assert!(fleet.metric_lines.lock().unwrap().is_empty(), "no metric");
 
     // A rebalance recommendation for their instance: no message either.
@@ -1091,7 +1020,7 @@ async fn two_hundred_warnings_across_four_workflows_each_detach_once() {
         "{per_workflow:?}"
     );
     assert_eq!(
-        fleet.drain(&fleet.filtered_queue).await.len(),
+        fleet.filtered_queue.drain().await.len(),
         50,
         "img2vid's interruptions only"
     );

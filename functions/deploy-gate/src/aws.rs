@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{
-    AlarmType, Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StateValue, StatusCode,
+    AlarmType, Dimension, Metric, MetricDataQuery, MetricDataResult, MetricStat, ScanBy,
+    StateValue, StatusCode,
 };
 use aws_sdk_codedeploy::types::LifecycleEventStatus;
 use aws_sdk_sns::types::MessageAttributeValue;
@@ -94,6 +95,7 @@ impl AwsGate {
                 operation: operation(),
                 message: "no such stack".to_owned(),
                 transient: false,
+                code: None,
             })
     }
 
@@ -104,20 +106,18 @@ impl AwsGate {
     ) -> Result<HashMap<String, AlarmState>, AwsError> {
         let mut states = HashMap::with_capacity(names.len());
         for chunk in names.chunks(ALARMS_PER_REQUEST) {
-            let mut next_token = None;
-            loop {
-                let page = self
-                    .cloudwatch
-                    .describe_alarms()
-                    .set_alarm_names(Some(chunk.to_vec()))
-                    .alarm_types(AlarmType::MetricAlarm)
-                    .alarm_types(AlarmType::CompositeAlarm)
-                    .set_next_token(next_token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        AwsError::from_sdk(format!("DescribeAlarms ({} alarms)", chunk.len()), e)
-                    })?;
+            let mut pages = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    AwsError::from_sdk(format!("DescribeAlarms ({} alarms)", chunk.len()), e)
+                })?;
                 let metric = page
                     .metric_alarms()
                     .iter()
@@ -137,13 +137,6 @@ impl AwsGate {
                         _ => AlarmState::InsufficientData,
                     };
                     states.insert(name.to_owned(), state);
-                }
-                next_token = page
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned);
-                if next_token.is_none() {
-                    break;
                 }
             }
         }
@@ -182,20 +175,18 @@ impl AwsGate {
             )
         };
         let mut values: HashMap<Series, Vec<Datapoint>> = HashMap::new();
-        let mut next_token = None;
-        loop {
-            let answer = self
-                .cloudwatch
-                .get_metric_data()
-                .start_time(DateTime::from_secs(window_end - i64::from(longest)))
-                .end_time(DateTime::from_secs(window_end))
-                .scan_by(ScanBy::TimestampAscending)
-                .set_metric_data_queries(Some(queries.clone()))
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk(operation(), e))?;
-            for result in answer.metric_data_results() {
+        let mut pages = self
+            .cloudwatch
+            .get_metric_data()
+            .start_time(DateTime::from_secs(window_end - i64::from(longest)))
+            .end_time(DateTime::from_secs(window_end))
+            .scan_by(ScanBy::TimestampAscending)
+            .set_metric_data_queries(Some(queries))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk(operation(), e))?;
+            for result in page.metric_data_results() {
                 let Some(s) = result
                     .id()
                     .and_then(|id| id.strip_prefix('s'))
@@ -204,44 +195,16 @@ impl AwsGate {
                 else {
                     continue;
                 };
-                // A series CloudWatch could not read must not look like a quiet one.
-                match result.status_code() {
-                    Some(StatusCode::InternalError) | Some(StatusCode::Forbidden) => {
-                        let messages: Vec<&str> =
-                            result.messages().iter().filter_map(|m| m.value()).collect();
-                        return Err(AwsError {
-                            operation: operation(),
-                            message: format!(
-                                "{} {}: {:?} {}",
-                                s.metric().0,
-                                s.metric().1,
-                                result.status_code(),
-                                messages.join("; ")
-                            ),
-                            transient: result.status_code() == Some(&StatusCode::InternalError),
-                        });
-                    }
-                    _ => {}
-                }
-                values.entry(*s).or_default().extend(
-                    result
-                        .timestamps()
-                        .iter()
-                        .zip(result.values())
-                        .map(|(t, &value)| Datapoint {
-                            timestamp: t.secs(),
-                            value,
-                        }),
-                );
-            }
-            next_token = answer
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if next_token.is_none() {
-                return Ok(values);
+                let points = datapoints(result, *s).map_err(|(message, transient)| AwsError {
+                    operation: operation(),
+                    message,
+                    transient,
+                    code: None,
+                })?;
+                values.entry(*s).or_default().extend(points);
             }
         }
+        Ok(values)
     }
 
     /// Publishes a verdict (JSON) with `verdict` and `trigger` message attributes.
@@ -309,6 +272,30 @@ impl AwsGate {
             )),
         }
     }
+}
+
+/// One series' values. A series CloudWatch could not read must not look like a quiet one: its
+/// error (the message, and whether a retry can fix it) instead.
+fn datapoints(
+    result: &MetricDataResult,
+    series: Series,
+) -> Result<impl Iterator<Item = Datapoint> + '_, (String, bool)> {
+    if let Some(code @ (StatusCode::InternalError | StatusCode::Forbidden)) = result.status_code() {
+        let messages: Vec<&str> = result.messages().iter().filter_map(|m| m.value()).collect();
+        let (namespace, metric) = series.metric();
+        return Err((
+            format!("{namespace} {metric}: {code:?} {}", messages.join("; ")),
+            code == &StatusCode::InternalError,
+        ));
+    }
+    Ok(result
+        .timestamps()
+        .iter()
+        .zip(result.values())
+        .map(|(t, &value)| Datapoint {
+            timestamp: t.secs(),
+            value,
+        }))
 }
 
 fn query(index: usize, series: Series, target: &TargetGroup) -> MetricDataQuery {

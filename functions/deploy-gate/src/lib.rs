@@ -13,10 +13,10 @@ pub mod gate;
 pub mod rollback;
 pub mod verdict;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use entry::{Entry, EntryError};
-use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use shared::{
@@ -33,11 +33,6 @@ use crate::gate::{Gate, GateDefinition, InvalidGate, NoData};
 use crate::rollback::{StackStatus, UpdateGating, update_gating};
 use crate::verdict::{CheckResult, Decision};
 
-/// Kept back before the Lambda deadline for answering (direct invoke and CodeDeploy); never
-/// more than a third of the invocation's time, as the custom-resource responder does.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-/// Assumed when the context carries no deadline (a hand-built event).
-const UNKNOWN_DEADLINE_BUDGET: Duration = Duration::from_secs(900);
 /// Longest the stack status may take to read; a slow answer must not eat the bake's time.
 const STACK_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -69,12 +64,7 @@ impl From<GateError> for Diagnostic {
             GateError::InvalidGate(_) => shared::diagnostic("InvalidGateDefinition", &error),
             GateError::CodeDeployUnanswered { ref source, .. } => {
                 // Transient: Lambda's retry runs the gate again and answers then.
-                let error_type = if source.transient {
-                    "RetryableAwsError"
-                } else {
-                    "AwsRequestFailed"
-                };
-                shared::diagnostic(error_type, &error)
+                shared::diagnostic(source.error_type(), &error)
             }
         }
     }
@@ -103,7 +93,9 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verdict {
-    pub verdict: Decision,
+    /// `verdict` in the JSON: pass, fail or skipped.
+    #[serde(rename = "verdict")]
+    pub decision: Decision,
     pub reason: String,
     pub trigger: Trigger,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,11 +116,11 @@ pub struct Verdict {
 
 impl Verdict {
     fn passed(&self) -> bool {
-        self.verdict == Decision::Pass
+        self.decision == Decision::Pass
     }
 
     fn label(&self) -> &'static str {
-        match self.verdict {
+        match self.decision {
             Decision::Pass => "pass",
             Decision::Fail => "fail",
             Decision::Inconclusive => "inconclusive",
@@ -194,7 +186,7 @@ impl DeployGate {
                 Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
             }
             Entry::CodeDeployHook(hook) => {
-                let finish_by = answer_by(&context);
+                let finish_by = self.responder.answer_by(&context);
                 let mut verdict = match &self.config.hook_gate {
                     Some(gate) => self.run(gate, Trigger::Codedeploy, finish_by).await,
                     // Never leave a deployment waiting for the hook's timeout, never pass it unchecked.
@@ -218,7 +210,9 @@ impl DeployGate {
             }
             Entry::Direct(definition) => {
                 let gate = GateDefinition::from_json(Value::Object(definition))?;
-                let verdict = self.run(&gate, Trigger::Direct, answer_by(&context)).await;
+                let verdict = self
+                    .run(&gate, Trigger::Direct, self.responder.answer_by(&context))
+                    .await;
                 Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
             }
         }
@@ -244,7 +238,7 @@ impl DeployGate {
 
     async fn unchecked(&self, trigger: Trigger, reason: &str) -> Verdict {
         let verdict = Verdict {
-            verdict: Decision::Fail,
+            decision: Decision::Fail,
             reason: reason.to_owned(),
             trigger,
             release: None,
@@ -271,7 +265,7 @@ impl DeployGate {
             // The deploy's fate matters more than the notice; the log still has the verdict.
             Err(error) => tracing::error!(%error, "verdict not published"),
         }
-        let level_fail = verdict.verdict != Decision::Pass;
+        let level_fail = verdict.decision != Decision::Pass;
         if level_fail {
             tracing::warn!(verdict = verdict.label(), reason = %verdict.reason, polls = verdict.polls, published = verdict.published, "gate verdict");
         } else {
@@ -283,7 +277,7 @@ impl DeployGate {
 
 fn verdict_of(gate: &Gate, trigger: Trigger, outcome: BakeOutcome) -> Verdict {
     Verdict {
-        verdict: outcome.decision,
+        decision: outcome.decision,
         reason: outcome.reason,
         trigger,
         release: gate.release.clone(),
@@ -351,7 +345,7 @@ impl DeployGate {
             .run(&gate, Trigger::Cloudformation, request.answer_by())
             .await;
         verdict.stack_id = Some(request.stack_id.clone());
-        match verdict.verdict {
+        match verdict.decision {
             Decision::Pass => Ok(Outcome::new()
                 .data("Verdict", "pass")
                 .data("Release", gate.release.clone().unwrap_or_default())
@@ -390,7 +384,7 @@ impl DeployGate {
             rollback::ROLLING_BACK
         );
         let verdict = Verdict {
-            verdict: Decision::Skipped,
+            decision: Decision::Skipped,
             reason: reason.clone(),
             trigger: Trigger::Cloudformation,
             release: properties.release.clone(),
@@ -410,17 +404,4 @@ impl DeployGate {
             .data("Release", properties.release.unwrap_or_default())
             .reason(format!("deploy gate {reason}"))
     }
-}
-
-/// When a direct or CodeDeploy invocation has to have its verdict.
-fn answer_by(context: &Context) -> Instant {
-    let now = Instant::now();
-    let budget = if context.deadline == 0 {
-        UNKNOWN_DEADLINE_BUDGET
-    } else {
-        (UNIX_EPOCH + Duration::from_millis(context.deadline))
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-    };
-    now + budget - DEADLINE_MARGIN.min(budget / 3)
 }

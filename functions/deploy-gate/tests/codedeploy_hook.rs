@@ -219,3 +219,44 @@ async fn a_failed_publish_never_changes_the_verdict() {
     );
     assert_eq!(succeeded.num_calls(), 1);
 }
+
+/// An alarm that only the second page of `DescribeAlarms` lists still fails the gate: the
+/// adapter follows every page (the SDK's paginator).
+#[tokio::test]
+async fn an_alarm_on_the_second_page_of_describe_alarms_fails_the_gate() {
+    let page = |name: &'static str, state: StateValue, next: Option<&'static str>| {
+        DescribeAlarmsOutput::builder()
+            .metric_alarms(
+                MetricAlarm::builder()
+                    .alarm_name(name)
+                    .state_value(state)
+                    .build(),
+            )
+            .set_next_token(next.map(str::to_owned))
+            .build()
+    };
+    let first = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .match_requests(|r| r.next_token().is_none())
+        .then_output(move || page("api-5xx", StateValue::Ok, Some("page-2")));
+    let second = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(move || page("api-latency", StateValue::Alarm, None));
+    let (failed, published) = (answer(LifecycleEventStatus::Failed), publish());
+    let gate = &[
+        ("GATE_ALARM_NAMES", "api-5xx,api-latency"),
+        ("GATE_BAKE_SECONDS", "0"),
+    ];
+    let verdict = function(gate, &[&first, &second], &[&failed], &[&published])
+        .handle(LambdaEvent::new(hook(), context()))
+        .await
+        .unwrap();
+    assert_eq!(verdict["verdict"], "fail", "{verdict}");
+    assert!(
+        verdict["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alarm:api-latency"),
+        "{verdict}"
+    );
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}

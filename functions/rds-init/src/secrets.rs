@@ -1,16 +1,21 @@
 //! Secrets Manager adapter: the master secret (RDS convention) and app users' secrets.
 //! Errors name the secret and what is wrong with it, never a value from it.
 
-use aws_sdk_secretsmanager::{Client, error::DisplayErrorContext};
+use aws_sdk_secretsmanager::Client;
 use secrecy::SecretString;
 use serde::Deserialize;
+use shared::aws::AwsError;
 use shared::database::DatabaseSecret;
 
 /// Why a secret could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("could not read secret {arn}: {message}")]
-    Unreadable { arn: String, message: String },
+    #[error("could not read secret {arn}: {}", source.message)]
+    Unreadable {
+        arn: String,
+        #[source]
+        source: AwsError,
+    },
     #[error("secret {arn} has no SecretString (binary secrets are not supported)")]
     NotAString { arn: String },
     #[error("secret {arn} is malformed: {problem}")]
@@ -83,7 +88,7 @@ impl SecretStore {
             .await
             .map_err(|e| SecretError::Unreadable {
                 arn: arn.to_owned(),
-                message: DisplayErrorContext(&e).to_string(),
+                source: AwsError::from_sdk(format!("GetSecretValue ({arn})"), e),
             })?;
         output.secret_string.ok_or_else(|| SecretError::NotAString {
             arn: arn.to_owned(),

@@ -83,8 +83,8 @@ impl From<ScaleError> for Diagnostic {
             | ScaleError::Wake(_)
             | ScaleError::NotASchedule(_)
             | ScaleError::EmptyWorkflow => "InvalidEvent",
-            e if e.is_transient() => "RetryableAwsError",
-            _ => "AwsRequestFailed",
+            e if e.is_transient() => shared::aws::RETRYABLE_ERROR_TYPE,
+            _ => shared::aws::FAILED_ERROR_TYPE,
         };
         shared::diagnostic(error_type, &error)
     }
@@ -487,6 +487,7 @@ impl ScaleToZero {
                     operation: "SetDesiredCapacity".into(),
                     message: format!("task failed: {join_error}"),
                     transient: true,
+                    code: None,
                 }),
             }
         }

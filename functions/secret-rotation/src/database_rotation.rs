@@ -8,7 +8,9 @@ use crate::database_users::{self, DatabaseUserError, DatabaseUsers};
 use crate::plan::{self, CredentialStage, LoginOutcome, SetDecision};
 use crate::secret_document::SecretDocument;
 use crate::step::RotationStep;
-use crate::{RotationError, StepContext, StepOutcome, inconsistent, malformed, sql};
+use crate::{
+    RotationError, StepContext, StepOutcome, inconsistent, malformed, pending_mismatch, sql,
+};
 use shared::alternating_users::AlternatingPair;
 use shared::database::DatabaseSecret;
 
@@ -58,7 +60,7 @@ pub(crate) async fn set(
     match master_arn(&current).map(str::to_owned) {
         None => {
             if pending.username != current.username {
-                return Err(inconsistent(
+                return Err(pending_mismatch(
                     id,
                     format!(
                         "the pending user `{}` is not the current user `{}`; single-user rotation changes only its own password",
@@ -71,7 +73,7 @@ pub(crate) async fn set(
         Some(master_arn) => {
             let expected = plan::alternate_username(&current.username);
             if pending.username != expected {
-                return Err(inconsistent(
+                return Err(pending_mismatch(
                     id,
                     format!(
                         "the pending user is `{}`, expected `{expected}` (the other user of `{}`)",
@@ -331,7 +333,7 @@ fn same_database(
     {
         Ok(())
     } else {
-        Err(inconsistent(
+        Err(pending_mismatch(
             id,
             format!(
                 "the pending version names {} at {}:{}, the current one {} at {}:{}",

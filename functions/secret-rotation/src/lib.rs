@@ -23,8 +23,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use plan::{CredentialStage, Entry, FinishAction};
 use secrecy::SecretString;
 use secret_document::{MalformedSecret, SecretDocument};
-use secrets_store::{SecretsManagerError, SecretsStore};
+use secrets_store::SecretsStore;
 use serde_json::{Value, json};
+use shared::aws::AwsError;
 use shared::database::{ConnectError, sql::KnownSecrets};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use step::{RotationEventError, RotationRequest, RotationStep};
@@ -37,7 +38,7 @@ pub enum RotationError {
     #[error(transparent)]
     Refused(#[from] plan::EntryRefusal),
     #[error(transparent)]
-    SecretsManager(#[from] SecretsManagerError),
+    SecretsManager(#[from] AwsError),
     #[error("secret {secret_id} has no {stage} value{hint}")]
     MissingVersion {
         secret_id: String,
@@ -52,7 +53,13 @@ pub enum RotationError {
         source: MalformedSecret,
     },
     #[error("secret {secret_id}: {reason}")]
-    Inconsistent { secret_id: String, reason: String },
+    Inconsistent {
+        secret_id: String,
+        reason: String,
+        /// The pending version does not fit the current one (another user or database): no
+        /// retry of its token can complete the rotation.
+        about_pending: bool,
+    },
     #[error("{step} for {secret_id}: {source}")]
     Database {
         step: RotationStep,
@@ -106,6 +113,19 @@ pub enum RotationError {
         #[source]
         source: Box<credential_target::redis::RedisTokenError>,
     },
+    /// The token's pending version can never complete the rotation (it is malformed, or names
+    /// another user or database than `AWSCURRENT`). Secrets Manager retries the token and, on
+    /// AWS, refuses every new rotation while it is `AWSPENDING`, so the message says how an
+    /// operator abandons it.
+    #[error(
+        "{source}. Version {token} can never complete this rotation, and Secrets Manager starts no new rotation while it is AWSPENDING. Abandon it: `aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}`, then rotate again: `aws secretsmanager rotate-secret --secret-id {secret_id}` (README: Abandoned rotations)"
+    )]
+    PendingUnusable {
+        secret_id: String,
+        token: String,
+        #[source]
+        source: Box<RotationError>,
+    },
     /// An error as it leaves the function: its text with every password the step read
     /// removed ([`KnownSecrets`]), its `errorType` kept.
     #[error("{message}")]
@@ -124,8 +144,7 @@ impl RotationError {
             RotationError::Refused(RotationDisabled { .. }) => "RotationNotEnabled",
             RotationError::Refused(UnknownToken { .. }) => "UnknownRotationToken",
             RotationError::Refused(NotPending { .. }) => "TokenNotPending",
-            RotationError::SecretsManager(e) if e.retryable => "RetryableAwsError",
-            RotationError::SecretsManager(_) => "AwsRequestFailed",
+            RotationError::SecretsManager(e) => e.error_type(),
             RotationError::MissingVersion { .. } => "SecretVersionMissing",
             RotationError::MalformedSecret { .. } => "MalformedSecret",
             RotationError::Inconsistent { .. } => "InconsistentSecret",
@@ -141,7 +160,18 @@ impl RotationError {
             RotationError::RandomSource { .. } => "RandomSourceFailed",
             RotationError::FinishRefused { .. } => "PendingNotVerified",
             RotationError::Redis { source, .. } => source.error_type(),
+            RotationError::PendingUnusable { .. } => "PendingVersionUnusable",
             RotationError::Redacted { error_type, .. } => error_type,
+        }
+    }
+
+    /// Whether the pending version itself is what fails (see [`RotationError::PendingUnusable`]).
+    fn pending_is_unusable(&self) -> bool {
+        match self {
+            RotationError::Inconsistent { about_pending, .. } => *about_pending,
+            RotationError::MalformedSecret { stage, .. } => *stage == plan::AWSPENDING,
+            RotationError::FinishRefused { source, .. } => source.pending_is_unusable(),
+            _ => false,
         }
     }
 
@@ -306,7 +336,7 @@ impl Rotator {
             elasticache: self.elasticache.as_ref(),
             deadline,
         };
-        match request.step {
+        let outcome = match request.step {
             RotationStep::CreateSecret => create_secret(&mut step, token).await,
             RotationStep::SetSecret => set_secret(&mut step, token).await,
             RotationStep::TestSecret => test_secret(&mut step, token).await,
@@ -314,12 +344,43 @@ impl Rotator {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
                 FinishAction::MoveCurrent { from } => {
                     verify_before_finish(&mut step, token).await?;
-                    self.secrets
-                        .move_current(id, token, from.as_deref())
-                        .await?;
-                    Ok(StepOutcome::CurrentMoved)
+                    self.move_current(id, token, from.as_deref()).await
                 }
             },
+        };
+        outcome.map_err(|error| match error.pending_is_unusable() {
+            true => RotationError::PendingUnusable {
+                secret_id: id.to_owned(),
+                token: token.to_owned(),
+                source: Box::new(error),
+            },
+            false => error,
+        })
+    }
+
+    /// Moves `AWSCURRENT` to `token`. A move whose answer was lost took effect all the same,
+    /// and the SDK's retry of it then fails (`from` no longer holds `AWSCURRENT`): where
+    /// `AWSCURRENT` is now decides, not the error.
+    async fn move_current(
+        &self,
+        id: &str,
+        token: &str,
+        from: Option<&str>,
+    ) -> Result<StepOutcome, RotationError> {
+        let Err(error) = self.secrets.move_current(id, token, from).await else {
+            return Ok(StepOutcome::CurrentMoved);
+        };
+        match self.secrets.metadata(id).await {
+            Ok(now) if plan::finish(token, &now.versions) == FinishAction::AlreadyCurrent => {
+                tracing::warn!(
+                    secret_id = id,
+                    token,
+                    error = %error,
+                    "UpdateSecretVersionStage answered an error, but AWSCURRENT is on the token: the move took effect"
+                );
+                Ok(StepOutcome::CurrentMoved)
+            }
+            _ => Err(error.into()),
         }
     }
 }
@@ -477,6 +538,16 @@ pub(crate) fn inconsistent(id: &str, reason: String) -> RotationError {
     RotationError::Inconsistent {
         secret_id: id.to_owned(),
         reason,
+        about_pending: false,
+    }
+}
+
+/// The pending version names another user or database than the current one.
+pub(crate) fn pending_mismatch(id: &str, reason: String) -> RotationError {
+    RotationError::Inconsistent {
+        secret_id: id.to_owned(),
+        reason,
+        about_pending: true,
     }
 }
 

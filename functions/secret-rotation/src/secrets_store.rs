@@ -3,38 +3,18 @@
 use crate::plan::{AWSCURRENT, AWSPENDING};
 use crate::secret_document::SecretDocument;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use secrecy::SecretString;
+use shared::aws::AwsError;
 use std::collections::HashMap;
 
-/// A Secrets Manager call that failed. `retryable` (throttling, 5xx, timeouts) failures make
-/// the step fail so that Secrets Manager and Lambda retry it.
-#[derive(Debug, thiserror::Error)]
-#[error("Secrets Manager {operation} on {secret_id} failed{}: {message}", if *.retryable { " (transient, will be retried)" } else { "" })]
-pub struct SecretsManagerError {
-    pub operation: &'static str,
-    pub secret_id: String,
-    pub retryable: bool,
-    pub message: String,
-}
-
-impl SecretsManagerError {
-    fn from_sdk<E>(
-        operation: &'static str,
-        secret_id: &str,
-        error: SdkError<E, HttpResponse>,
-    ) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        Self {
-            operation,
-            secret_id: secret_id.to_owned(),
-            retryable: shared::aws::is_transient(&error),
-            message: DisplayErrorContext(&error).to_string(),
-        }
-    }
+/// A Secrets Manager call that failed: `operation` names the call and the secret.
+fn call_failed<E>(operation: &str, secret_id: &str, error: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    AwsError::from_sdk(format!("Secrets Manager {operation} ({secret_id})"), error)
 }
 
 /// Rotation status and the version → stages map of a secret.
@@ -55,14 +35,14 @@ impl SecretsStore {
         Self { client }
     }
 
-    pub async fn metadata(&self, secret_id: &str) -> Result<SecretMetadata, SecretsManagerError> {
+    pub async fn metadata(&self, secret_id: &str) -> Result<SecretMetadata, AwsError> {
         let out = self
             .client
             .describe_secret()
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| SecretsManagerError::from_sdk("DescribeSecret", secret_id, e))?;
+            .map_err(|e| call_failed("DescribeSecret", secret_id, e))?;
         Ok(SecretMetadata {
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
             versions: out.version_ids_to_stages().cloned().unwrap_or_default(),
@@ -77,7 +57,7 @@ impl SecretsStore {
         secret_id: &str,
         version_id: Option<&str>,
         stage: &str,
-    ) -> Result<Option<SecretDocument>, SecretsManagerError> {
+    ) -> Result<Option<SecretDocument>, AwsError> {
         let result = self
             .client
             .get_secret_value()
@@ -96,11 +76,7 @@ impl SecretsStore {
             {
                 Ok(None)
             }
-            Err(e) => Err(SecretsManagerError::from_sdk(
-                "GetSecretValue",
-                secret_id,
-                e,
-            )),
+            Err(e) => Err(call_failed("GetSecretValue", secret_id, e)),
         }
     }
 
@@ -109,7 +85,7 @@ impl SecretsStore {
         secret_id: &str,
         length: u32,
         exclude_characters: &str,
-    ) -> Result<SecretString, SecretsManagerError> {
+    ) -> Result<SecretString, AwsError> {
         let out = self
             .client
             .get_random_password()
@@ -117,14 +93,14 @@ impl SecretsStore {
             .exclude_characters(exclude_characters)
             .send()
             .await
-            .map_err(|e| SecretsManagerError::from_sdk("GetRandomPassword", secret_id, e))?;
+            .map_err(|e| call_failed("GetRandomPassword", secret_id, e))?;
         out.random_password()
             .map(SecretString::from)
-            .ok_or_else(|| SecretsManagerError {
-                operation: "GetRandomPassword",
-                secret_id: secret_id.to_owned(),
-                retryable: true,
+            .ok_or_else(|| AwsError {
+                operation: format!("Secrets Manager GetRandomPassword ({secret_id})"),
                 message: "the answer had no password".to_owned(),
+                transient: true,
+                code: None,
             })
     }
 
@@ -135,7 +111,7 @@ impl SecretsStore {
         secret_id: &str,
         token: &str,
         document: &SecretDocument,
-    ) -> Result<(), SecretsManagerError> {
+    ) -> Result<(), AwsError> {
         self.client
             .put_secret_value()
             .secret_id(secret_id)
@@ -144,7 +120,7 @@ impl SecretsStore {
             .version_stages(AWSPENDING)
             .send()
             .await
-            .map_err(|e| SecretsManagerError::from_sdk("PutSecretValue", secret_id, e))?;
+            .map_err(|e| call_failed("PutSecretValue", secret_id, e))?;
         Ok(())
     }
 
@@ -154,7 +130,7 @@ impl SecretsStore {
         secret_id: &str,
         token: &str,
         from: Option<&str>,
-    ) -> Result<(), SecretsManagerError> {
+    ) -> Result<(), AwsError> {
         self.client
             .update_secret_version_stage()
             .secret_id(secret_id)
@@ -163,7 +139,7 @@ impl SecretsStore {
             .set_remove_from_version_id(from.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| SecretsManagerError::from_sdk("UpdateSecretVersionStage", secret_id, e))?;
+            .map_err(|e| call_failed("UpdateSecretVersionStage", secret_id, e))?;
         Ok(())
     }
 }

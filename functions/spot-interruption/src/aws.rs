@@ -14,8 +14,9 @@ use aws_sdk_sns::Client as SnsClient;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use shared::aws::AwsError;
 
 use crate::config::Config;
 use crate::fleet_message::FleetMessage;
@@ -31,35 +32,16 @@ use crate::unfinished::{Unfinished, UnfinishedEvents};
 /// `CompleteLifecycleAction`.
 const VALIDATION_ERROR: &str = "ValidationError";
 
-/// An AWS call that failed, with what it was about.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation} for {target} failed: {detail}")]
-pub struct AwsCallError {
-    pub operation: &'static str,
-    pub target: String,
-    /// Throttling, 5xx, timeout or network: a later retry can succeed.
-    pub transient: bool,
-    pub code: Option<String>,
-    detail: String,
-}
-
-impl AwsCallError {
-    pub(crate) fn new<E>(
-        operation: &'static str,
-        target: &str,
-        error: SdkError<E, HttpResponse>,
-    ) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        AwsCallError {
-            operation,
-            target: target.to_owned(),
-            transient: shared::aws::is_transient(&error),
-            code: error.code().map(str::to_owned),
-            detail: DisplayErrorContext(&error).to_string(),
-        }
-    }
+/// An AWS call of this function that failed: `operation` names the call and its target.
+pub(crate) fn call_failed<E>(
+    operation: &str,
+    target: &str,
+    error: SdkError<E, HttpResponse>,
+) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    AwsError::from_sdk(format!("{operation} for {target}"), error)
 }
 
 /// What a step that may find its work already done reports.
@@ -87,7 +69,7 @@ fn stdout_metric_output() -> MetricOutput {
 /// the metric namespace and the progress table, and the events this execution environment
 /// left unfinished for Lambda's retry (shared by clones).
 #[derive(Clone)]
-pub struct AwsFleet {
+pub struct SpotAws {
     config: Config,
     autoscaling: AutoScalingClient,
     sns: SnsClient,
@@ -96,16 +78,16 @@ pub struct AwsFleet {
     unfinished: Arc<UnfinishedEvents>,
 }
 
-impl fmt::Debug for AwsFleet {
+impl fmt::Debug for SpotAws {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsFleet")
+        f.debug_struct("SpotAws")
             .field("config", &self.config)
             .field("unfinished_events", &self.unfinished.len())
             .finish_non_exhaustive()
     }
 }
 
-impl AwsFleet {
+impl SpotAws {
     pub fn new(
         config: Config,
         autoscaling: AutoScalingClient,
@@ -113,7 +95,7 @@ impl AwsFleet {
         dynamodb: DynamoDbClient,
     ) -> Self {
         let progress = ProgressTable::new(dynamodb, config.progress_table.clone());
-        AwsFleet {
+        SpotAws {
             config,
             autoscaling,
             sns,
@@ -164,7 +146,7 @@ impl AwsFleet {
         &self,
         event_id: &str,
         unfinished: &Unfinished,
-    ) -> Result<(), AwsCallError> {
+    ) -> Result<(), AwsError> {
         let stored = self.progress.put(event_id, unfinished, unix_now()).await;
         if let Err(error) = &stored {
             tracing::warn!(event_id, table = self.progress.table_name(), error = %error, "progress record not stored");
@@ -179,7 +161,7 @@ impl AwsFleet {
     }
 
     /// Looks up what `needed` names: at most two read calls.
-    pub async fn gather(&self, needed: &FactsNeeded) -> Result<Facts, AwsCallError> {
+    pub async fn gather(&self, needed: &FactsNeeded) -> Result<Facts, AwsError> {
         match needed {
             FactsNeeded::None => Ok(Facts::default()),
             FactsNeeded::InstanceThenItsGroup { instance_id } => {
@@ -209,14 +191,14 @@ impl AwsFleet {
     async fn describe_instance(
         &self,
         instance_id: &str,
-    ) -> Result<Option<InstanceFacts>, AwsCallError> {
+    ) -> Result<Option<InstanceFacts>, AwsError> {
         let output = self
             .autoscaling
             .describe_auto_scaling_instances()
             .instance_ids(instance_id)
             .send()
             .await
-            .map_err(|e| AwsCallError::new("DescribeAutoScalingInstances", instance_id, e))?;
+            .map_err(|e| call_failed("DescribeAutoScalingInstances", instance_id, e))?;
         Ok(output
             .auto_scaling_instances()
             .iter()
@@ -230,14 +212,14 @@ impl AwsFleet {
             }))
     }
 
-    async fn describe_group(&self, name: &str) -> Result<Option<GroupFacts>, AwsCallError> {
+    async fn describe_group(&self, name: &str) -> Result<Option<GroupFacts>, AwsError> {
         let output = self
             .autoscaling
             .describe_auto_scaling_groups()
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(|e| AwsCallError::new("DescribeAutoScalingGroups", name, e))?;
+            .map_err(|e| call_failed("DescribeAutoScalingGroups", name, e))?;
         Ok(output
             .auto_scaling_groups()
             .iter()
@@ -252,7 +234,7 @@ impl AwsFleet {
             }))
     }
 
-    pub async fn publish(&self, message: &FleetMessage) -> Result<(), AwsCallError> {
+    pub async fn publish(&self, message: &FleetMessage) -> Result<(), AwsError> {
         let target = format!(
             "{} to {}",
             message.kind.as_str(),
@@ -268,23 +250,22 @@ impl AwsFleet {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| AwsCallError {
-                    operation: "Publish",
-                    target: target.clone(),
+                .map_err(|e| AwsError {
+                    operation: format!("Publish for {target}"),
+                    message: format!("message attribute `{name}`: {e}"),
                     transient: false,
                     code: None,
-                    detail: format!("message attribute `{name}`: {e}"),
                 })?;
             publish = publish.message_attributes(name, attribute);
         }
         publish
             .send()
             .await
-            .map_err(|e| AwsCallError::new("Publish", &target, e))?;
+            .map_err(|e| call_failed("Publish", &target, e))?;
         Ok(())
     }
 
-    pub async fn detach(&self, detach: &Detach) -> Result<StepResult, AwsCallError> {
+    pub async fn detach(&self, detach: &Detach) -> Result<StepResult, AwsError> {
         let target = format!("{} in {}", detach.instance_id, detach.auto_scaling_group);
         let result = self
             .autoscaling
@@ -296,7 +277,7 @@ impl AwsFleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsCallError::new("DetachInstances", &target, e));
+            .map_err(|e| call_failed("DetachInstances", &target, e));
         already_done_on_validation_error(result)
     }
 
@@ -315,7 +296,7 @@ impl AwsFleet {
     pub async fn complete_lifecycle_action(
         &self,
         completion: &LifecycleCompletion,
-    ) -> Result<StepResult, AwsCallError> {
+    ) -> Result<StepResult, AwsError> {
         let target = format!(
             "hook {} of {} for {}",
             completion.hook_name, completion.auto_scaling_group, completion.instance_id
@@ -331,20 +312,18 @@ impl AwsFleet {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsCallError::new("CompleteLifecycleAction", &target, e));
+            .map_err(|e| call_failed("CompleteLifecycleAction", &target, e));
         already_done_on_validation_error(result)
     }
 }
 
 /// `ValidationError` from a state-changing Auto Scaling call means the state it wanted to
 /// change is already gone; anything else is a failure.
-fn already_done_on_validation_error(
-    result: Result<(), AwsCallError>,
-) -> Result<StepResult, AwsCallError> {
+fn already_done_on_validation_error(result: Result<(), AwsError>) -> Result<StepResult, AwsError> {
     match result {
         Ok(()) => Ok(StepResult::Done),
         Err(error) if error.code.as_deref() == Some(VALIDATION_ERROR) => {
-            Ok(StepResult::AlreadyDone(error.detail))
+            Ok(StepResult::AlreadyDone(error.message))
         }
         Err(error) => Err(error),
     }

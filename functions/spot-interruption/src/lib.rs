@@ -25,12 +25,13 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use aws::{AwsFleet, MetricOutput};
+pub use aws::{MetricOutput, SpotAws};
 pub use config::Config;
 
-use aws::{AwsCallError, StepResult};
+use aws::StepResult;
 use notice::ReceivedNotice;
 use plan::{ActionPlan, Decision, FactsNeeded};
+use shared::aws::AwsError;
 use unfinished::{Unfinished, progress_of};
 
 /// Why an invocation failed: only failures a retry can fix end up here.
@@ -46,13 +47,13 @@ pub enum SpotInterruptionError {
         /// Every step done so far, by this attempt and earlier ones; the retry does not
         /// repeat them.
         done: Vec<Action>,
-        source: Box<AwsCallError>,
+        source: Box<AwsError>,
         /// The other steps that failed in the same attempt (every step is attempted).
-        also: Vec<AwsCallError>,
+        also: Vec<AwsError>,
     },
 }
 
-fn also_note(also: &[AwsCallError]) -> String {
+fn also_note(also: &[AwsError]) -> String {
     also.iter().map(|error| format!("; also {error}")).collect()
 }
 
@@ -72,7 +73,7 @@ fn action_names(actions: &[Action]) -> String {
 impl From<SpotInterruptionError> for Diagnostic {
     fn from(error: SpotInterruptionError) -> Self {
         let error_type = match error {
-            SpotInterruptionError::Transient { .. } => "TransientAwsError",
+            SpotInterruptionError::Transient { .. } => shared::aws::RETRYABLE_ERROR_TYPE,
         };
         shared::diagnostic(error_type, &error)
     }
@@ -170,7 +171,7 @@ impl Outcome {
 /// The Lambda entry point.
 pub async fn handle(
     event: LambdaEvent<Value>,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Value, SpotInterruptionError> {
     handle_payload(event.payload, fleet).await
 }
@@ -178,7 +179,7 @@ pub async fn handle(
 /// Handles one EventBridge event (the entry point without the Lambda context, for tests).
 pub async fn handle_payload(
     payload: Value,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Value, SpotInterruptionError> {
     let shape = shared::payload::describe_shape(&payload);
     let received = match ReceivedNotice::from_payload(payload) {
@@ -215,7 +216,7 @@ pub async fn handle_payload(
 /// that attempt's plan out.
 pub async fn act_on(
     received: &ReceivedNotice,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     let event_id = received.event_id.as_str();
     if let Some(unfinished) = fleet.unfinished_events().take(event_id) {
@@ -267,7 +268,7 @@ async fn resume(
     received: &ReceivedNotice,
     Unfinished { plan, done }: Unfinished,
     from: &str,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     if plan.steps_left(&progress_of(&done)).is_empty() {
         let mut outcome = Outcome::for_notice(OutcomeKind::Ignored, received);
@@ -293,14 +294,14 @@ async fn carry_out(
     received: &ReceivedNotice,
     plan: &ActionPlan,
     already_done: Vec<Action>,
-    fleet: &AwsFleet,
+    fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     let steps = plan.steps_left(&progress_of(&already_done));
     let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
     outcome.workflow = Some(plan.fleet_message.workflow.clone());
-    let mut transient: Vec<AwsCallError> = Vec::new();
-    let mut failures: Vec<AwsCallError> = Vec::new();
-    let mut failed = |error: AwsCallError| {
+    let mut transient: Vec<AwsError> = Vec::new();
+    let mut failures: Vec<AwsError> = Vec::new();
+    let mut failed = |error: AwsError| {
         if error.transient {
             transient.push(error);
         } else {

@@ -4,7 +4,7 @@
 
 use lambda_runtime::{Error, run, service_fn};
 use shared::env_config::EnvVars;
-use spot_interruption::{AwsFleet, Config};
+use spot_interruption::{Config, SpotAws};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env(&EnvVars::from_process())?;
     let sdk_config =
         shared::aws::load_aws_config(shared::aws::AwsTimeouts::SPOT_INTERRUPTION).await;
-    let fleet = AwsFleet::new(
+    let fleet = SpotAws::new(
         config,
         aws_sdk_autoscaling::Client::new(&sdk_config),
         aws_sdk_sns::Client::new(&sdk_config),

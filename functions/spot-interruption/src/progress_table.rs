@@ -17,8 +17,9 @@ use aws_sdk_dynamodb::Client as DynamoDbClient;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::AwsCallError;
+use crate::aws::call_failed;
 use crate::unfinished::Unfinished;
+use shared::aws::AwsError;
 
 /// The table's partition key: the EventBridge event `id`.
 pub const KEY_ATTRIBUTE: &str = "eventId";
@@ -50,7 +51,7 @@ struct StoredRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error(transparent)]
-    Call(#[from] AwsCallError),
+    Call(#[from] AwsError),
     #[error("progress record of event {event_id} in table {table} is unreadable: {detail}")]
     Unreadable {
         event_id: String,
@@ -89,7 +90,7 @@ impl ProgressTable {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| AwsCallError::new("GetItem", &self.target(event_id), e))?;
+            .map_err(|e| call_failed("GetItem", &self.target(event_id), e))?;
         match output.item() {
             None => Ok(None),
             Some(item) => {
@@ -108,14 +109,14 @@ impl ProgressTable {
         event_id: &str,
         unfinished: &Unfinished,
         now: i64,
-    ) -> Result<(), AwsCallError> {
+    ) -> Result<(), AwsError> {
         self.client
             .put_item()
             .table_name(&self.table_name)
             .set_item(Some(item(event_id, unfinished, now)))
             .send()
             .await
-            .map_err(|e| AwsCallError::new("PutItem", &self.target(event_id), e))?;
+            .map_err(|e| call_failed("PutItem", &self.target(event_id), e))?;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use aws_smithy_runtime_api::http::{Response as HttpResponse, StatusCode};
 use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
 use shared::env_config::EnvVars;
-use spot_interruption::{AwsFleet, Config, SpotInterruptionError};
+use spot_interruption::{Config, SpotAws, SpotInterruptionError};
 
 const STACK: &str = "orchestrator-dev";
 const GROUP: &str = "orchestrator-dev-img2vid";
@@ -156,7 +156,7 @@ const WARNING_ID: &str = "1e5527d7-bb36-4607-3370-4164db56a40e";
 /// The function with mocked Auto Scaling, SNS and DynamoDB clients (no SDK retries: each
 /// scripted answer is what the function sees) and its metric lines captured.
 struct Mocked {
-    fleet: AwsFleet,
+    fleet: SpotAws,
     metric_lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -205,7 +205,7 @@ impl Mocked {
         .unwrap();
         let metric_lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&metric_lines);
-        let fleet = AwsFleet::new(config, autoscaling, sns, dynamodb).with_metric_output(Arc::new(
+        let fleet = SpotAws::new(config, autoscaling, sns, dynamodb).with_metric_output(Arc::new(
             move |line: &str| sink.lock().unwrap().push(line.to_owned()),
         ));
         Mocked {
@@ -339,7 +339,7 @@ async fn throttling_fails_the_invocation_so_lambda_retries_it() {
     assert!(text.contains("Rate exceeded"), "{text}");
     assert!(text.contains("Lambda retries"), "{text}");
     let diagnostic = lambda_runtime::Diagnostic::from(error);
-    assert_eq!(diagnostic.error_type, "TransientAwsError");
+    assert_eq!(diagnostic.error_type, "RetryableAwsError");
     assert_eq!(publish.num_calls(), 0, "nothing was done");
 }
 
@@ -424,7 +424,7 @@ async fn a_transient_publish_failure_still_detaches_and_the_retry_only_publishes
     );
     assert_eq!(
         lambda_runtime::Diagnostic::from(first).error_type,
-        "TransientAwsError",
+        "RetryableAwsError",
         "Lambda retries it"
     );
 
@@ -474,7 +474,7 @@ async fn a_transient_detach_failure_is_retried_without_a_second_message() {
     );
     assert_eq!(
         lambda_runtime::Diagnostic::from(first).error_type,
-        "TransientAwsError"
+        "RetryableAwsError"
     );
     assert_eq!(
         mocked.metric_count(),

@@ -131,6 +131,20 @@ impl Responder {
         self
     }
 
+    /// When a handler invoked with `context` must have its answer: the deadline margin before
+    /// the Lambda deadline (for a function that answers by itself, as deploy-gate does to
+    /// CodeDeploy and direct callers).
+    pub fn answer_by(&self, context: &Context) -> Instant {
+        self.answer_by_deadline(lambda_deadline(context))
+    }
+
+    fn answer_by_deadline(&self, deadline: Instant) -> Instant {
+        // A short Lambda timeout (3 s by default) must not be eaten by the margin: keep at
+        // most a third of the budget back for the answer.
+        let budget = deadline.saturating_duration_since(Instant::now());
+        deadline - self.deadline_margin.min(budget / 3)
+    }
+
     /// Handles one invocation: runs `resource` for the request in `event` and PUTs the answer.
     pub async fn respond<R: CustomResource>(
         &self,
@@ -139,10 +153,7 @@ impl Responder {
     ) -> Result<Answered, ResponderError> {
         let (payload, context) = event.into_parts();
         let deadline = lambda_deadline(&context);
-        // A short Lambda timeout (3 s by default) must not be eaten by the margin: keep at
-        // most a third of the budget back for the answer.
-        let budget = deadline.saturating_duration_since(Instant::now());
-        let answer_by = deadline - self.deadline_margin.min(budget / 3);
+        let answer_by = self.answer_by_deadline(deadline);
         match Envelope::parse(payload, answer_by).map_err(|invalid| *invalid) {
             Ok(envelope) => {
                 let answer = self.run(resource, &envelope).await;

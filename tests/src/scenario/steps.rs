@@ -24,7 +24,7 @@ use crate::cfn_recorder::CfnResponseRecorder;
 use crate::cloudwatch_cbor::CborBridge;
 use crate::elasticache::ElastiCacheStandIn;
 use crate::mariadb::MariaDb;
-use crate::moto::{Moto, REGION};
+use crate::moto::{Moto, REGION, unsigned_authorization};
 use crate::postgres::Postgres;
 use crate::process::random_hex;
 use crate::redis::RedisServer;
@@ -312,7 +312,7 @@ async fn put_ami_parameter(sdk: &SdkConfig) -> Result<(), String> {
         .post(format!("{endpoint}/"))
         .header("X-Amz-Target", "AmazonSSM.PutParameter")
         .header("Content-Type", "application/x-amz-json-1.1")
-        .header("Authorization", unsigned_authorization("ssm"))
+        .header("Authorization", unsigned_authorization("testing", "ssm"))
         .body(json!({"Name": AMI_PARAMETER, "Value": "ami-12c6146b", "Type": "String"}).to_string())
         .send()
         .await
@@ -324,14 +324,6 @@ async fn put_ami_parameter(sdk: &SdkConfig) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// moto tells the services apart by the credential scope of the Authorization header; it
-/// does not check signatures. (For the few calls with no SDK crate in the workspace.)
-fn unsigned_authorization(service: &str) -> String {
-    format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-    )
 }
 
 impl World {
@@ -390,7 +382,7 @@ impl World {
             let url = format!("{}/2015-03-31/functions/{name}", self.moto.endpoint_url());
             let body = http
                 .get(&url)
-                .header("Authorization", unsigned_authorization("lambda"))
+                .header("Authorization", unsigned_authorization("testing", "lambda"))
                 .send()
                 .await
                 .map_err(|e| format!("GetFunction {name}: {e}"))?

@@ -272,9 +272,7 @@ async fn register_placeholder_rotation_function(stage: &Stage) -> Result<(), Ben
             .post(format!("{}{path}", stage.moto.endpoint_url()))
             .header(
                 "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-                ),
+                harness::moto::unsigned_authorization("testing", service),
             )
             .header("Content-Type", content_type)
             .body(body)

@@ -390,7 +390,7 @@ mod tests {
             .collect();
         all.insert(
             "Authorization".into(),
-            format!("AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"),
+            crate::moto::unsigned_authorization(key, service),
         );
         RecordedRequest {
             method: "POST".into(),

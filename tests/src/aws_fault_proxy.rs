@@ -1,0 +1,210 @@
+//! A proxy in front of moto that fails chosen AWS calls, for fault-injection tests of the
+//! JSON-protocol services (Secrets Manager, DynamoDB, …). Every call is forwarded to moto
+//! as it came (moto's recorder still sees it) unless a fault is armed for its operation:
+//!
+//! - [`Fault::Throttled`]: `ThrottlingException` (HTTP 400) before moto sees the call. The
+//!   SDK's standard retry tries again.
+//! - [`Fault::AppliedThenLost`]: moto applies the call, then its answer is replaced by
+//!   `InternalFailure` (HTTP 500), as when a response is lost on the way back. The SDK retries
+//!   a call that already took effect.
+//! - [`Fault::AccessDenied`]: `AccessDeniedException` (HTTP 400) before moto sees the call,
+//!   which no retry fixes.
+//!
+//! ```no_run
+//! # async fn demo(moto: &harness::moto::Moto) {
+//! use harness::aws_fault_proxy::{Fault, FaultProxy};
+//! let proxy = FaultProxy::start(moto.endpoint_url()).await;
+//! proxy.fail("PutSecretValue", Fault::Throttled, 1); // the next call only
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// How an armed call fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Throttled,
+    AppliedThenLost,
+    AccessDenied,
+}
+
+impl Fault {
+    /// Whether the SDK's standard retry counts it as transient.
+    pub fn is_transient(self) -> bool {
+        !matches!(self, Fault::AccessDenied)
+    }
+
+    fn answer(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Fault::Throttled => (400, "ThrottlingException", "Rate exceeded"),
+            Fault::AppliedThenLost => (500, "InternalFailure", "injected: the answer was lost"),
+            Fault::AccessDenied => (
+                400,
+                "AccessDeniedException",
+                "injected: not authorized to perform this action",
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// operation → (fault, calls still to fail).
+    armed: HashMap<String, (Fault, usize)>,
+    /// Faults injected so far.
+    fired: usize,
+}
+
+/// The proxy on a loopback port; stops when dropped.
+pub struct FaultProxy {
+    url: String,
+    state: Arc<Mutex<State>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(moto_url: &str) -> FaultProxy {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the fault proxy to a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let (moto_url, http, shared) = (moto_url.to_owned(), reqwest::Client::new(), state.clone());
+        let server = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (moto_url, http, state) = (moto_url.clone(), http.clone(), shared.clone());
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        forward(request, moto_url.clone(), http.clone(), state.clone())
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FaultProxy { url, state, server }
+    }
+
+    /// The endpoint to give the SDK.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The next `calls` calls of `operation` (e.g. `PutSecretValue`) fail with `fault`;
+    /// `usize::MAX` for every call until [`FaultProxy::clear`].
+    pub fn fail(&self, operation: &str, fault: Fault, calls: usize) {
+        self.lock()
+            .armed
+            .insert(operation.to_owned(), (fault, calls));
+    }
+
+    /// Every call goes through again.
+    pub fn clear(&self) {
+        self.lock().armed.clear();
+    }
+
+    /// How many calls have been failed so far.
+    pub fn fired(&self) -> usize {
+        self.lock().fired
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The fault for this call of `operation`, if one is armed (and counts it).
+fn take_fault(state: &Mutex<State>, operation: &str) -> Option<Fault> {
+    let mut state = lock(state);
+    let (fault, left) = state.armed.get_mut(operation)?;
+    if *left == 0 {
+        return None;
+    }
+    if *left != usize::MAX {
+        *left -= 1;
+    }
+    let fault = *fault;
+    state.fired += 1;
+    Some(fault)
+}
+
+async fn forward(
+    request: Request<hyper::body::Incoming>,
+    moto_url: String,
+    http: reqwest::Client,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    // AWS JSON protocols name the operation in `X-Amz-Target: <service>.<Operation>`.
+    let operation = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|target| target.rsplit('.').next())
+        .unwrap_or_default()
+        .to_owned();
+    let fault = take_fault(&state, &operation);
+    if let Some(fault) = fault.filter(|f| *f != Fault::AppliedThenLost) {
+        return Ok(error_response(fault));
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forwarded = http.post(format!("{moto_url}{path}")).body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            forwarded = forwarded.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = forwarded.send().await.map_err(std::io::Error::other)?;
+    if let Some(fault) = fault {
+        return Ok(error_response(fault));
+    }
+    let status = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_else(|| b"application/x-amz-json-1.1".to_vec());
+    let body = answer.bytes().await.map_err(std::io::Error::other)?;
+    Ok(Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(body))
+        .expect("valid response"))
+}
+
+fn error_response(fault: Fault) -> Response<Full<Bytes>> {
+    let (status, code, message) = fault.answer();
+    let body = serde_json::json!({"__type": code, "message": message}).to_string();
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("x-amzn-ErrorType", code)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
