@@ -1547,6 +1547,17 @@ async fn unknown_engines_formats_and_byte_counts_are_malformed_and_a_wrong_shape
         "{message}"
     );
     assert!(!message.contains(&short_key), "{message}");
+    // finishSecret runs the same check, and says the same.
+    let (kind, message) = error_type(
+        step(&rotator, "finishSecret", &arn, &token)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(kind, "PendingVersionUnusable", "{message}");
+    assert!(
+        message.contains(&format!("--remove-from-version-id {token}`")),
+        "{message}"
+    );
     assert_eq!(aws.value(&arn, "AWSCURRENT").await.1["password"], "k1");
 }
 

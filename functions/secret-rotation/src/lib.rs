@@ -342,9 +342,12 @@ impl Rotator {
             RotationStep::TestSecret => test_secret(&mut step, token).await,
             RotationStep::FinishSecret => match plan::finish(token, &metadata.versions) {
                 FinishAction::AlreadyCurrent => Ok(StepOutcome::AlreadyCurrent),
+                // No `?` here: every error of the step leaves through the mapping below.
                 FinishAction::MoveCurrent { from } => {
-                    verify_before_finish(&mut step, token).await?;
-                    self.move_current(id, token, from.as_deref()).await
+                    match verify_before_finish(&mut step, token).await {
+                        Ok(()) => self.move_current(id, token, from.as_deref()).await,
+                        Err(error) => Err(error),
+                    }
                 }
             },
         };
