@@ -3,12 +3,41 @@
 
 use aws_sdk_secretsmanager::Client as SecretsClient;
 use aws_sdk_secretsmanager::types::RotationRulesType;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::moto::Moto;
 
 /// The rotation function moto is told about; moto never invokes it, the test runs the steps.
 pub const ROTATION_LAMBDA_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:rotation";
+
+/// Creates secret `name` holding `value` (JSON); returns its ARN.
+pub async fn create_secret(secrets: &SecretsClient, name: &str, value: &Value) -> String {
+    secrets
+        .create_secret()
+        .name(name)
+        .secret_string(value.to_string())
+        .send()
+        .await
+        .expect("CreateSecret")
+        .arn
+        .expect("an ARN")
+}
+
+/// The version of a secret that has `stage`: its id and its value (JSON).
+pub async fn secret_value(secrets: &SecretsClient, arn: &str, stage: &str) -> (String, Value) {
+    let out = secrets
+        .get_secret_value()
+        .secret_id(arn)
+        .version_stage(stage)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetSecretValue {arn} {stage}: {e}"));
+    let value = out.secret_string().expect("a SecretString");
+    (
+        out.version_id().expect("a version id").to_owned(),
+        serde_json::from_str(value).expect("JSON"),
+    )
+}
 
 /// Enables rotation and starts one: the token is an `AWSPENDING` version with no value.
 /// Panics where AWS would refuse (see [`try_start_rotation`]).

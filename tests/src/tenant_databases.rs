@@ -43,9 +43,13 @@ impl TenantDatabasesUnderTest {
         let (moto, recorder) = tokio::join!(Moto::start(), CfnResponseRecorder::start());
         let secrets = SecretsClient::new(&moto.sdk_config().await);
         let (admin, admin_password) = server.admin();
-        let master_arn =
-            create_secret(&secrets, "master", &server.secret(admin, &admin_password)).await;
-        let app_arn = create_secret(
+        let master_arn = crate::rotation::create_secret(
+            &secrets,
+            "master",
+            &server.secret(admin, &admin_password),
+        )
+        .await;
+        let app_arn = crate::rotation::create_secret(
             &secrets,
             "app",
             &json!({"username": "app", "password": app_password}),
@@ -71,7 +75,7 @@ impl TenantDatabasesUnderTest {
 
     /// A secret in moto holding `value`; returns its ARN.
     pub async fn create_secret(&self, name: &str, value: &Value) -> String {
-        create_secret(&self.secrets, name, value).await
+        crate::rotation::create_secret(&self.secrets, name, value).await
     }
 
     /// The `PhysicalResourceId` the function gives this server's endpoint.
@@ -112,18 +116,6 @@ impl TenantDatabasesUnderTest {
         let requests = self.recorder.wait_for(n, Duration::from_secs(5)).await;
         requests[n - 1].json()
     }
-}
-
-async fn create_secret(client: &SecretsClient, name: &str, value: &Value) -> String {
-    client
-        .create_secret()
-        .name(name)
-        .secret_string(value.to_string())
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap()
 }
 
 /// A database server of either engine.

@@ -262,14 +262,7 @@ async fn master_secret(under_test: &TenantDatabasesUnderTest) -> String {
 }
 
 async fn login_at(secrets: &Client, arn: &str, stage: &str) -> Login {
-    let value = secrets
-        .get_secret_value()
-        .secret_id(arn)
-        .version_stage(stage)
-        .send()
-        .await
-        .unwrap();
-    let value: Value = serde_json::from_str(value.secret_string().unwrap()).unwrap();
+    let (_, value) = harness::rotation::secret_value(secrets, arn, stage).await;
     Login {
         user: value["username"].as_str().unwrap().to_owned(),
         password: value["password"].as_str().unwrap().to_owned(),

@@ -71,16 +71,7 @@ impl Fixture {
     }
 
     async fn create_secret(&self, name: &str, value: &Value) -> String {
-        self.secrets
-            .create_secret()
-            .name(name)
-            .secret_string(value.to_string())
-            .send()
-            .await
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_owned()
+        harness::rotation::create_secret(&self.secrets, name, value).await
     }
 
     async fn step(&self, step: &str, arn: &str, token: &str) -> Result<String, RotationError> {
@@ -107,15 +98,7 @@ impl Fixture {
     }
 
     async fn token(&self, arn: &str, stage: &str) -> String {
-        let out = self
-            .secrets
-            .get_secret_value()
-            .secret_id(arn)
-            .version_stage(stage)
-            .send()
-            .await
-            .unwrap();
-        let value: Value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
+        let (_, value) = harness::rotation::secret_value(&self.secrets, arn, stage).await;
         value["password"].as_str().unwrap().to_owned()
     }
 

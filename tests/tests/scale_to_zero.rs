@@ -13,6 +13,7 @@ use aws_sdk_autoscaling::types::{AutoScalingGroup, Tag};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat};
 use harness::moto::Moto;
+use harness::sns_inbox::SnsInbox;
 use lambda_runtime::{Context, LambdaEvent};
 use scale_to_zero::{ScaleToZero, aws::AwsFleet, config::Config};
 use serde_json::{Value, json};
@@ -36,8 +37,7 @@ struct Stage {
     topic_arn: String,
     autoscaling: aws_sdk_autoscaling::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
+    notices: SnsInbox,
 }
 
 impl Stage {
@@ -58,26 +58,7 @@ impl Stage {
             .unwrap()
             .topic_arn
             .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("notices")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_arn = format!(
-            "arn:aws:sqs:{}:{}:notices",
-            harness::moto::REGION,
-            harness::moto::ACCOUNT_ID
-        );
-        sns.subscribe()
-            .topic_arn(&topic_arn)
-            .protocol("sqs")
-            .endpoint(queue_arn)
-            .send()
-            .await
-            .unwrap();
+        let notices = SnsInbox::subscribe(&sns, &sqs, &topic_arn, "notices", &[]).await;
         autoscaling
             .create_launch_configuration()
             .launch_configuration_name(LAUNCH_CONFIGURATION)
@@ -97,8 +78,7 @@ impl Stage {
             topic_arn,
             autoscaling,
             cloudwatch,
-            sqs,
-            queue_url,
+            notices,
         }
     }
 
@@ -189,30 +169,16 @@ impl Stage {
     }
 
     /// The SNS envelopes (`Subject`, `Message`, `MessageAttributes`, ...) delivered to the
-    /// subscribed queue so far.
+    /// subscribed queue since the last call.
     async fn notice_envelopes(&self) -> Vec<Value> {
-        let mut envelopes = Vec::new();
-        loop {
-            let answer = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            if answer.messages().is_empty() {
-                return envelopes;
-            }
-            for message in answer.messages() {
-                let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
-                assert_eq!(
-                    envelope["MessageAttributes"]["type"]["Value"], "scaled-to-zero",
-                    "{envelope}"
-                );
-                envelopes.push(envelope);
-            }
+        let envelopes = self.notices.drain_json().await;
+        for envelope in &envelopes {
+            assert_eq!(
+                envelope["MessageAttributes"]["type"]["Value"], "scaled-to-zero",
+                "{envelope}"
+            );
         }
+        envelopes
     }
 
     /// `BacklogPerInstance` as CloudWatch answers it for each workflow (newest value).

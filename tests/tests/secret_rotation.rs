@@ -42,16 +42,7 @@ impl Aws {
     }
 
     async fn create_secret(&self, name: &str, value: &Value) -> String {
-        self.secrets
-            .create_secret()
-            .name(name)
-            .secret_string(value.to_string())
-            .send()
-            .await
-            .unwrap()
-            .arn()
-            .unwrap()
-            .to_owned()
+        harness::rotation::create_secret(&self.secrets, name, value).await
     }
 
     /// Enables rotation and starts one: the token is an `AWSPENDING` version with no value.
@@ -65,18 +56,7 @@ impl Aws {
     }
 
     async fn value(&self, arn: &str, stage: &str) -> (String, Value) {
-        let out = self
-            .secrets
-            .get_secret_value()
-            .secret_id(arn)
-            .version_stage(stage)
-            .send()
-            .await
-            .unwrap();
-        (
-            out.version_id().unwrap().to_owned(),
-            serde_json::from_str(out.secret_string().unwrap()).unwrap(),
-        )
+        harness::rotation::secret_value(&self.secrets, arn, stage).await
     }
 
     /// Makes `value` the secret's `AWSCURRENT` version, as an operator does: a new version,
