@@ -123,32 +123,24 @@ impl AwsFleet {
             .collect::<Vec<_>>()
             .join(", ");
         let mut groups = Vec::new();
-        let mut next_token = None;
-        loop {
-            let page = self
-                .autoscaling
-                .describe_auto_scaling_groups()
-                .set_filters(Some(filters.clone()))
-                .max_records(GROUPS_PER_PAGE)
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(|e| {
-                    AwsError::from_sdk(format!("DescribeAutoScalingGroups (tags {described})"), e)
-                })?;
+        let mut pages = self
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .set_filters(Some(filters))
+            .max_records(GROUPS_PER_PAGE)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                AwsError::from_sdk(format!("DescribeAutoScalingGroups (tags {described})"), e)
+            })?;
             groups.extend(
                 page.auto_scaling_groups()
                     .iter()
                     .map(|group| group_state(group, stack)),
             );
-            next_token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if next_token.is_none() {
-                return Ok(groups);
-            }
         }
+        Ok(groups)
     }
 
     /// The queue metric's samples (per-minute maximum, newest first) of the last few minutes
@@ -168,25 +160,21 @@ impl AwsFleet {
                 .enumerate()
                 .map(|(index, workflow)| queue_query(config, index, workflow))
                 .collect::<Vec<_>>();
-            let mut next_token = None;
-            loop {
-                let answer = self
-                    .cloudwatch
-                    .get_metric_data()
-                    .start_time(DateTime::from_secs(start))
-                    .end_time(DateTime::from_secs(end))
-                    .scan_by(ScanBy::TimestampDescending)
-                    .set_metric_data_queries(Some(queries.clone()))
-                    .set_next_token(next_token)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        AwsError::from_sdk(
-                            format!("GetMetricData ({} queue metrics)", chunk.len()),
-                            e,
-                        )
-                    })?;
-                for result in answer.metric_data_results() {
+            // Only very long look-backs page; every page is read, so no datapoint is dropped.
+            let mut pages = self
+                .cloudwatch
+                .get_metric_data()
+                .start_time(DateTime::from_secs(start))
+                .end_time(DateTime::from_secs(end))
+                .scan_by(ScanBy::TimestampDescending)
+                .set_metric_data_queries(Some(queries))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    AwsError::from_sdk(format!("GetMetricData ({} queue metrics)", chunk.len()), e)
+                })?;
+                for result in page.metric_data_results() {
                     let Some(workflow) = result
                         .id()
                         .and_then(|id| id.strip_prefix('q'))
@@ -202,14 +190,6 @@ impl AwsFleet {
                             value,
                         },
                     ));
-                }
-                // Only very long look-backs page; follow it so no datapoint is dropped.
-                next_token = answer
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned);
-                if next_token.is_none() {
-                    break;
                 }
             }
         }
