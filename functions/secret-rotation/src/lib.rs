@@ -171,6 +171,12 @@ impl RotationError {
             RotationError::Inconsistent { about_pending, .. } => *about_pending,
             RotationError::MalformedSecret { stage, .. } => *stage == plan::AWSPENDING,
             RotationError::FinishRefused { source, .. } => source.pending_is_unusable(),
+            RotationError::Redis { source, .. } => {
+                matches!(
+                    **source,
+                    credential_target::redis::RedisTokenError::DifferentGroup { .. }
+                )
+            }
             _ => false,
         }
     }
@@ -561,4 +567,41 @@ fn invocation_deadline(epoch_millis: u64) -> Option<Instant> {
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     (epoch_millis > 0).then(|| Instant::now() + left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use credential_target::redis::RedisTokenError;
+
+    fn inconsistent_redis(source: RedisTokenError) -> RotationError {
+        RotationError::Redis {
+            step: RotationStep::SetSecret,
+            secret_id: "s".to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Only a pending version that can never complete is one to abandon.
+    #[test]
+    fn only_a_pending_version_that_cannot_complete_is_unusable() {
+        assert!(pending_mismatch("s", "another database".into()).pending_is_unusable());
+        assert!(!inconsistent("s", "the master is elsewhere".into()).pending_is_unusable());
+        let other_group = inconsistent_redis(RedisTokenError::DifferentGroup {
+            current: "a".into(),
+            current_host: "h".into(),
+            current_port: 6379,
+            pending: "b".into(),
+            pending_host: "h".into(),
+            pending_port: 6379,
+        });
+        assert!(other_group.pending_is_unusable());
+        let finish = RotationError::FinishRefused {
+            secret_id: "s".to_owned(),
+            source: Box::new(other_group),
+        };
+        assert!(finish.pending_is_unusable());
+        let gone = inconsistent_redis(RedisTokenError::GroupNotFound { group: "a".into() });
+        assert!(!gone.pending_is_unusable());
+    }
 }

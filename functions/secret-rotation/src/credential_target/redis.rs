@@ -259,8 +259,7 @@ impl RedisTokenError {
     /// The `errorType` Lambda reports.
     pub fn error_type(&self) -> &'static str {
         match self {
-            RedisTokenError::ElastiCache(error) if error.transient => "RetryableAwsError",
-            RedisTokenError::ElastiCache(_) => "AwsRequestFailed",
+            RedisTokenError::ElastiCache(error) => error.error_type(),
             RedisTokenError::NoElastiCacheClient => "MisconfiguredFunction",
             RedisTokenError::StillModifying { .. } => "ReplicationGroupModifying",
             RedisTokenError::GroupNotFound { .. } => "ReplicationGroupNotFound",
