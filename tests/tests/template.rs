@@ -1134,7 +1134,7 @@ fn two_stacks_share_no_name_or_namespace_but_the_secrets_of_the_same_prefix_and_
     assert!(a.len() >= 20, "names found: {a:?}");
     // The secrets follow the architecture's /<prefix>/<stage>/… layout, not the stack: two
     // stacks with the same prefix and stage claim the same secrets (the second stack fails to
-    // create, the README says so), and nothing else.
+    // create, docs/several-stacks.md says so), and nothing else.
     let shared: BTreeSet<&String> = a.intersection(&b).collect();
     let secrets: BTreeSet<&String> = a.iter().filter(|n| n.starts_with("/bp/dev/")).collect();
     assert_eq!(secrets.len(), 6, "{secrets:?}");
@@ -2431,7 +2431,7 @@ fn every_generated_name_fits_its_limit_for_the_longest_stack_name_and_parameters
     assert!(checked >= 40, "only {checked} names checked");
 }
 
-/// Workflows one stack holds under CloudFormation's 500-resource limit (the README says so),
+/// Workflows one stack holds under CloudFormation's 500-resource limit (docs/template.md says so),
 /// with up to [`MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS`] OAuth providers (one secret each).
 const MAX_WORKFLOWS: usize = 93;
 const MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS: usize = 2;
@@ -2466,7 +2466,7 @@ fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
     assert!(
         resources(&one_more_provider).len() > 500,
         "{} OAuth providers still fit with {MAX_WORKFLOWS} workflows: raise \
-         MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS and the README",
+         MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS and docs/template.md",
         MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS + 1
     );
     assert!(
@@ -2478,19 +2478,19 @@ fn a_stack_holds_the_documented_number_of_workflows_under_500_resources() {
     let one_more = render(&[&slugs(MAX_WORKFLOWS + 1)]);
     assert!(
         resources(&one_more).len() > 500,
-        "{} workflows still fit: raise MAX_WORKFLOWS and the README",
+        "{} workflows still fit: raise MAX_WORKFLOWS and docs/template.md",
         MAX_WORKFLOWS + 1
     );
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let template_doc = std::fs::read_to_string(workspace_root().join("docs/template.md")).unwrap();
     assert!(
-        readme.contains(&format!("{MAX_WORKFLOWS} workflows")),
-        "the README states the limit of {MAX_WORKFLOWS} workflows"
+        template_doc.contains(&format!("{MAX_WORKFLOWS} workflows")),
+        "docs/template.md states the limit of {MAX_WORKFLOWS} workflows"
     );
     assert!(
-        readme.contains(&format!(
+        template_doc.contains(&format!(
             "{MAX_OAUTH_PROVIDERS_AT_MAX_WORKFLOWS} OAuth providers"
         )),
-        "the README states how many OAuth providers fit beside them"
+        "docs/template.md states how many OAuth providers fit beside them"
     );
 }
 

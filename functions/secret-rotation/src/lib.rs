@@ -118,7 +118,7 @@ pub enum RotationError {
     /// AWS, refuses every new rotation while it is `AWSPENDING`, so the message says how an
     /// operator abandons it.
     #[error(
-        "{source}. Version {token} can never complete this rotation, and Secrets Manager starts no new rotation while it is AWSPENDING. Abandon it: `aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}`, then rotate again: `aws secretsmanager rotate-secret --secret-id {secret_id}` (README: Abandoned rotations)"
+        "{source}. Version {token} can never complete this rotation, and Secrets Manager starts no new rotation while it is AWSPENDING. Abandon it: `aws secretsmanager update-secret-version-stage --secret-id {secret_id} --version-stage AWSPENDING --remove-from-version-id {token}`, then rotate again: `aws secretsmanager rotate-secret --secret-id {secret_id}` (docs/secret-rotation.md: Abandoned rotations)"
     )]
     PendingUnusable {
         secret_id: String,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{BenchError, Stage};
 
 /// The functions in template.yaml order, with its `MemorySize` and `Timeout` (Globals: 128 MB,
-/// 30 s). Duplicated here because the driver has no YAML parser; the README names the source.
+/// 30 s). Duplicated here because the driver has no YAML parser; docs/benchmarks.md names the source.
 pub const FUNCTIONS: [(&str, u32, u64); 5] = [
     ("scale-to-zero", 256, 60),
     ("rds-init", 256, 300),

@@ -1,7 +1,7 @@
 //! A GPU worker, played by the scenario with the template's `WorkerRole`: every call it makes
 //! is first checked against that role's policies (`harness::iam`, with the group's tags as
 //! condition context), because moto would accept it whatever the role says. These are the
-//! README's worker-contract steps.
+//! steps of docs/worker-contract.md.
 
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 use serde_json::{Value, json};
