@@ -5,10 +5,14 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::system_roots::SystemRoots;
 
 /// Error codes AWS services use for throttling (the SDK's own retry list, plus the Auto
 /// Scaling and CloudWatch spellings).
@@ -122,9 +126,32 @@ pub async fn load_aws_config(timeouts: AwsTimeouts) -> SdkConfig {
 /// The loader [`load_aws_config`] uses, before it reads the environment: tests add an
 /// endpoint, region and credentials to it and get the production timeouts and retries.
 pub fn aws_config_loader(timeouts: AwsTimeouts) -> ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
+    let loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(timeouts.timeout_config())
-        .retry_config(timeouts.retry_config())
+        .retry_config(timeouts.retry_config());
+    match https_client(SystemRoots::get()) {
+        Some(client) => loader.http_client(client),
+        None => loader,
+    }
+}
+
+/// The SDK's own HTTPS client (hyper, rustls with aws-lc), trusting `roots` and nothing else:
+/// the process's one copy of the system roots instead of a second load by the SDK. `None`
+/// without roots, so the SDK keeps its own loader.
+pub fn https_client(roots: &SystemRoots) -> Option<SharedHttpClient> {
+    if roots.is_empty() {
+        return None;
+    }
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(roots.pem());
+    let context = TlsContext::builder().with_trust_store(trust).build().ok()?;
+    Some(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context)
+            .build_https(),
+    )
 }
 
 /// The `errorType` of every function's invocation that failed on an AWS call a retry can fix

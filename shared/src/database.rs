@@ -27,6 +27,7 @@ pub mod sql;
 
 use crate::custom_resource::lenient;
 use crate::env_config::{ConfigError, EnvVars};
+use crate::system_roots::{SystemRoots, pem_of};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -48,13 +49,6 @@ use std::{
 /// `shared/certs/SOURCE.md` says where they come from, `scripts/refresh-rds-ca` refreshes them.
 pub const RDS_CA_BUNDLE: &str = include_str!("../certs/rds-ca-bundle.pem");
 
-/// Where distributions keep the system CA bundle; the first that exists is part of the
-/// default trust (Amazon Linux first: the Lambda runtime).
-const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/ssl/cert.pem",
-];
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -234,27 +228,8 @@ impl ConnectSettings {
 /// The system bundle and the RDS certificate authorities, built once per process, at the
 /// first [`ConnectSettings::default`] (cold start).
 static DEFAULT_TRUST: LazyLock<TrustedCertificates> = LazyLock::new(|| {
-    let mut certificates = Vec::new();
-    if let Some(path) = SYSTEM_CA_BUNDLES
-        .iter()
-        .map(Path::new)
-        .find(|path| path.is_file())
-    {
-        match std::fs::read(path).map(|bytes| certificates_in(&bytes)) {
-            Ok(Ok(system)) => certificates = system,
-            // sqlx still trusts webpki-roots' Mozilla roots: only this file is left out.
-            Ok(Err(error)) => tracing::warn!(
-                bundle = %path.display(),
-                %error,
-                "left out the system CA bundle: it is not valid PEM"
-            ),
-            Err(error) => tracing::warn!(
-                bundle = %path.display(),
-                %error,
-                "cannot read the system CA bundle"
-            ),
-        }
-    }
+    // The process's one copy of the system roots (the SDK's client trusts the same).
+    let mut certificates = SystemRoots::get().certificates().to_vec();
     // This module's tests check that every block of the shipped bundle parses.
     certificates.extend(certificates_in(RDS_CA_BUNDLE.as_bytes()).unwrap_or_default());
     TrustedCertificates::from_certificates(&certificates)
@@ -280,19 +255,8 @@ impl TrustedCertificates {
     }
 
     fn from_certificates(certificates: &[CertificateDer<'_>]) -> Self {
-        let mut pem = String::new();
-        for certificate in certificates {
-            pem.push_str("-----BEGIN CERTIFICATE-----\n");
-            let body = aws_smithy_types::base64::encode(certificate.as_ref());
-            for line in body.as_bytes().chunks(64) {
-                // base64 is ASCII.
-                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                pem.push('\n');
-            }
-            pem.push_str("-----END CERTIFICATE-----\n");
-        }
         Self {
-            pem: pem.into(),
+            pem: pem_of(certificates).into(),
             count: certificates.len(),
         }
     }
@@ -787,14 +751,9 @@ yXGmyxdo
         for certificate in &rds {
             assert!(trust.contains(certificate), "an RDS root is not trusted");
         }
-        let system: Vec<_> = SYSTEM_CA_BUNDLES
-            .iter()
-            .map(Path::new)
-            .find(|path| path.is_file())
-            .map(|path| certificates_in(&std::fs::read(path).unwrap()).unwrap())
-            .unwrap_or_default();
+        let system = SystemRoots::get().certificates();
         assert!(!system.is_empty(), "this machine has a system CA bundle");
-        for certificate in &system {
+        for certificate in system {
             assert!(trust.contains(certificate), "a system root is not trusted");
         }
         assert_eq!(trust.len(), system.len() + rds.len());

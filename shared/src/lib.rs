@@ -15,6 +15,7 @@ pub mod payload;
 #[cfg(any(test, feature = "test-util"))]
 pub mod sample_events;
 pub mod sns_subject;
+pub mod system_roots;
 pub mod telemetry;
 
 /// The error type handlers return to `lambda_runtime`; domain errors are mapped to it at the edge.

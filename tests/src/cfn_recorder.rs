@@ -5,6 +5,7 @@
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::{
     collections::VecDeque,
     net::SocketAddr,
@@ -12,6 +13,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::TestCa;
 
 /// How the server answers one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,8 @@ struct State {
 /// The recording server. Stops when dropped.
 pub struct CfnResponseRecorder {
     addr: SocketAddr,
+    /// `http`, or `https` when started with [`CfnResponseRecorder::start_tls`].
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     arrived: Arc<Notify>,
     server: JoinHandle<()>,
@@ -75,18 +81,39 @@ pub struct CfnResponseRecorder {
 impl CfnResponseRecorder {
     /// Starts on a free loopback port (the listener is bound at once, so no port race).
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same over HTTPS, with the server certificate `ca` signed (valid for `localhost`
+    /// and `127.0.0.1`): a client must trust `ca` to get a request through.
+    pub async fn start_tls(ca: &TestCa) -> Self {
+        Self::start_with(Some(tls_acceptor(ca))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the CloudFormation response recorder to a loopback port");
         let addr = listener.local_addr().expect("listener address");
         let state = Arc::new(Mutex::new(State::default()));
         let arrived = Arc::new(Notify::new());
-        let server = tokio::spawn(serve(listener, state.clone(), arrived.clone()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = tokio::spawn(serve(listener, tls, state.clone(), arrived.clone()));
         Self {
             addr,
+            scheme,
             state,
             arrived,
             server,
+        }
+    }
+
+    /// The server's base URL (`http://127.0.0.1:<port>`, or `https://localhost:<port>`), for
+    /// clients other than the responder.
+    pub fn base_url(&self) -> String {
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
         }
     }
 
@@ -99,8 +126,8 @@ impl CfnResponseRecorder {
     /// A URL shaped like CloudFormation's pre-signed one, unique per `name`.
     pub fn response_url(&self, name: &str) -> String {
         format!(
-            "http://{}/cloudformation-custom-resource-response/{name}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=not-a-real-signature",
-            self.addr
+            "{}/cloudformation-custom-resource-response/{name}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=not-a-real-signature",
+            self.base_url()
         )
     }
 
@@ -147,19 +174,53 @@ impl Drop for CfnResponseRecorder {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<Mutex<State>>, arrived: Arc<Notify>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        let (state, arrived) = (state.clone(), arrived.clone());
+        let (state, arrived, tls) = (state.clone(), arrived.clone(), tls.clone());
         connections.spawn(async move {
             let service =
                 service_fn(move |request| record(request, state.clone(), arrived.clone()));
             // A dropped connection surfaces here as an error; that is the point of it.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new();
+            let _ = match tls {
+                // A client that does not trust the certificate ends the handshake: no request.
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        connection
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(_) => return,
+                },
+                None => {
+                    connection
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
         });
     }
+}
+
+/// A TLS acceptor presenting `ca`'s server certificate.
+fn tls_acceptor(ca: &TestCa) -> TlsAcceptor {
+    let chain = CertificateDer::pem_file_iter(ca.cert_path())
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .expect("read the test server certificate");
+    let key = PrivateKeyDer::from_pem_file(ca.key_path()).expect("read the test server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+    .expect("a TLS server configuration for the test certificate");
+    TlsAcceptor::from(Arc::new(config))
 }
 
 async fn record(

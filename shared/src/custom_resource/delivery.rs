@@ -1,6 +1,7 @@
 //! PUTs the response to the pre-signed `ResponseURL`, retrying what a retry can fix.
 
 use crate::error_chain;
+use crate::system_roots::SystemRoots;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,13 +25,13 @@ pub enum DeliveryError {
 
 /// How responses are sent: one HTTP client per cold start, bounded retries.
 ///
-/// The client is built on the first response, not at cold start: building it loads the
-/// system root certificates a second time (the SDK's client has its own copy), a third of
-/// the Init phase, which invocations that never answer CloudFormation (deploy-gate from CI or
-/// CodeDeploy) should not pay, and a custom resource's first answer hardly notices.
+/// The client trusts the process's one copy of the system roots ([`SystemRoots`], shared with
+/// the SDK), not a copy of its own. It is built on the first response, so invocations that
+/// never answer CloudFormation (deploy-gate from CI or CodeDeploy) do not pay for it.
 #[derive(Debug, Clone)]
 pub(crate) struct ResponseDelivery {
     client: OnceLock<reqwest::Client>,
+    pub roots: &'static SystemRoots,
     pub max_attempts: u32,
     pub first_backoff: Duration,
     pub attempt_timeout: Duration,
@@ -40,6 +41,7 @@ impl ResponseDelivery {
     pub(crate) fn new() -> Self {
         Self {
             client: OnceLock::new(),
+            roots: SystemRoots::get(),
             max_attempts: 5,
             first_backoff: Duration::from_millis(200),
             attempt_timeout: Duration::from_secs(5),
@@ -50,7 +52,7 @@ impl ResponseDelivery {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let built = reqwest::Client::builder()
+        let built = client_trusting(&self.roots)
             .build()
             .map_err(|e| DeliveryError::NoHttpClient(error_chain(&e)))?;
         Ok(self.client.get_or_init(|| built))
@@ -142,6 +144,20 @@ fn without_signature(text: String, url: &str) -> String {
         Some(signature) if text.contains(signature) => text.replace(signature, "<signature>"),
         _ => text,
     }
+}
+
+/// A client builder trusting `roots` only; without roots, reqwest's own (platform) loader.
+fn client_trusting(roots: &SystemRoots) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    if roots.is_empty() {
+        return builder;
+    }
+    builder.tls_certs_only(
+        roots
+            .certificates()
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use super::{
     request::{Envelope, InvalidRequest, Request, RequestType},
     response::{Answer, MAX_PHYSICAL_ID_BYTES, Outcome, ResponseIds, Status, encode},
 };
+use crate::system_roots::SystemRoots;
 use crate::{BoxError, error_chain};
 use futures_util::FutureExt;
 use lambda_runtime::{Context, LambdaEvent};
@@ -121,6 +122,12 @@ impl Responder {
     /// of the invocation's time).
     pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
         self.deadline_margin = margin;
+        self
+    }
+
+    /// The roots the responses' HTTPS client trusts (default: the process's [`SystemRoots`]).
+    pub fn with_roots(mut self, roots: &'static SystemRoots) -> Self {
+        self.delivery.roots = roots;
         self
     }
 
