@@ -346,7 +346,10 @@ fn widget_metrics(widget: &Value) -> Vec<MetricUse> {
                 other => other.to_owned(),
             })
             .collect();
-        assert!(fields.len() >= 2 && fields.len() % 2 == 0, "{row:?}");
+        assert!(
+            fields.len() >= 2 && fields.len().is_multiple_of(2),
+            "{row:?}"
+        );
         metrics.push(MetricUse {
             namespace: fields[0].clone(),
             name: fields[1].clone(),
