@@ -114,13 +114,30 @@ impl Narrator<'_> {
     }
 }
 
+/// The stack the scenario creates on moto.
+pub const STACK: &str = "orch-local";
+
+/// Where the CloudWatch console shows the dashboard `name` (the template's `DashboardUrl`
+/// output has this form; the stack's fleet dashboard is named after the stack).
+pub fn dashboard_url(region: &str, name: &str) -> String {
+    format!(
+        "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={name}"
+    )
+}
+
 /// A short summary for the end of the table (or a test's failure message).
 pub fn summary(steps: &[StepResult], log_dir: &Path) -> String {
     let mut text = String::new();
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
     match steps.iter().find(|s| !s.ok) {
         None => {
-            let _ = write!(text, "all {} steps passed in {total:.0} s", steps.len());
+            let _ = write!(
+                text,
+                "all {} steps passed in {total:.0} s\n\
+                 on AWS, the stack's dashboard would be at {} (docs/monitoring.md)",
+                steps.len(),
+                dashboard_url(crate::moto::REGION, STACK)
+            );
         }
         Some(failed) => {
             let _ = write!(

@@ -163,7 +163,7 @@ pub fn response_url(moto_url: &str, stack_id: &str) -> String {
 
 /// A resource's `Properties` with the intrinsic functions resolved the way CloudFormation
 /// resolves them: `Ref` (parameters from `parameters`, pseudo parameters, resources from `ids`,
-/// logical → physical id; `AWS::NoValue` drops the entry), `Fn::GetAtt …Arn`, `Fn::Sub`,
+/// logical → physical id; `AWS::NoValue` drops the entry), `Fn::GetAtt …Arn` / `…QueueName`, `Fn::Sub`,
 /// `Fn::If` (the template's `Conditions`), `Fn::Join`, `Fn::Select`, `Fn::Split` and
 /// `Fn::Base64`. `AWS::StackName` comes from `parameters`; anything else unknown is an error.
 pub fn resolve(
@@ -298,13 +298,16 @@ impl Context<'_> {
             Value::Array(parts) => parts.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         };
-        let [logical, "Arn"] = parts.as_slice() else {
+        let [logical, attribute @ ("Arn" | "QueueName")] = parts.as_slice() else {
             return Err(format!("unsupported Fn::GetAtt {argument}"));
         };
         let id = self
             .ids
             .get(*logical)
-            .ok_or_else(|| format!("Fn::GetAtt {logical}.Arn: no such resource"))?;
+            .ok_or_else(|| format!("Fn::GetAtt {logical}.{attribute}: no such resource"))?;
+        if *attribute == "QueueName" {
+            return Ok(json!(id));
+        }
         Ok(
             match self.template.pointer(&format!("/Resources/{logical}/Type")) {
                 Some(t) if t == "AWS::Lambda::Function" => {

@@ -29,7 +29,7 @@ use crate::postgres::Postgres;
 use crate::process::random_hex;
 use crate::redis::RedisServer;
 
-const STACK: &str = "orch-local";
+use super::STACK;
 /// A second stack in the same account and region, with the same workflow slugs.
 const OTHER_STACK: &str = "orch-other";
 const STAGE: &str = "local";
