@@ -29,5 +29,6 @@ pub mod rotation;
 pub mod scenario;
 pub mod sns_inbox;
 pub mod stalling_server;
+pub mod sync;
 pub mod tenant_databases;
 pub mod tls;
