@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::sync::lock;
+
 #[derive(Debug, Default)]
 struct State {
     /// The message (1-based, counted since armed) that is not forwarded.
@@ -106,12 +108,6 @@ impl CuttingProxy {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Relays one connection until either side closes or the cut comes; then both sockets close.

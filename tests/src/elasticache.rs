@@ -291,44 +291,9 @@ fn modify(
     let strategy = params
         .get("AuthTokenUpdateStrategy")
         .map_or("ROTATE", String::as_str);
-    let Some(token) = params.get("AuthToken") else {
-        return error(
-            400,
-            "InvalidParameterCombination",
-            "AuthTokenUpdateStrategy must be specified with AuthToken",
-        );
-    };
-    if !token_is_acceptable(token) {
-        return error(400, "InvalidParameterValue", "Invalid AuthToken provided.");
-    }
-    let tokens = match strategy {
-        "ROTATE" if group.tokens.len() >= 2 => {
-            return error(
-                400,
-                "InvalidParameterCombination",
-                "the stand-in does not model ROTATE while two AUTH tokens are live",
-            );
-        }
-        "ROTATE" => {
-            let mut tokens = group.tokens.clone();
-            tokens.push(token.clone());
-            tokens
-        }
-        "SET" if group.last_strategy.as_deref() != Some("ROTATE") => {
-            return error(
-                400,
-                "InvalidParameterValue",
-                "AuthTokenUpdateStrategy SET is allowed only after ROTATE",
-            );
-        }
-        "SET" => vec![token.clone()],
-        other => {
-            return error(
-                400,
-                "InvalidParameterValue",
-                &format!("AuthTokenUpdateStrategy {other} is not supported by the stand-in"),
-            );
-        }
+    let tokens = match tokens_after(group, strategy, params.get("AuthToken")) {
+        Ok(tokens) => tokens,
+        Err(refusal) => return refusal,
     };
     group.status = "modifying";
     group.tokens = tokens.clone();
@@ -360,6 +325,52 @@ fn modify(
     });
     state.changes.push(change);
     answer
+}
+
+/// The group's AUTH tokens once `strategy` applies `token`, as ElastiCache allows it: ROTATE
+/// adds a second token, SET (only after a ROTATE) leaves the new one alone.
+fn tokens_after(
+    group: &Group,
+    strategy: &str,
+    token: Option<&String>,
+) -> Result<Vec<String>, Answer> {
+    let Some(token) = token else {
+        return Err(error(
+            400,
+            "InvalidParameterCombination",
+            "AuthTokenUpdateStrategy must be specified with AuthToken",
+        ));
+    };
+    if !token_is_acceptable(token) {
+        return Err(error(
+            400,
+            "InvalidParameterValue",
+            "Invalid AuthToken provided.",
+        ));
+    }
+    match strategy {
+        "ROTATE" if group.tokens.len() >= 2 => Err(error(
+            400,
+            "InvalidParameterCombination",
+            "the stand-in does not model ROTATE while two AUTH tokens are live",
+        )),
+        "ROTATE" => {
+            let mut tokens = group.tokens.clone();
+            tokens.push(token.clone());
+            Ok(tokens)
+        }
+        "SET" if group.last_strategy.as_deref() != Some("ROTATE") => Err(error(
+            400,
+            "InvalidParameterValue",
+            "AuthTokenUpdateStrategy SET is allowed only after ROTATE",
+        )),
+        "SET" => Ok(vec![token.clone()]),
+        other => Err(error(
+            400,
+            "InvalidParameterValue",
+            &format!("AuthTokenUpdateStrategy {other} is not supported by the stand-in"),
+        )),
+    }
 }
 
 /// `Credential=<key id>/…` of a SigV4 `Authorization` header.

@@ -29,6 +29,7 @@ pub mod rotation;
 pub mod scenario;
 pub mod sns_inbox;
 pub mod stalling_server;
+pub mod sync;
 pub mod template;
 pub mod tenant_databases;
 pub mod tls;

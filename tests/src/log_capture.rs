@@ -13,16 +13,15 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::sync::lock;
+
 /// The captured log bytes; clones share them.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for CapturedLogs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -41,11 +40,7 @@ impl CapturedLogs {
 
     /// Everything logged so far.
     pub fn text(&self) -> String {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let bytes = lock(&self.0).clone();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -126,42 +126,8 @@ impl Postgres {
         copy_tree(template, &data, owner).map_err(|e| failed("copy the template", e))?;
 
         let ca = tls_only.then(TestCa::new);
-        let hba_method = match &ca {
-            Some(ca) => {
-                install_private_file(&data.join("server.crt"), ca.cert_path(), owner)
-                    .map_err(|e| failed("install the server certificate", e))?;
-                install_private_file(&data.join("server.key"), ca.key_path(), owner)
-                    .map_err(|e| failed("install the server key", e))?;
-                "hostssl"
-            }
-            None => "host",
-        };
-        let hba = format!(
-            "# Written by the test harness: password logins over TCP only.\n\
-             {hba_method} all all 127.0.0.1/32 scram-sha-256\n"
-        );
-        write_private_file(&data.join("pg_hba.conf"), hba.as_bytes(), owner)
-            .map_err(|e| failed("write pg_hba.conf", e))?;
-
-        // The template's superuser password is a placeholder; set this instance's own in
-        // single-user mode, before anything listens.
-        let admin_password = random_hex(16);
-        let sql = dir.path().join("set-password.sql");
-        fs::write(
-            &sql,
-            format!("ALTER ROLE {ADMIN_USER} PASSWORD '{admin_password}';\n"),
-        )
-        .map_err(|e| failed("write set-password.sql", e))?;
-        let mut single = installation.command(&installation.postgres, dir.path());
-        single
-            .arg("--single")
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "fsync=off", DEFAULT_DATABASE]);
-        let log = dir.path().join("single-user.log");
-        run_to_completion(single, Some(&sql), &log, SETUP_TIMEOUT)
-            .await
-            .map_err(StartError::Failed)?;
+        write_access_rules(&data, ca.as_ref(), owner)?;
+        let admin_password = set_admin_password(installation, dir.path(), &data).await?;
 
         let mut command = installation.command(&installation.postgres, dir.path());
         command
@@ -329,6 +295,59 @@ fn connect_options(port: u16, user: &str, password: &str, ca: Option<&TestCa>) -
             .ssl_root_cert(ca.ca_pem_path()),
         None => options.ssl_mode(PgSslMode::Disable),
     }
+}
+
+/// `pg_hba.conf` (password logins over TCP only, TLS-only with `ca`) and, with `ca`, the
+/// server's certificate and key.
+fn write_access_rules(
+    data: &Path,
+    ca: Option<&TestCa>,
+    owner: Option<(u32, u32)>,
+) -> Result<(), StartError> {
+    let failed = |what: &str, e: std::io::Error| StartError::Failed(format!("{what}: {e}"));
+    let hba_method = match ca {
+        Some(ca) => {
+            install_private_file(&data.join("server.crt"), ca.cert_path(), owner)
+                .map_err(|e| failed("install the server certificate", e))?;
+            install_private_file(&data.join("server.key"), ca.key_path(), owner)
+                .map_err(|e| failed("install the server key", e))?;
+            "hostssl"
+        }
+        None => "host",
+    };
+    let hba = format!(
+        "# Written by the test harness: password logins over TCP only.\n\
+         {hba_method} all all 127.0.0.1/32 scram-sha-256\n"
+    );
+    write_private_file(&data.join("pg_hba.conf"), hba.as_bytes(), owner)
+        .map_err(|e| failed("write pg_hba.conf", e))
+}
+
+/// The template's superuser password is a placeholder: this instance's own, set in
+/// single-user mode before anything listens.
+async fn set_admin_password(
+    installation: &Installation,
+    dir: &Path,
+    data: &Path,
+) -> Result<String, StartError> {
+    let admin_password = random_hex(16);
+    let sql = dir.join("set-password.sql");
+    fs::write(
+        &sql,
+        format!("ALTER ROLE {ADMIN_USER} PASSWORD '{admin_password}';\n"),
+    )
+    .map_err(|e| StartError::Failed(format!("write set-password.sql: {e}")))?;
+    let mut single = installation.command(&installation.postgres, dir);
+    single
+        .arg("--single")
+        .arg("-D")
+        .arg(data)
+        .args(["-c", "fsync=off", DEFAULT_DATABASE]);
+    let log = dir.join("single-user.log");
+    run_to_completion(single, Some(&sql), &log, SETUP_TIMEOUT)
+        .await
+        .map_err(StartError::Failed)?;
+    Ok(admin_password)
 }
 
 /// Writes a file only its owner can read (PostgreSQL insists on that for the key).

@@ -586,105 +586,175 @@ async fn finish_secret_out_of_order_is_refused_and_the_current_credentials_keep_
     }
 }
 
-/// Whether a secret version's user and password log in to `engine`'s server.
-async fn version_logs_in(engine: &str, maria: &MariaDb, postgres: &Postgres, value: Value) -> bool {
-    let user = value["username"].as_str().unwrap_or_default().to_owned();
-    let password = value["password"].as_str().unwrap_or_default().to_owned();
-    if engine == "mariadb" {
-        maria_logs_in(maria, &user, &password).await
-    } else {
-        postgres_logs_in(postgres, &user, &password).await
+/// Issue 19's fault matrix: moto, both servers and the function under test, with on each
+/// engine users `solo` and `app` (password `Old-password-1`) and their secrets.
+struct Matrix {
+    aws: Aws,
+    maria: MariaDb,
+    postgres: Postgres,
+    rotator: Rotator,
+}
+
+impl Matrix {
+    async fn start() -> Matrix {
+        let (aws, maria, postgres) =
+            tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+        let rotator = aws.rotator(&[]);
+        for user in ["solo", "app"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
+            )))
+            .execute(&maria.admin_pool().await)
+            .await
+            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
+            )))
+            .execute(&postgres.admin_pool().await)
+            .await
+            .unwrap();
+        }
+        Matrix {
+            aws,
+            maria,
+            postgres,
+            rotator,
+        }
+    }
+
+    /// The servers' own ports, for [`Matrix::secrets`].
+    fn direct(&self) -> [u16; 2] {
+        [self.maria.port(), self.postgres.port()]
+    }
+
+    /// On each engine a master secret, a single-user secret for `solo` and an
+    /// alternating-users secret for `app`, all naming `127.0.0.1:<ports[i]>` (the server's own
+    /// port, or a proxy's). Returns the single-user and alternating-users secrets, MariaDB's
+    /// first.
+    async fn secrets(&self, label: &str, ports: [u16; 2]) -> Vec<MatrixSecret<'_>> {
+        let (maria, postgres) = (&self.maria, &self.postgres);
+        let mut secrets = Vec::new();
+        for (engine, port, pid, admin, admin_password) in [
+            (
+                "mariadb",
+                ports[0],
+                maria.pid(),
+                maria.admin_user(),
+                maria.admin_password(),
+            ),
+            (
+                "postgres",
+                ports[1],
+                postgres.pid(),
+                postgres.admin_user(),
+                postgres.admin_password(),
+            ),
+        ] {
+            let master_arn = self
+                .aws
+                .create_secret(
+                    &format!("{engine}-{label}-master"),
+                    &db_secret(engine, port, admin, admin_password),
+                )
+                .await;
+            let single = self
+                .aws
+                .create_secret(
+                    &format!("{engine}-{label}-solo"),
+                    &db_secret(engine, port, "solo", "Old-password-1"),
+                )
+                .await;
+            let mut pair = db_secret(engine, port, "app", "Old-password-1");
+            pair["masterarn"] = json!(master_arn);
+            let alternating = self
+                .aws
+                .create_secret(&format!("{engine}-{label}-app"), &pair)
+                .await;
+            for (arn, single_user) in [(single, true), (alternating, false)] {
+                secrets.push(MatrixSecret {
+                    matrix: self,
+                    engine,
+                    pid,
+                    arn,
+                    single_user,
+                });
+            }
+        }
+        secrets
     }
 }
 
-/// The invariant of issue 19: `AWSCURRENT` logs in; for a single user, between setSecret and
-/// finishSecret (the strategy's one window), `AWSPENDING` does instead.
-async fn assert_no_lockout(
-    aws: &Aws,
-    arn: &str,
+/// One secret of the fault matrix and the checks every case runs on it.
+struct MatrixSecret<'a> {
+    matrix: &'a Matrix,
+    engine: &'static str,
+    /// The database server's process.
+    pid: u32,
+    arn: String,
     single_user: bool,
-    logs_in: impl AsyncFn(Value) -> bool,
-    context: &str,
-) {
-    let (_, current) = aws.value(arn, "AWSCURRENT").await;
-    if logs_in(current).await {
-        return;
-    }
-    assert!(
-        single_user,
-        "{context}: AWSCURRENT refused (alternating users)"
-    );
-    let (_, pending) = aws.value(arn, "AWSPENDING").await;
-    assert!(logs_in(pending).await, "{context}: locked out");
 }
 
-/// The fault matrix's secrets on each engine: users `solo` and `app` (password
-/// `Old-password-1`), a master secret, a single-user secret for `solo` and an alternating-users
-/// secret for `app`, all naming `127.0.0.1:<ports[i]>` (the server's own port, or a proxy's).
-/// Returns (engine, server pid, single-user ARN, alternating-users ARN).
-async fn fault_matrix_secrets(
-    aws: &Aws,
-    maria: &MariaDb,
-    postgres: &Postgres,
-    label: &str,
-    ports: [u16; 2],
-) -> Vec<(&'static str, u32, String, String)> {
-    for user in ["solo", "app"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Old-password-1'"
-        )))
-        .execute(&maria.admin_pool().await)
-        .await
-        .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE ROLE {user} LOGIN PASSWORD 'Old-password-1'"
-        )))
-        .execute(&postgres.admin_pool().await)
-        .await
-        .unwrap();
+impl MatrixSecret<'_> {
+    async fn start_rotation(&self) -> String {
+        self.matrix.aws.start_rotation(&self.arn).await
     }
-    let mut secrets = Vec::new();
-    for (engine, port, pid, admin, admin_password) in [
-        (
-            "mariadb",
-            ports[0],
-            maria.pid(),
-            maria.admin_user(),
-            maria.admin_password(),
-        ),
-        (
-            "postgres",
-            ports[1],
-            postgres.pid(),
-            postgres.admin_user(),
-            postgres.admin_password(),
-        ),
-    ] {
-        let master_arn = aws
-            .create_secret(
-                &format!("{engine}-{label}-master"),
-                &db_secret(engine, port, admin, admin_password),
-            )
-            .await;
-        let single = aws
-            .create_secret(
-                &format!("{engine}-{label}-solo"),
-                &db_secret(engine, port, "solo", "Old-password-1"),
-            )
-            .await;
-        let mut pair = db_secret(engine, port, "app", "Old-password-1");
-        pair["masterarn"] = json!(master_arn);
-        let alternating = aws
-            .create_secret(&format!("{engine}-{label}-app"), &pair)
-            .await;
-        secrets.push((engine, pid, single, alternating));
-    }
-    secrets
-}
 
-/// The servers' own ports, for [`fault_matrix_secrets`].
-fn direct(maria: &MariaDb, postgres: &Postgres) -> [u16; 2] {
-    [maria.port(), postgres.port()]
+    async fn step(&self, name: &str, token: &str) -> Result<String, RotationError> {
+        step(&self.matrix.rotator, name, &self.arn, token).await
+    }
+
+    async fn value(&self, stage: &str) -> Value {
+        self.matrix.aws.value(&self.arn, stage).await.1
+    }
+
+    /// Whether a version's user and password log in to this secret's server.
+    async fn logs_in(&self, value: Value) -> bool {
+        let user = value["username"].as_str().unwrap_or_default().to_owned();
+        let password = value["password"].as_str().unwrap_or_default().to_owned();
+        if self.engine == "mariadb" {
+            maria_logs_in(&self.matrix.maria, &user, &password).await
+        } else {
+            postgres_logs_in(&self.matrix.postgres, &user, &password).await
+        }
+    }
+
+    /// The invariant of issue 19: `AWSCURRENT` logs in; for a single user, between setSecret
+    /// and finishSecret (the strategy's one window), `AWSPENDING` does instead.
+    async fn assert_no_lockout(&self, context: &str) {
+        if self.logs_in(self.value("AWSCURRENT").await).await {
+            return;
+        }
+        assert!(
+            self.single_user,
+            "{context}: AWSCURRENT refused (alternating users)"
+        );
+        let pending = self.value("AWSPENDING").await;
+        assert!(self.logs_in(pending).await, "{context}: locked out");
+    }
+
+    /// Runs `steps` in order for `token`: each succeeds, and after each nobody is locked out.
+    async fn run_steps_in_order(&self, token: &str, steps: &[&str], context: &str) {
+        for name in steps {
+            self.step(name, token)
+                .await
+                .unwrap_or_else(|e| panic!("{context}, {name}: {e}"));
+            self.assert_no_lockout(&format!("{context}, after {name}"))
+                .await;
+        }
+    }
+
+    /// The rotation of `token` completed: `AWSCURRENT` is its version, and logs in. Then its
+    /// `AWSPENDING` label goes, as Secrets Manager ends a rotation. Returns `AWSCURRENT`.
+    async fn assert_rotation_completed(&self, token: &str, context: &str) -> Value {
+        let (version, current) = self.matrix.aws.value(&self.arn, "AWSCURRENT").await;
+        assert_eq!(version, token, "{context}: the rotation completed");
+        assert!(
+            self.logs_in(current.clone()).await,
+            "{context}: AWSCURRENT logs in"
+        );
+        self.matrix.aws.end_rotation(&self.arn, token).await;
+        current
+    }
 }
 
 /// Every order of `items`.
@@ -712,35 +782,24 @@ fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
 /// so the alternating pair swaps back and forth through them.
 #[tokio::test]
 async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    let rotator = aws.rotator(&[]);
+    let matrix = Matrix::start().await;
     let orders = permutations(&STEPS);
     assert_eq!(orders.len(), 24);
     let mut cases = 0;
-    for (engine, _, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "order", direct(&maria, &postgres)).await
-    {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for arn in [&single, &alternating] {
-            for order in &orders {
-                let token = aws.start_rotation(arn).await;
-                for name in order {
-                    // A step out of order may refuse; it must never lock anyone out.
-                    let _ = step(&rotator, name, arn, &token).await;
-                    let context = format!("{engine} {arn}: after {name} in {order:?}");
-                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                }
-                for name in STEPS {
-                    step(&rotator, name, arn, &token)
-                        .await
-                        .unwrap_or_else(|e| panic!("{engine} {order:?}, then {name}: {e}"));
-                }
-                let (version, current) = aws.value(arn, "AWSCURRENT").await;
-                assert_eq!(version, token, "{engine} {order:?}: the rotation completed");
-                assert!(logs_in(current).await, "{engine} {order:?}");
-                aws.end_rotation(arn, &token).await;
-                cases += 1;
+    for secret in matrix.secrets("order", matrix.direct()).await {
+        let (engine, arn) = (secret.engine, &secret.arn);
+        for order in &orders {
+            let token = secret.start_rotation().await;
+            for name in order {
+                // A step out of order may refuse; it must never lock anyone out.
+                let _ = secret.step(name, &token).await;
+                let context = format!("{engine} {arn}: after {name} in {order:?}");
+                secret.assert_no_lockout(&context).await;
             }
+            let context = format!("{engine} {order:?}, then in order");
+            secret.run_steps_in_order(&token, &STEPS, &context).await;
+            secret.assert_rotation_completed(&token, &context).await;
+            cases += 1;
         }
     }
     assert_eq!(cases, 96);
@@ -753,38 +812,29 @@ async fn every_order_of_the_four_steps_keeps_awscurrent_logging_in() {
 /// when run again, and the rotation completes.
 #[tokio::test]
 async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_completes() {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    let rotator = aws.rotator(&[]);
+    let matrix = Matrix::start().await;
     let mut cases = 0;
-    for (engine, pid, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "down", direct(&maria, &postgres)).await
-    {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for arn in [&single, &alternating] {
-            for down_before in STEPS {
-                let token = aws.start_rotation(arn).await;
-                for name in STEPS {
-                    let context = format!("{engine} {arn}: down before {down_before}, {name}");
-                    if name == down_before {
-                        let frozen = Frozen::new(pid);
-                        let outcome = step(&rotator, name, arn, &token).await;
-                        drop(frozen);
-                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                        if outcome.is_ok() {
-                            continue;
-                        }
-                    }
-                    step(&rotator, name, arn, &token)
-                        .await
-                        .unwrap_or_else(|e| panic!("{context}: {e}"));
-                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                }
-                let (version, current) = aws.value(arn, "AWSCURRENT").await;
-                assert_eq!(version, token, "{engine} down before {down_before}");
-                assert!(logs_in(current).await);
-                aws.end_rotation(arn, &token).await;
-                cases += 1;
-            }
+    for secret in matrix.secrets("down", matrix.direct()).await {
+        for (down, down_before) in STEPS.iter().enumerate() {
+            let context = format!(
+                "{} {}: down before {down_before}",
+                secret.engine, secret.arn
+            );
+            let token = secret.start_rotation().await;
+            secret
+                .run_steps_in_order(&token, &STEPS[..down], &context)
+                .await;
+            let frozen = Frozen::new(secret.pid);
+            let outcome = secret.step(down_before, &token).await;
+            drop(frozen);
+            secret.assert_no_lockout(&context).await;
+            // A step that failed while the database was down runs again.
+            let rest = if outcome.is_ok() { down + 1 } else { down };
+            secret
+                .run_steps_in_order(&token, &STEPS[rest..], &context)
+                .await;
+            secret.assert_rotation_completed(&token, &context).await;
+            cases += 1;
         }
     }
     assert_eq!(cases, 16);
@@ -799,41 +849,35 @@ async fn a_database_down_before_any_step_locks_no_one_out_and_the_rotation_compl
 /// order from createSecret (Secrets Manager's next try) complete the rotation.
 #[tokio::test]
 async fn every_prefix_of_the_steps_then_a_restart_from_any_step_completes() {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    let rotator = aws.rotator(&[]);
+    let matrix = Matrix::start().await;
     let mut cases = 0;
-    let ports = direct(&maria, &postgres);
-    for (engine, _, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "restart", ports).await
-    {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for arn in [&single, &alternating] {
-            for prefix in 0..=STEPS.len() {
-                for restart in 0..STEPS.len() {
-                    let token = aws.start_rotation(arn).await;
-                    let mut run: Vec<&str> = STEPS[..prefix].to_vec();
-                    run.extend_from_slice(&STEPS[restart..]);
-                    if restart > prefix {
-                        run.extend_from_slice(&STEPS);
+    for secret in matrix.secrets("restart", matrix.direct()).await {
+        for prefix in 0..=STEPS.len() {
+            for restart in 0..STEPS.len() {
+                let context = format!(
+                    "{} {}: {prefix} step(s), restart at {}",
+                    secret.engine, secret.arn, STEPS[restart]
+                );
+                let token = secret.start_rotation().await;
+                secret
+                    .run_steps_in_order(&token, &STEPS[..prefix], &context)
+                    .await;
+                if restart <= prefix {
+                    secret
+                        .run_steps_in_order(&token, &STEPS[restart..], &context)
+                        .await;
+                } else {
+                    // The restart skipped a step: its steps may be refused, and then the steps
+                    // in order from createSecret complete the rotation.
+                    for name in &STEPS[restart..] {
+                        let _ = secret.step(name, &token).await;
+                        let context = format!("{context}, skipping a step, after {name}");
+                        secret.assert_no_lockout(&context).await;
                     }
-                    for (i, name) in run.iter().enumerate() {
-                        let context = format!(
-                            "{engine} {arn}: {prefix} step(s), restart at {}, step {i} ({name})",
-                            STEPS[restart]
-                        );
-                        let outcome = step(&rotator, name, arn, &token).await;
-                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                        let skipped_a_step = restart > prefix && i < prefix + STEPS.len() - restart;
-                        if !skipped_a_step {
-                            outcome.unwrap_or_else(|e| panic!("{context}: {e}"));
-                        }
-                    }
-                    let (version, current) = aws.value(arn, "AWSCURRENT").await;
-                    assert_eq!(version, token, "{engine} {prefix} then {restart}");
-                    assert!(logs_in(current).await, "{engine} {prefix} then {restart}");
-                    aws.end_rotation(arn, &token).await;
-                    cases += 1;
+                    secret.run_steps_in_order(&token, &STEPS, &context).await;
                 }
+                secret.assert_rotation_completed(&token, &context).await;
+                cases += 1;
             }
         }
     }
@@ -851,9 +895,9 @@ async fn every_prefix_of_the_steps_then_a_restart_from_any_step_completes() {
 /// step run again (Secrets Manager's retry) completes the rotation.
 #[tokio::test]
 async fn secrets_manager_failing_at_each_write_locks_no_one_out_and_the_rotation_completes() {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
-    let proxy = FaultProxy::start(aws.moto.endpoint_url()).await;
-    let rotator = aws.rotator_via(&proxy).await;
+    let mut matrix = Matrix::start().await;
+    let proxy = FaultProxy::start(matrix.aws.moto.endpoint_url()).await;
+    matrix.rotator = matrix.aws.rotator_via(&proxy).await;
     let faults = [
         (Fault::Throttled, 1),
         (Fault::AppliedThenLost, 1),
@@ -865,56 +909,47 @@ async fn secrets_manager_failing_at_each_write_locks_no_one_out_and_the_rotation
         ("UpdateSecretVersionStage", "finishSecret"),
     ];
     let mut cases = 0;
-    let ports = direct(&maria, &postgres);
-    for (engine, _, single, alternating) in
-        fault_matrix_secrets(&aws, &maria, &postgres, "sm", ports).await
-    {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for arn in [&single, &alternating] {
-            for (operation, faulty_step) in writes {
-                for (fault, calls) in faults {
-                    let token = aws.start_rotation(arn).await;
-                    for name in STEPS {
-                        let context = format!("{engine} {arn}: {operation} {fault:?} x{calls}");
-                        let fired = proxy.fired();
-                        if name == faulty_step {
-                            proxy.fail(operation, fault, calls);
-                        }
-                        let outcome = step(&rotator, name, arn, &token).await;
-                        proxy.clear();
-                        assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                        if name != faulty_step {
-                            outcome.unwrap_or_else(|e| panic!("{context}, {name}: {e}"));
-                            continue;
-                        }
-                        assert!(proxy.fired() > fired, "{context}: the fault was injected");
-                        match (calls, outcome) {
-                            (1, outcome) => {
-                                outcome.unwrap_or_else(|e| panic!("{context}: not retried: {e}"));
-                            }
-                            (_, Ok(outcome)) => panic!("{context}: {name} succeeded: {outcome}"),
-                            (_, Err(error)) => {
-                                let (kind, message) = error_type(error);
-                                let expected = match fault.is_transient() {
-                                    true => "RetryableAwsError",
-                                    false => "AwsRequestFailed",
-                                };
-                                assert_eq!(kind, expected, "{context}: {message}");
-                                assert!(message.contains(operation), "{context}: {message}");
-                                step(&rotator, name, arn, &token)
-                                    .await
-                                    .unwrap_or_else(|e| panic!("{context}, {name} again: {e}"));
-                                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context)
-                                    .await;
-                            }
-                        }
+    for secret in matrix.secrets("sm", matrix.direct()).await {
+        for (operation, faulty_step) in writes {
+            let faulty = STEPS.iter().position(|s| *s == faulty_step).unwrap();
+            for (fault, calls) in faults {
+                let context = format!(
+                    "{} {}: {operation} {fault:?} x{calls}",
+                    secret.engine, secret.arn
+                );
+                let token = secret.start_rotation().await;
+                secret
+                    .run_steps_in_order(&token, &STEPS[..faulty], &context)
+                    .await;
+                let fired = proxy.fired();
+                proxy.fail(operation, fault, calls);
+                let outcome = secret.step(faulty_step, &token).await;
+                proxy.clear();
+                secret.assert_no_lockout(&context).await;
+                assert!(proxy.fired() > fired, "{context}: the fault was injected");
+                let rest = match (calls, outcome) {
+                    (1, outcome) => {
+                        outcome.unwrap_or_else(|e| panic!("{context}: not retried: {e}"));
+                        faulty + 1
                     }
-                    let (version, current) = aws.value(arn, "AWSCURRENT").await;
-                    assert_eq!(version, token, "{engine} {operation} {fault:?}");
-                    assert!(logs_in(current).await, "{engine} {operation} {fault:?}");
-                    aws.end_rotation(arn, &token).await;
-                    cases += 1;
-                }
+                    (_, Ok(outcome)) => panic!("{context}: {faulty_step} succeeded: {outcome}"),
+                    (_, Err(error)) => {
+                        let (kind, message) = error_type(error);
+                        let expected = match fault.is_transient() {
+                            true => "RetryableAwsError",
+                            false => "AwsRequestFailed",
+                        };
+                        assert_eq!(kind, expected, "{context}: {message}");
+                        assert!(message.contains(operation), "{context}: {message}");
+                        // Secrets Manager's retry runs the failed step again.
+                        faulty
+                    }
+                };
+                secret
+                    .run_steps_in_order(&token, &STEPS[rest..], &context)
+                    .await;
+                secret.assert_rotation_completed(&token, &context).await;
+                cases += 1;
             }
         }
     }
@@ -990,54 +1025,49 @@ async fn forget_the_clone(
 /// rotation.
 #[tokio::test]
 async fn set_secret_cut_off_at_every_point_locks_no_one_out_and_a_rerun_completes() {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    let matrix = Matrix::start().await;
+    let (maria, postgres) = (&matrix.maria, &matrix.postgres);
     let proxies = [
         CuttingProxy::start(maria.port()).await,
         CuttingProxy::start(postgres.port()).await,
     ];
-    let rotator = aws.rotator(&[]);
     let mut cases = 0;
     let ports = [proxies[0].port(), proxies[1].port()];
-    let secrets = fault_matrix_secrets(&aws, &maria, &postgres, "cut", ports).await;
-    for ((engine, _, single, alternating), proxy) in secrets.into_iter().zip(&proxies) {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for (arn, fresh_clone) in [
-            (&single, false),
-            (&alternating, true),
-            (&alternating, false),
-        ] {
+    for secret in matrix.secrets("cut", ports).await {
+        let (engine, arn) = (secret.engine, &secret.arn);
+        let proxy = &proxies[usize::from(engine == "postgres")];
+        // Alternating users: once with the other user created from nothing, once with it there.
+        let fresh_clone_cases: &[bool] = if secret.single_user {
+            &[false]
+        } else {
+            &[true, false]
+        };
+        for &fresh_clone in fresh_clone_cases {
             let mut clone_without_password = false;
             for cut_at in 1.. {
                 if fresh_clone {
-                    forget_the_clone(&aws, arn, engine, &maria, &postgres).await;
+                    forget_the_clone(&matrix.aws, arn, engine, maria, postgres).await;
                 }
-                let token = aws.start_rotation(arn).await;
-                step(&rotator, "createSecret", arn, &token).await.unwrap();
+                let token = secret.start_rotation().await;
+                secret.step("createSecret", &token).await.unwrap();
                 proxy.cut_at(cut_at);
-                let outcome = step(&rotator, "setSecret", arn, &token).await;
+                let outcome = secret.step("setSecret", &token).await;
                 let cut = proxy.cut();
                 proxy.heal();
                 let context = format!("{engine} {arn}: setSecret cut at message {cut_at}");
-                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
+                secret.assert_no_lockout(&context).await;
                 if cut {
-                    let (_, pending) = aws.value(arn, "AWSPENDING").await;
+                    let pending = secret.value("AWSPENDING").await;
                     let user = pending["username"].as_str().unwrap().to_owned();
                     clone_without_password |= user == "app_clone"
-                        && user_exists(engine, &maria, &postgres, &user).await
-                        && !logs_in(pending).await;
+                        && user_exists(engine, maria, postgres, &user).await
+                        && !secret.logs_in(pending).await;
                 } else {
                     outcome.unwrap_or_else(|e| panic!("{context}: uncut: {e}"));
                 }
-                for name in ["setSecret", "testSecret", "finishSecret"] {
-                    step(&rotator, name, arn, &token)
-                        .await
-                        .unwrap_or_else(|e| panic!("{context}, {name} again: {e}"));
-                    assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-                }
-                let (version, current) = aws.value(arn, "AWSCURRENT").await;
-                assert_eq!(version, token, "{context}");
-                assert!(logs_in(current).await, "{context}");
-                aws.end_rotation(arn, &token).await;
+                let again = format!("{context}, again");
+                secret.run_steps_in_order(&token, &STEPS[1..], &again).await;
+                secret.assert_rotation_completed(&token, &context).await;
                 cases += 1;
                 if !cut {
                     eprintln!("{engine} {arn} (fresh clone: {fresh_clone}): {cut_at} cut points");
@@ -1064,77 +1094,66 @@ async fn set_secret_cut_off_at_every_point_locks_no_one_out_and_a_rerun_complete
 #[tokio::test]
 async fn an_abandoned_rotation_names_the_command_that_abandons_it_and_the_next_rotation_completes()
 {
-    let (aws, maria, postgres) = tokio::join!(Aws::start(), MariaDb::start(), Postgres::start());
+    let matrix = Matrix::start().await;
+    let aws = &matrix.aws;
     // The databases' new addresses (the same servers, behind another port).
     let moved = [
-        CuttingProxy::start(maria.port()).await,
-        CuttingProxy::start(postgres.port()).await,
+        CuttingProxy::start(matrix.maria.port()).await,
+        CuttingProxy::start(matrix.postgres.port()).await,
     ];
-    let rotator = aws.rotator(&[]);
-    let ports = direct(&maria, &postgres);
-    let secrets = fault_matrix_secrets(&aws, &maria, &postgres, "abandoned", ports).await;
-    for ((engine, _, single, alternating), moved) in secrets.into_iter().zip(&moved) {
-        let logs_in = |value: Value| version_logs_in(engine, &maria, &postgres, value);
-        for arn in [&single, &alternating] {
-            let old_token = aws.start_rotation(arn).await;
-            step(&rotator, "createSecret", arn, &old_token)
-                .await
-                .unwrap();
-            let (_, mut current) = aws.value(arn, "AWSCURRENT").await;
-            let mut at_new_address = vec![(arn.clone(), current.clone())];
-            if let Some(master) = current["masterarn"].as_str() {
-                at_new_address.push((master.to_owned(), aws.value(master, "AWSCURRENT").await.1));
-            }
-            for (secret, mut value) in at_new_address {
-                value["port"] = json!(moved.port());
-                aws.put_current(&secret, &value).await;
-            }
-            let refusal = harness::rotation::try_start_rotation(&aws.secrets, arn).await;
-            assert!(refusal.is_err(), "{engine}: AWS refuses a new rotation");
-
-            let abandon = format!(
-                "`aws secretsmanager update-secret-version-stage --secret-id {arn} \
-                 --version-stage AWSPENDING --remove-from-version-id {old_token}`"
-            );
-            // setSecret compares the pending version with the current one; testSecret and
-            // finishSecret's check only try its login, which fails (its password was never set).
-            for (name, expected) in [
-                ("setSecret", "PendingVersionUnusable"),
-                ("testSecret", "DatabaseLoginFailed"),
-                ("finishSecret", "PendingNotVerified"),
-            ] {
-                let outcome = step(&rotator, name, arn, &old_token).await;
-                let (kind, message) = error_type(outcome.unwrap_err());
-                assert_eq!(kind, expected, "{engine} {name}: {message}");
-                if name == "setSecret" {
-                    assert!(message.contains(&abandon), "{engine}: {message}");
-                    assert!(message.contains("the pending version names"), "{message}");
-                }
-                let context = format!("{engine} {arn}: {name} of the abandoned rotation");
-                assert_no_lockout(&aws, arn, *arn == single, logs_in, &context).await;
-            }
-
-            // The operator runs the command the error names, then rotates again.
-            aws.secrets
-                .update_secret_version_stage()
-                .secret_id(arn)
-                .version_stage("AWSPENDING")
-                .remove_from_version_id(&old_token)
-                .send()
-                .await
-                .unwrap();
-            let token = aws.start_rotation(arn).await;
-            for name in STEPS {
-                step(&rotator, name, arn, &token)
-                    .await
-                    .unwrap_or_else(|e| panic!("{engine} {arn} {name}: {e}"));
-            }
-            (_, current) = aws.value(arn, "AWSCURRENT").await;
-            assert_eq!(aws.value(arn, "AWSCURRENT").await.0, token);
-            assert_eq!(current["port"], moved.port(), "{engine}");
-            assert!(logs_in(current).await, "{engine}");
-            aws.end_rotation(arn, &token).await;
+    for secret in matrix.secrets("abandoned", matrix.direct()).await {
+        let (engine, arn) = (secret.engine, secret.arn.as_str());
+        let moved = &moved[usize::from(engine == "postgres")];
+        let old_token = secret.start_rotation().await;
+        secret.step("createSecret", &old_token).await.unwrap();
+        let current = secret.value("AWSCURRENT").await;
+        let mut at_new_address = vec![(arn.to_owned(), current.clone())];
+        if let Some(master) = current["masterarn"].as_str() {
+            at_new_address.push((master.to_owned(), aws.value(master, "AWSCURRENT").await.1));
         }
+        for (secret_arn, mut value) in at_new_address {
+            value["port"] = json!(moved.port());
+            aws.put_current(&secret_arn, &value).await;
+        }
+        let refusal = harness::rotation::try_start_rotation(&aws.secrets, arn).await;
+        assert!(refusal.is_err(), "{engine}: AWS refuses a new rotation");
+
+        let abandon = format!(
+            "`aws secretsmanager update-secret-version-stage --secret-id {arn} \
+             --version-stage AWSPENDING --remove-from-version-id {old_token}`"
+        );
+        // setSecret compares the pending version with the current one; testSecret and
+        // finishSecret's check only try its login, which fails (its password was never set).
+        for (name, expected) in [
+            ("setSecret", "PendingVersionUnusable"),
+            ("testSecret", "DatabaseLoginFailed"),
+            ("finishSecret", "PendingNotVerified"),
+        ] {
+            let outcome = secret.step(name, &old_token).await;
+            let (kind, message) = error_type(outcome.unwrap_err());
+            assert_eq!(kind, expected, "{engine} {name}: {message}");
+            if name == "setSecret" {
+                assert!(message.contains(&abandon), "{engine}: {message}");
+                assert!(message.contains("the pending version names"), "{message}");
+            }
+            let context = format!("{engine} {arn}: {name} of the abandoned rotation");
+            secret.assert_no_lockout(&context).await;
+        }
+
+        // The operator runs the command the error names, then rotates again.
+        aws.secrets
+            .update_secret_version_stage()
+            .secret_id(arn)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(&old_token)
+            .send()
+            .await
+            .unwrap();
+        let token = secret.start_rotation().await;
+        let context = format!("{engine} {arn}, rotated again");
+        secret.run_steps_in_order(&token, &STEPS, &context).await;
+        let current = secret.assert_rotation_completed(&token, &context).await;
+        assert_eq!(current["port"], moved.port(), "{engine}");
     }
 }
 

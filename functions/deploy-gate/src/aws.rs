@@ -155,13 +155,7 @@ impl AwsGate {
         ) else {
             return Ok(HashMap::new());
         };
-        let mut series: Vec<Series> = gate
-            .checks
-            .iter()
-            .flat_map(|c| Series::for_check(c.kind))
-            .collect();
-        series.sort();
-        series.dedup();
+        let series = series_read_by(gate);
         let queries: Vec<MetricDataQuery> = series
             .iter()
             .enumerate()
@@ -187,12 +181,7 @@ impl AwsGate {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| AwsError::from_sdk(operation(), e))?;
             for result in page.metric_data_results() {
-                let Some(s) = result
-                    .id()
-                    .and_then(|id| id.strip_prefix('s'))
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .and_then(|n| series.get(n))
-                else {
+                let Some(s) = series_of(result, &series) else {
                     continue;
                 };
                 let points = datapoints(result, *s).map_err(|(message, transient)| AwsError {
@@ -298,6 +287,28 @@ fn datapoints(
         }))
 }
 
+/// Every series the gate's checks read, each once, in a stable order.
+fn series_read_by(gate: &Gate) -> Vec<Series> {
+    let mut series: Vec<Series> = gate
+        .checks
+        .iter()
+        .flat_map(|c| Series::for_check(c.kind))
+        .collect();
+    series.sort();
+    series.dedup();
+    series
+}
+
+/// The series an answer belongs to: its id is `s<index into series>` ([`query`]).
+fn series_of<'a>(result: &MetricDataResult, series: &'a [Series]) -> Option<&'a Series> {
+    result
+        .id()
+        .and_then(|id| id.strip_prefix('s'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| series.get(n))
+}
+
+/// The query for `series` under the id `s<index>`.
 fn query(index: usize, series: Series, target: &TargetGroup) -> MetricDataQuery {
     let (metric_name, stat) = series.metric();
     let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();

@@ -205,19 +205,9 @@ impl GateDefinition {
             .validate()
     }
 
+    /// Checks the definition and fills in the defaults; the first problem found is the error.
     pub fn validate(self) -> Result<Gate, InvalidGate> {
-        let mut alarm_names: Vec<String> = Vec::new();
-        for name in self.alarm_names {
-            if name.len() > 255 {
-                return Err(invalid(
-                    "AlarmNames",
-                    format!("`{name}` is longer than 255 characters"),
-                ));
-            }
-            if !alarm_names.contains(&name) {
-                alarm_names.push(name);
-            }
-        }
+        let alarm_names = alarm_names(self.alarm_names)?;
         let bake_seconds = self.bake_seconds.unwrap_or(DEFAULT_BAKE_SECONDS);
         if bake_seconds > 900 {
             return Err(invalid(
@@ -232,82 +222,8 @@ impl GateDefinition {
                 format!("must be 1 to 900, got {poll_seconds}"),
             ));
         }
-        let target = match (self.target_group, self.load_balancer) {
-            (Some(tg), Some(lb)) => Some(TargetGroup {
-                target_group: dimension_value(&tg, "targetgroup/").ok_or_else(|| {
-                    invalid(
-                        "TargetGroup",
-                        format!("`{tg}` is neither targetgroup/<name>/<id> nor a target group ARN"),
-                    )
-                })?,
-                load_balancer: dimension_value(&lb, "app/").ok_or_else(|| {
-                    invalid(
-                        "LoadBalancer",
-                        format!(
-                            "`{lb}` is neither app/<name>/<id> nor an Application Load Balancer ARN"
-                        ),
-                    )
-                })?,
-            }),
-            (Some(_), None) => {
-                return Err(invalid(
-                    "LoadBalancer",
-                    "required with TargetGroup: ALB publishes target-group metrics under both dimensions",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "TargetGroup",
-                    "required with LoadBalancer: the checks read target-group metrics",
-                ));
-            }
-            (None, None) => None,
-        };
-        let overrides = self.checks.unwrap_or_default();
-        let mut checks = Vec::new();
-        for kind in CheckKind::ALL {
-            let o = overrides.get(kind).unwrap_or_default();
-            if target.is_none() {
-                if overrides.get(kind).is_some() {
-                    return Err(invalid(
-                        "Checks",
-                        format!("{} needs TargetGroup and LoadBalancer", kind.property()),
-                    ));
-                }
-                continue;
-            }
-            if o.enabled == Some(false) {
-                continue;
-            }
-            let threshold = o.threshold.unwrap_or(kind.default_threshold());
-            if !(threshold.is_finite() && threshold >= 0.0) {
-                return Err(invalid(
-                    "Checks",
-                    format!(
-                        "{}.Threshold must be a number ≥ 0, got {threshold}",
-                        kind.property()
-                    ),
-                ));
-            }
-            let window_seconds = o.window_seconds.unwrap_or(kind.default_window_seconds());
-            if window_seconds == 0
-                || !window_seconds.is_multiple_of(60)
-                || window_seconds > MAX_WINDOW_SECONDS
-            {
-                return Err(invalid(
-                    "Checks",
-                    format!(
-                        "{}.WindowSeconds must be whole minutes (60, 120, …) up to {MAX_WINDOW_SECONDS}, got {window_seconds}",
-                        kind.property()
-                    ),
-                ));
-            }
-            checks.push(MetricCheck {
-                kind,
-                threshold,
-                window_seconds,
-            });
-        }
+        let target = target(self.target_group, self.load_balancer)?;
+        let checks = metric_checks(target.is_some(), &self.checks.unwrap_or_default())?;
         if alarm_names.is_empty() && checks.is_empty() {
             return Err(invalid(
                 "AlarmNames",
@@ -324,6 +240,116 @@ impl GateDefinition {
             no_data: self.no_data.unwrap_or_default(),
         })
     }
+}
+
+/// `AlarmNames` in their first-listed order, duplicates dropped.
+fn alarm_names(names: Vec<String>) -> Result<Vec<String>, InvalidGate> {
+    let mut alarm_names: Vec<String> = Vec::new();
+    for name in names {
+        if name.len() > 255 {
+            return Err(invalid(
+                "AlarmNames",
+                format!("`{name}` is longer than 255 characters"),
+            ));
+        }
+        if !alarm_names.contains(&name) {
+            alarm_names.push(name);
+        }
+    }
+    Ok(alarm_names)
+}
+
+/// `TargetGroup` and `LoadBalancer`: both or neither, each as a dimension value or an ARN.
+fn target(
+    target_group: Option<String>,
+    load_balancer: Option<String>,
+) -> Result<Option<TargetGroup>, InvalidGate> {
+    match (target_group, load_balancer) {
+        (Some(tg), Some(lb)) => Ok(Some(TargetGroup {
+            target_group: dimension_value(&tg, "targetgroup/").ok_or_else(|| {
+                invalid(
+                    "TargetGroup",
+                    format!("`{tg}` is neither targetgroup/<name>/<id> nor a target group ARN"),
+                )
+            })?,
+            load_balancer: dimension_value(&lb, "app/").ok_or_else(|| {
+                invalid(
+                    "LoadBalancer",
+                    format!(
+                        "`{lb}` is neither app/<name>/<id> nor an Application Load Balancer ARN"
+                    ),
+                )
+            })?,
+        })),
+        (Some(_), None) => Err(invalid(
+            "LoadBalancer",
+            "required with TargetGroup: ALB publishes target-group metrics under both dimensions",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "TargetGroup",
+            "required with LoadBalancer: the checks read target-group metrics",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The enabled checks, defaults filled in; without a target group there are none, and an
+/// override is an error.
+fn metric_checks(
+    has_target: bool,
+    overrides: &CheckOverrides,
+) -> Result<Vec<MetricCheck>, InvalidGate> {
+    let mut checks = Vec::new();
+    for kind in CheckKind::ALL {
+        let Some(o) = overrides.get(kind) else {
+            if has_target {
+                checks.push(metric_check(kind, CheckOverride::default())?);
+            }
+            continue;
+        };
+        if !has_target {
+            return Err(invalid(
+                "Checks",
+                format!("{} needs TargetGroup and LoadBalancer", kind.property()),
+            ));
+        }
+        if o.enabled != Some(false) {
+            checks.push(metric_check(kind, o)?);
+        }
+    }
+    Ok(checks)
+}
+
+/// One check with its override applied: a threshold ≥ 0 and a window of whole minutes.
+fn metric_check(kind: CheckKind, o: CheckOverride) -> Result<MetricCheck, InvalidGate> {
+    let threshold = o.threshold.unwrap_or(kind.default_threshold());
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        return Err(invalid(
+            "Checks",
+            format!(
+                "{}.Threshold must be a number ≥ 0, got {threshold}",
+                kind.property()
+            ),
+        ));
+    }
+    let window_seconds = o.window_seconds.unwrap_or(kind.default_window_seconds());
+    if window_seconds == 0
+        || !window_seconds.is_multiple_of(60)
+        || window_seconds > MAX_WINDOW_SECONDS
+    {
+        return Err(invalid(
+            "Checks",
+            format!(
+                "{}.WindowSeconds must be whole minutes (60, 120, …) up to {MAX_WINDOW_SECONDS}, got {window_seconds}",
+                kind.property()
+            ),
+        ));
+    }
+    Ok(MetricCheck {
+        kind,
+        threshold,
+        window_seconds,
+    })
 }
 
 /// `targetgroup/n/id` as is, or the part of an ARN from `prefix` on.

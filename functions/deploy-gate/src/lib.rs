@@ -1,21 +1,20 @@
 //! deploy-gate: pass or fail a deploy on alarms and metrics, as a CloudFormation custom
 //! resource, a CodeDeploy hook or a CI step.
 //!
-//! `entry` tells the three apart, `gate` reads the one definition they share, `bake` polls
+//! `trigger` tells the three apart, `gate` reads the one definition they share, `bake` polls
 //! and `verdict` decides (pure), `rollback` lets CloudFormation's rollbacks through (pure);
 //! `aws` reads CloudWatch and CloudFormation and reports through SNS and CodeDeploy.
 
 pub mod aws;
 pub mod bake;
 pub mod config;
-pub mod entry;
 pub mod gate;
 pub mod rollback;
+pub mod trigger;
 pub mod verdict;
 
 use std::time::Duration;
 
-use entry::{Entry, EntryError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -25,6 +24,7 @@ use shared::{
     sns_subject::SnsSubject,
 };
 use tokio::time::Instant;
+use trigger::{Trigger, TriggerError, TriggerKind};
 
 use crate::aws::{AwsError, AwsGate};
 use crate::bake::{BakeOutcome, bake};
@@ -40,7 +40,7 @@ const STACK_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
     #[error(transparent)]
-    Entry(#[from] EntryError),
+    Trigger(#[from] TriggerError),
     #[error(transparent)]
     CloudFormation(#[from] ResponderError),
     #[error(transparent)]
@@ -60,31 +60,12 @@ impl From<GateError> for Diagnostic {
     fn from(error: GateError) -> Self {
         match error {
             GateError::CloudFormation(inner) => inner.into(),
-            GateError::Entry(_) => shared::diagnostic("UnrecognisedEvent", &error),
+            GateError::Trigger(_) => shared::diagnostic("UnrecognisedEvent", &error),
             GateError::InvalidGate(_) => shared::diagnostic("InvalidGateDefinition", &error),
             GateError::CodeDeployUnanswered { ref source, .. } => {
                 // Transient: Lambda's retry runs the gate again and answers then.
                 shared::diagnostic(source.error_type(), &error)
             }
-        }
-    }
-}
-
-/// Which entry point asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trigger {
-    Cloudformation,
-    Codedeploy,
-    Direct,
-}
-
-impl Trigger {
-    fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Cloudformation => "cloudformation",
-            Trigger::Codedeploy => "codedeploy",
-            Trigger::Direct => "direct",
         }
     }
 }
@@ -97,7 +78,7 @@ pub struct Verdict {
     #[serde(rename = "verdict")]
     pub decision: Decision,
     pub reason: String,
-    pub trigger: Trigger,
+    pub trigger: TriggerKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +96,25 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A verdict given without a bake: nothing polled, nothing checked.
+    fn unbaked(decision: Decision, reason: String, trigger: TriggerKind) -> Self {
+        Verdict {
+            decision,
+            reason,
+            trigger,
+            release: None,
+            deployment_id: None,
+            stack_id: None,
+            bake_seconds: 0,
+            poll_seconds: 0,
+            no_data: NoData::default(),
+            polls: 0,
+            elapsed_seconds: 0.0,
+            checks: Vec::new(),
+            published: false,
+        }
+    }
+
     fn passed(&self) -> bool {
         self.decision == Decision::Pass
     }
@@ -176,8 +176,8 @@ impl DeployGate {
     /// The Lambda entry point.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, GateError> {
         let (payload, context) = event.into_parts();
-        match Entry::from_payload(payload)? {
-            Entry::CloudFormation(request) => {
+        match Trigger::from_payload(payload)? {
+            Trigger::CloudFormation(request) => {
                 let answered = Box::pin(
                     self.responder
                         .respond(self, LambdaEvent::new(request, context)),
@@ -185,12 +185,12 @@ impl DeployGate {
                 .await?;
                 Ok(serde_json::to_value(answered).expect("an answer of strings serializes"))
             }
-            Entry::CodeDeployHook(hook) => {
+            Trigger::CodeDeployHook(hook) => {
                 let finish_by = self.responder.answer_by(&context);
                 let mut verdict = match &self.config.hook_gate {
-                    Some(gate) => self.run(gate, Trigger::Codedeploy, finish_by).await,
+                    Some(gate) => self.run(gate, TriggerKind::Codedeploy, finish_by).await,
                     // Never leave a deployment waiting for the hook's timeout, never pass it unchecked.
-                    None => self.unchecked(Trigger::Codedeploy, "no gate is configured for CodeDeploy hooks: set GATE_ALARM_NAMES and/or GATE_TARGET_GROUP with GATE_LOAD_BALANCER").await,
+                    None => self.unchecked(TriggerKind::Codedeploy, "no gate is configured for CodeDeploy hooks: set GATE_ALARM_NAMES and/or GATE_TARGET_GROUP with GATE_LOAD_BALANCER").await,
                 };
                 verdict.deployment_id = Some(hook.deployment_id.clone());
                 self.aws
@@ -208,10 +208,14 @@ impl DeployGate {
                 tracing::info!(deployment_id = %hook.deployment_id, verdict = verdict.label(), "CodeDeploy told the verdict");
                 Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
             }
-            Entry::Direct(definition) => {
+            Trigger::Direct(definition) => {
                 let gate = GateDefinition::from_json(Value::Object(definition))?;
                 let verdict = self
-                    .run(&gate, Trigger::Direct, self.responder.answer_by(&context))
+                    .run(
+                        &gate,
+                        TriggerKind::Direct,
+                        self.responder.answer_by(&context),
+                    )
                     .await;
                 Ok(serde_json::to_value(&verdict).expect("a verdict serializes"))
             }
@@ -219,7 +223,7 @@ impl DeployGate {
     }
 
     /// Bakes, then logs and publishes the verdict.
-    async fn run(&self, gate: &Gate, trigger: Trigger, finish_by: Instant) -> Verdict {
+    async fn run(&self, gate: &Gate, trigger: TriggerKind, finish_by: Instant) -> Verdict {
         tracing::info!(
             ?trigger,
             release = gate.release.as_deref().unwrap_or(""),
@@ -236,23 +240,9 @@ impl DeployGate {
         self.report(verdict_of(gate, trigger, outcome)).await
     }
 
-    async fn unchecked(&self, trigger: Trigger, reason: &str) -> Verdict {
-        let verdict = Verdict {
-            decision: Decision::Fail,
-            reason: reason.to_owned(),
-            trigger,
-            release: None,
-            deployment_id: None,
-            stack_id: None,
-            bake_seconds: 0,
-            poll_seconds: 0,
-            no_data: NoData::default(),
-            polls: 0,
-            elapsed_seconds: 0.0,
-            checks: Vec::new(),
-            published: false,
-        };
-        self.report(verdict).await
+    async fn unchecked(&self, trigger: TriggerKind, reason: &str) -> Verdict {
+        self.report(Verdict::unbaked(Decision::Fail, reason.to_owned(), trigger))
+            .await
     }
 
     async fn report(&self, mut verdict: Verdict) -> Verdict {
@@ -275,7 +265,7 @@ impl DeployGate {
     }
 }
 
-fn verdict_of(gate: &Gate, trigger: Trigger, outcome: BakeOutcome) -> Verdict {
+fn verdict_of(gate: &Gate, trigger: TriggerKind, outcome: BakeOutcome) -> Verdict {
     Verdict {
         decision: outcome.decision,
         reason: outcome.reason,
@@ -342,7 +332,7 @@ impl DeployGate {
     ) -> Result<Outcome, BoxError> {
         let gate = properties.validate()?;
         let mut verdict = self
-            .run(&gate, Trigger::Cloudformation, request.answer_by())
+            .run(&gate, TriggerKind::Cloudformation, request.answer_by())
             .await;
         verdict.stack_id = Some(request.stack_id.clone());
         match verdict.decision {
@@ -384,19 +374,13 @@ impl DeployGate {
             rollback::ROLLING_BACK
         );
         let verdict = Verdict {
-            decision: Decision::Skipped,
-            reason: reason.clone(),
-            trigger: Trigger::Cloudformation,
             release: properties.release.clone(),
-            deployment_id: None,
             stack_id: Some(request.stack_id.clone()),
-            bake_seconds: 0,
-            poll_seconds: 0,
-            no_data: NoData::default(),
-            polls: 0,
-            elapsed_seconds: 0.0,
-            checks: Vec::new(),
-            published: false,
+            ..Verdict::unbaked(
+                Decision::Skipped,
+                reason.clone(),
+                TriggerKind::Cloudformation,
+            )
         };
         self.report(verdict).await;
         Outcome::new()

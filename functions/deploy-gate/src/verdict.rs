@@ -242,24 +242,42 @@ fn metric_result(
         Ok(series) => series,
     };
     let since = window_end - i64::from(check.window_seconds);
-    // `None` when the series has no datapoint in the window.
-    let sum = |s: Series| -> Option<f64> {
-        let values: Vec<f64> = series
-            .get(&s)
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                p.timestamp >= since
-                    && p.timestamp < window_end
-                    && p.value.is_finite()
-                    && p.value >= 0.0
-            })
-            .map(|p| p.value)
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    };
-    let [numerator, denominator] = Series::for_check(check.kind);
-    let measured = match check.kind {
+    let measured = measure(check.kind, |s| {
+        window_sum(series.get(&s).map(Vec::as_slice), since, window_end)
+    });
+    match measured {
+        Ok((value, detail)) => {
+            result.value = Some(Measure::Number(value));
+            result.status = if value > check.threshold {
+                Status::Breached
+            } else {
+                Status::Ok
+            };
+            result.detail = detail;
+        }
+        Err(detail) => result.detail = detail,
+    }
+    result
+}
+
+/// The sum of a series' usable values in `[since, end)`; `None` when it has none there.
+fn window_sum(points: Option<&[Datapoint]>, since: i64, end: i64) -> Option<f64> {
+    let values: Vec<f64> = points
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p.timestamp >= since && p.timestamp < end && p.value.is_finite() && p.value >= 0.0
+        })
+        .map(|p| p.value)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// A check's value and how it was reached, from the window sums of its two series; or why
+/// there is no value.
+fn measure(kind: CheckKind, sum: impl Fn(Series) -> Option<f64>) -> Result<(f64, String), String> {
+    let [numerator, denominator] = Series::for_check(kind);
+    match kind {
         CheckKind::ErrorRate => match sum(denominator) {
             Some(requests) if requests > 0.0 => {
                 // ALB publishes no 5xx count for a minute without 5xx.
@@ -291,20 +309,7 @@ fn metric_result(
                 }
             }
         },
-    };
-    match measured {
-        Ok((value, detail)) => {
-            result.value = Some(Measure::Number(value));
-            result.status = if value > check.threshold {
-                Status::Breached
-            } else {
-                Status::Ok
-            };
-            result.detail = detail;
-        }
-        Err(detail) => result.detail = detail,
     }
-    result
 }
 
 /// `pass`, `fail` or `inconclusive`; `skipped` when the gate did not run at all.

@@ -6,7 +6,8 @@
 //! users this resource creates and reads the marks back; [`execution`] carries a plan out;
 //! [`secrets`] and [`server`] are the adapters to Secrets Manager and the database.
 //! [`TenantDatabases`] wires them under the shared responder, which owns the CloudFormation
-//! protocol.
+//! protocol and decodes the event: rds-init has no `Trigger` of its own, its handlers get the
+//! responder's [`Request`] and the typed [`properties::TenantDatabaseProperties`].
 
 pub mod execution;
 pub mod identifier;
@@ -35,7 +36,7 @@ use serde_json::Value;
 use shared::{
     BoxError,
     custom_resource::{Answered, CustomResource, Outcome, Request, Responder, ResponderError},
-    database::{ConnectSettings, DatabaseSecret, sql::KnownSecrets},
+    database::{ConnectSettings, DatabaseSecret, DbConnection, sql::KnownSecrets},
     env_config::{ConfigError, EnvVars},
 };
 use std::collections::BTreeMap;
@@ -142,39 +143,9 @@ impl TenantDatabases {
         let previous = previous.as_ref().map(previous_spec);
         let settings = &self.config.connect;
         let mut connection = connect_with_retry(&master, settings, request.answer_by()).await?;
-        let (databases, users, available_extensions) = read_names(&mut connection).await?;
-        let marks = read_marks(&mut connection).await?;
-        let roles = read_role_facts(&mut connection).await?;
-        let mut state = ServerState {
-            databases,
-            users,
-            available_extensions,
-            database_marks: marks.databases,
-            user_marks: marks.users,
-            role_memberships: roles.memberships,
-            session_roles: roles.session_roles,
-            ..Default::default()
-        };
-        for user in spec
-            .users
-            .iter()
-            .filter(|u| state.users.contains(u.username.as_str()))
-        {
-            let name = user.username.as_str();
-            if let Some(password) = passwords.get(&user.username)
-                && password_logs_in(&master, settings, name, password).await
-            {
-                state.users_with_current_password.insert(name.to_owned());
-            } else if let Some(pending) = self
-                .secrets
-                .pending_user_password(&user.secret_arn)
-                .await
-                .inspect(|pending| known.add(pending))
-                && password_logs_in(&master, settings, name, &pending).await
-            {
-                state.users_mid_rotation.insert(name.to_owned());
-            }
-        }
+        let state = self
+            .server_state(&mut connection, &master, &spec, &passwords, known)
+            .await?;
         let mut plan = plan_apply(master.engine, &spec, previous.as_ref(), &state)?;
         let creator = creator(request);
         let mut adopted = Adopted::default();
@@ -200,7 +171,7 @@ impl TenantDatabases {
         adopted.users.extend(found.users);
 
         let endpoint = format!("{}:{}", master.host, master.port);
-        let mut reason = format!(
+        let reason = format!(
             "{} on {} {endpoint}: {} step(s)",
             match request.request_type {
                 shared::custom_resource::RequestType::Create => "created",
@@ -209,10 +180,6 @@ impl TenantDatabases {
             master.engine,
             plan.actions.len()
         );
-        for note in &plan.notes {
-            reason.push_str("; ");
-            reason.push_str(note);
-        }
         Ok(Outcome::new()
             .physical_resource_id(format!("{PHYSICAL_ID_PREFIX}{endpoint}"))
             .data("Endpoint", master.host.clone())
@@ -223,7 +190,54 @@ impl TenantDatabases {
                 identifier::join(&adopted.databases, ","),
             )
             .data("AdoptedUsers", identifier::join(&adopted.users, ","))
-            .reason(reason))
+            .reason(with_notes(reason, &plan.notes)))
+    }
+
+    /// What planning an apply needs to know about the server: names, marks, roles, and which
+    /// existing users' secrets log in (current password, or a rotation's pending one).
+    async fn server_state(
+        &self,
+        connection: &mut DbConnection,
+        master: &DatabaseSecret,
+        spec: &TenantDatabaseSpec,
+        passwords: &BTreeMap<Identifier, SecretString>,
+        known: &mut KnownSecrets,
+    ) -> Result<ServerState, TenantDatabaseError> {
+        let settings = &self.config.connect;
+        let (databases, users, available_extensions) = read_names(connection).await?;
+        let marks = read_marks(connection).await?;
+        let roles = read_role_facts(connection).await?;
+        let mut state = ServerState {
+            databases,
+            users,
+            available_extensions,
+            database_marks: marks.databases,
+            user_marks: marks.users,
+            role_memberships: roles.memberships,
+            session_roles: roles.session_roles,
+            ..Default::default()
+        };
+        for user in spec
+            .users
+            .iter()
+            .filter(|u| state.users.contains(u.username.as_str()))
+        {
+            let name = user.username.as_str();
+            if let Some(password) = passwords.get(&user.username)
+                && password_logs_in(master, settings, name, password).await
+            {
+                state.users_with_current_password.insert(name.to_owned());
+            } else if let Some(pending) = self
+                .secrets
+                .pending_user_password(&user.secret_arn)
+                .await
+                .inspect(|pending| known.add(pending))
+                && password_logs_in(master, settings, name, &pending).await
+            {
+                state.users_mid_rotation.insert(name.to_owned());
+            }
+        }
+        Ok(state)
     }
 
     async fn remove(
@@ -268,13 +282,18 @@ impl TenantDatabases {
             execution::carry_out(master.engine, &creator, &plan, &passwords, &mut runner).await;
         runner.close().await;
         result?;
-        let mut reason = format!("removed from {endpoint}: {} step(s)", plan.actions.len());
-        for note in &plan.notes {
-            reason.push_str("; ");
-            reason.push_str(note);
-        }
-        Ok(Outcome::new().reason(reason))
+        let reason = format!("removed from {endpoint}: {} step(s)", plan.actions.len());
+        Ok(Outcome::new().reason(with_notes(reason, &plan.notes)))
     }
+}
+
+/// The `Reason`: what was done, then every note of the plan.
+fn with_notes(mut reason: String, notes: &[String]) -> String {
+    for note in notes {
+        reason.push_str("; ");
+        reason.push_str(note);
+    }
+    reason
 }
 
 /// Listed databases and users this resource uses without having created them.
@@ -316,10 +335,8 @@ impl CustomResource for TenantDatabases {
         request: &Request,
         properties: Self::Properties,
     ) -> Result<Outcome, BoxError> {
-        let mut known = KnownSecrets::default();
-        self.apply(request, properties, None, &mut known)
-            .await
-            .map_err(|error| redacted(&known, &error))
+        // A Create is an Update from no earlier properties.
+        self.update(request, properties, None).await
     }
 
     async fn update(

@@ -188,55 +188,9 @@ pub fn plan_apply(
 ) -> Result<Plan, PlanError> {
     let mut plan = Plan::default();
     let postgres = engine == Engine::Postgres;
-    if postgres {
-        if let Some(missing) = spec
-            .extensions
-            .iter()
-            .find(|e| !state.available_extensions.contains(e.as_str()))
-        {
-            return Err(PlanError::UnavailableExtension {
-                extension: missing.to_string(),
-            });
-        }
-    } else if !spec.extensions.is_empty() {
-        plan.notes.push(format!(
-            "Extensions ({}) ignored: extensions are PostgreSQL only and this is {engine}",
-            identifier::join(&spec.extensions, ", ")
-        ));
-    }
-
-    for db in &spec.databases {
-        if !state.databases.contains(db.as_str()) {
-            plan.actions.push(Action::CreateDatabase(db.clone()));
-        }
-    }
-    if postgres {
-        // IF NOT EXISTS on the statement: cheap, and no per-database state to read first.
-        for db in &spec.databases {
-            for extension in &spec.extensions {
-                plan.actions.push(Action::CreateExtension {
-                    database: db.clone(),
-                    extension: extension.clone(),
-                });
-            }
-        }
-    }
-    for user in &spec.users {
-        let name = user.username.as_str();
-        if !state.users.contains(name) {
-            plan.actions.push(Action::CreateUser(user.username.clone()));
-        } else if state.users_with_current_password.contains(name) {
-            // The secret's password works: nothing to do.
-        } else if state.users_mid_rotation.contains(name) {
-            plan.notes.push(format!(
-                "password of user `{name}` left alone: a rotation is in progress (its pending \
-                 password logs in)"
-            ));
-        } else {
-            plan.actions
-                .push(Action::SetPassword(user.username.clone()));
-        }
-    }
+    check_extensions(engine, spec, state, &mut plan)?;
+    create_databases(postgres, spec, state, &mut plan);
+    create_users(spec, state, &mut plan);
     let grantees = spec
         .users
         .iter()
@@ -263,20 +217,8 @@ pub fn plan_apply(
             }
         }
     }
-
     if let Some(previous) = previous {
-        let kept: Vec<&Identifier> = previous
-            .databases
-            .iter()
-            .filter(|db| !spec.databases.contains(db))
-            .collect();
-        if !kept.is_empty() {
-            let names: Vec<String> = kept.iter().map(|db| format!("`{db}`")).collect();
-            plan.notes.push(format!(
-                "database(s) {} removed from Databases are kept, with their data",
-                names.join(", ")
-            ));
-        }
+        note_kept_databases(spec, previous, &mut plan);
     }
     for (databases, grantees) in revoked.iter().zip(&grantees) {
         for db in databases {
@@ -289,6 +231,95 @@ pub fn plan_apply(
         }
     }
     Ok(plan)
+}
+
+/// PostgreSQL: every extension must be available before anything runs. Other engines: the
+/// extensions are noted as ignored.
+fn check_extensions(
+    engine: Engine,
+    spec: &TenantDatabaseSpec,
+    state: &ServerState,
+    plan: &mut Plan,
+) -> Result<(), PlanError> {
+    if engine == Engine::Postgres {
+        if let Some(missing) = spec
+            .extensions
+            .iter()
+            .find(|e| !state.available_extensions.contains(e.as_str()))
+        {
+            return Err(PlanError::UnavailableExtension {
+                extension: missing.to_string(),
+            });
+        }
+    } else if !spec.extensions.is_empty() {
+        plan.notes.push(format!(
+            "Extensions ({}) ignored: extensions are PostgreSQL only and this is {engine}",
+            identifier::join(&spec.extensions, ", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The databases that do not exist yet, then (PostgreSQL) every extension in every database.
+fn create_databases(
+    postgres: bool,
+    spec: &TenantDatabaseSpec,
+    state: &ServerState,
+    plan: &mut Plan,
+) {
+    for db in &spec.databases {
+        if !state.databases.contains(db.as_str()) {
+            plan.actions.push(Action::CreateDatabase(db.clone()));
+        }
+    }
+    if postgres {
+        // IF NOT EXISTS on the statement: cheap, and no per-database state to read first.
+        for db in &spec.databases {
+            for extension in &spec.extensions {
+                plan.actions.push(Action::CreateExtension {
+                    database: db.clone(),
+                    extension: extension.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// The users that do not exist yet, and a new password for those whose secret's password
+/// no longer logs in (unless a rotation is under way).
+fn create_users(spec: &TenantDatabaseSpec, state: &ServerState, plan: &mut Plan) {
+    for user in &spec.users {
+        let name = user.username.as_str();
+        if !state.users.contains(name) {
+            plan.actions.push(Action::CreateUser(user.username.clone()));
+        } else if state.users_with_current_password.contains(name) {
+            // The secret's password works: nothing to do.
+        } else if state.users_mid_rotation.contains(name) {
+            plan.notes.push(format!(
+                "password of user `{name}` left alone: a rotation is in progress (its pending \
+                 password logs in)"
+            ));
+        } else {
+            plan.actions
+                .push(Action::SetPassword(user.username.clone()));
+        }
+    }
+}
+
+/// An Update never drops a database: the ones removed from `Databases` are noted as kept.
+fn note_kept_databases(spec: &TenantDatabaseSpec, previous: &PreviousSpec, plan: &mut Plan) {
+    let kept: Vec<String> = previous
+        .databases
+        .iter()
+        .filter(|db| !spec.databases.contains(db))
+        .map(|db| format!("`{db}`"))
+        .collect();
+    if !kept.is_empty() {
+        plan.notes.push(format!(
+            "database(s) {} removed from Databases are kept, with their data",
+            kept.join(", ")
+        ));
+    }
 }
 
 /// Per user of `spec`, the databases an Update removed from its list that still exist (only

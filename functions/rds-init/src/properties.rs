@@ -221,63 +221,8 @@ impl TenantDatabaseSpec {
     ) -> Result<Self, SpecError> {
         let mut users: Vec<UserGrant> = Vec::new();
         for (user, secret_user) in properties.users.iter().zip(secret_users) {
-            let name = &secret_user.username;
-            let username = Identifier::parse(IdentifierKind::User, name)?;
-            let alternating = if secret_user.alternating {
-                Some(AlternatingUsers::of(&username).map_err(|problem| {
-                    SpecError::AlternatingUsers {
-                        user: name.clone(),
-                        secret_arn: user.secret_arn.clone(),
-                        problem,
-                    }
-                })?)
-            } else {
-                None
-            };
-            let grant = UserGrant {
-                secret_arn: user.secret_arn.clone(),
-                username,
-                databases: unique(&user.databases, IdentifierKind::Database)?,
-                access: user.access,
-                alternating,
-            };
-            let managed = grant.managed_names();
-            if let Some(master) = managed.iter().find(|n| n.as_str() == master_user) {
-                return Err(SpecError::MasterUser {
-                    user: master.to_string(),
-                    secret_arn: user.secret_arn.clone(),
-                });
-            }
-            if let Some((first, shared)) = users.iter().find_map(|u| {
-                let shared = u
-                    .managed_names()
-                    .into_iter()
-                    .find(|n| managed.contains(n))?;
-                Some((u, shared))
-            }) {
-                return Err(SpecError::DuplicateUser {
-                    user: shared.to_string(),
-                    first: first.secret_arn.clone(),
-                    second: user.secret_arn.clone(),
-                });
-            }
-            if grant.databases.is_empty() {
-                return Err(SpecError::UserWithoutDatabases {
-                    user: name.clone(),
-                    secret_arn: user.secret_arn.clone(),
-                });
-            }
-            if let Some(missing) = grant
-                .databases
-                .iter()
-                .find(|db| !names.databases.contains(db))
-            {
-                return Err(SpecError::UnlistedDatabase {
-                    user: name.clone(),
-                    secret_arn: user.secret_arn.clone(),
-                    database: missing.to_string(),
-                });
-            }
+            let grant = UserGrant::new(user, secret_user)?;
+            grant.fits(&secret_user.username, &users, &names, master_user)?;
             users.push(grant);
         }
         Ok(Self {
@@ -285,6 +230,81 @@ impl TenantDatabaseSpec {
             extensions: names.extensions,
             users,
         })
+    }
+}
+
+impl UserGrant {
+    /// One entry of `Users` with the user its secret names.
+    fn new(user: &UserProperties, secret_user: &SecretUser) -> Result<Self, SpecError> {
+        let name = &secret_user.username;
+        let username = Identifier::parse(IdentifierKind::User, name)?;
+        let alternating = if secret_user.alternating {
+            Some(AlternatingUsers::of(&username).map_err(|problem| {
+                SpecError::AlternatingUsers {
+                    user: name.clone(),
+                    secret_arn: user.secret_arn.clone(),
+                    problem,
+                }
+            })?)
+        } else {
+            None
+        };
+        Ok(UserGrant {
+            secret_arn: user.secret_arn.clone(),
+            username,
+            databases: unique(&user.databases, IdentifierKind::Database)?,
+            access: user.access,
+            alternating,
+        })
+    }
+
+    /// Whether this grant (for the user its secret calls `name`) can join the `earlier`
+    /// ones: not the master, no user managed twice, at least one database, each of them listed.
+    fn fits(
+        &self,
+        name: &str,
+        earlier: &[UserGrant],
+        names: &DatabaseNames,
+        master_user: &str,
+    ) -> Result<(), SpecError> {
+        let managed = self.managed_names();
+        if let Some(master) = managed.iter().find(|n| n.as_str() == master_user) {
+            return Err(SpecError::MasterUser {
+                user: master.to_string(),
+                secret_arn: self.secret_arn.clone(),
+            });
+        }
+        if let Some((first, shared)) = earlier.iter().find_map(|u| {
+            let shared = u
+                .managed_names()
+                .into_iter()
+                .find(|n| managed.contains(n))?;
+            Some((u, shared))
+        }) {
+            return Err(SpecError::DuplicateUser {
+                user: shared.to_string(),
+                first: first.secret_arn.clone(),
+                second: self.secret_arn.clone(),
+            });
+        }
+        if self.databases.is_empty() {
+            return Err(SpecError::UserWithoutDatabases {
+                user: name.to_owned(),
+                secret_arn: self.secret_arn.clone(),
+            });
+        }
+        if let Some(missing) = self
+            .databases
+            .iter()
+            .find(|db| !names.databases.contains(db))
+        {
+            return Err(SpecError::UnlistedDatabase {
+                user: name.to_owned(),
+                secret_arn: self.secret_arn.clone(),
+                database: missing.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -194,89 +194,19 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
             access,
             table_creators,
         } => {
-            let (u, db) = (user.pg_quoted(), database.pg_quoted());
             // On RDS the master is not a superuser: membership in a role lets it grant on
             // that role's tables and set default privileges for them, and grant and revoke on
             // the tables the user owns itself (without it a GRANT there fails and a REVOKE
             // does nothing).
             let mut out = pg_master_joins([user].into_iter().chain(table_creators));
-            match access {
-                Access::Readwrite => {
-                    out.push(s(format!("GRANT ALL PRIVILEGES ON DATABASE {db} TO {u}")));
-                    for sql in [
-                        // PostgreSQL 15+ no longer lets PUBLIC create in `public`.
-                        format!("GRANT ALL ON SCHEMA public TO {u}"),
-                        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {u}"),
-                        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {u}"),
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {u}"
-                        ),
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}"
-                        ),
-                    ] {
-                        out.push(d(database, sql));
-                    }
-                    for creator in table_creators {
-                        let c = creator.pg_quoted();
-                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON TABLES TO {u}")));
-                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}")));
-                    }
-                }
-                Access::Readonly => {
-                    out.push(s(format!("REVOKE ALL ON DATABASE {db} FROM {u}")));
-                    out.push(s(format!("GRANT CONNECT ON DATABASE {db} TO {u}")));
-                    for sql in pg_revoke_in_database(&u) {
-                        out.push(d(database, sql));
-                    }
-                    out.push(d(database, format!("GRANT USAGE ON SCHEMA public TO {u}")));
-                    out.push(d(
-                        database,
-                        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {u}"),
-                    ));
-                    out.push(d(
-                        database,
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {u}"
-                        ),
-                    ));
-                    for creator in table_creators {
-                        let c = creator.pg_quoted();
-                        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT SELECT ON TABLES TO {u}")));
-                    }
-                }
-            }
+            out.extend(match access {
+                Access::Readwrite => pg_grant_readwrite(user, database, table_creators),
+                Access::Readonly => pg_grant_readonly(user, database, table_creators),
+            });
             out
         }
-        Action::RevokeAccess { user, database } => {
-            let u = user.pg_quoted();
-            let mut out = pg_master_joins([user]);
-            out.push(s(format!(
-                "REVOKE ALL ON DATABASE {} FROM {u}",
-                database.pg_quoted()
-            )));
-            out.extend(
-                pg_revoke_in_database(&u)
-                    .into_iter()
-                    .map(|sql| d(database, sql)),
-            );
-            out
-        }
-        Action::DropDatabase(db) => {
-            let literal = postgres_string_literal(db.as_str());
-            vec![
-                // No new sessions, then end the open ones: DROP DATABASE fails while any exist.
-                s(format!(
-                    "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-                    db.pg_quoted()
-                )),
-                s(format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = {literal} AND pid <> pg_backend_pid()"
-                )),
-                s(format!("DROP DATABASE IF EXISTS {}", db.pg_quoted())),
-            ]
-        }
+        Action::RevokeAccess { user, database } => pg_revoke_access(user, database),
+        Action::DropDatabase(db) => pg_drop_database(db),
         Action::DropUser(user) => vec![
             s(format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
@@ -305,37 +235,149 @@ fn postgres(action: &Action, password: &PasswordOf) -> Result<Vec<Statement>, Mi
             base,
             database,
             table_creators,
-        } => {
-            let (c, b) = (clone.pg_quoted(), base.pg_quoted());
-            // REASSIGN OWNED needs the master in both roles; the revokes on the base's
-            // tables and for the creators' default privileges need it in those.
-            let mut out = pg_master_joins([clone, base].into_iter().chain(table_creators));
-            // First, so the revokes below (and those on the base) reach what the clone made.
-            out.push(d(database, format!("REASSIGN OWNED BY {c} TO {b}")));
-            out.push(s(format!(
-                "REVOKE ALL ON DATABASE {} FROM {c}",
-                database.pg_quoted()
-            )));
-            out.extend(
-                pg_revoke_in_database(&c)
-                    .into_iter()
-                    .map(|sql| d(database, sql)),
-            );
-            for creator in table_creators {
-                let creator = creator.pg_quoted();
-                for kind in ["TABLES", "SEQUENCES"] {
-                    out.push(d(
-                        database,
-                        format!(
-                            "ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public \
-                             REVOKE ALL ON {kind} FROM {c}"
-                        ),
-                    ));
-                }
-            }
-            out
-        }
+        } => pg_detach_clone(clone, base, database, table_creators),
     })
+}
+
+/// PostgreSQL read-write access: everything on the database and in its `public` schema, now
+/// and (default privileges) on what the user or `table_creators` create later.
+fn pg_grant_readwrite(
+    user: &Identifier,
+    database: &Identifier,
+    table_creators: &[Identifier],
+) -> Vec<Statement> {
+    let d = Statement::in_database;
+    let (u, db) = (user.pg_quoted(), database.pg_quoted());
+    let mut out = vec![Statement::on_server(format!(
+        "GRANT ALL PRIVILEGES ON DATABASE {db} TO {u}"
+    ))];
+    for sql in [
+        // PostgreSQL 15+ no longer lets PUBLIC create in `public`.
+        format!("GRANT ALL ON SCHEMA public TO {u}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {u}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {u}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {u}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}"),
+    ] {
+        out.push(d(database, sql));
+    }
+    for creator in table_creators {
+        let c = creator.pg_quoted();
+        out.push(d(
+            database,
+            format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON TABLES TO {u}"
+            ),
+        ));
+        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT ALL ON SEQUENCES TO {u}")));
+    }
+    out
+}
+
+/// PostgreSQL read-only access: whatever the user held is revoked first, then CONNECT and
+/// SELECT on the tables of `public`, now and on what `table_creators` create later.
+fn pg_grant_readonly(
+    user: &Identifier,
+    database: &Identifier,
+    table_creators: &[Identifier],
+) -> Vec<Statement> {
+    let s = Statement::on_server;
+    let d = Statement::in_database;
+    let (u, db) = (user.pg_quoted(), database.pg_quoted());
+    let mut out = vec![
+        s(format!("REVOKE ALL ON DATABASE {db} FROM {u}")),
+        s(format!("GRANT CONNECT ON DATABASE {db} TO {u}")),
+    ];
+    for sql in pg_revoke_in_database(&u) {
+        out.push(d(database, sql));
+    }
+    out.push(d(database, format!("GRANT USAGE ON SCHEMA public TO {u}")));
+    out.push(d(
+        database,
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {u}"),
+    ));
+    out.push(d(
+        database,
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {u}"),
+    ));
+    for creator in table_creators {
+        let c = creator.pg_quoted();
+        out.push(d(database, format!("ALTER DEFAULT PRIVILEGES FOR ROLE {c} IN SCHEMA public GRANT SELECT ON TABLES TO {u}")));
+    }
+    out
+}
+
+/// PostgreSQL: every privilege of `user` on `database` and in its `public` schema, revoked.
+fn pg_revoke_access(user: &Identifier, database: &Identifier) -> Vec<Statement> {
+    let u = user.pg_quoted();
+    let mut out = pg_master_joins([user]);
+    out.push(Statement::on_server(format!(
+        "REVOKE ALL ON DATABASE {} FROM {u}",
+        database.pg_quoted()
+    )));
+    out.extend(
+        pg_revoke_in_database(&u)
+            .into_iter()
+            .map(|sql| Statement::in_database(database, sql)),
+    );
+    out
+}
+
+/// PostgreSQL: no new sessions, then end the open ones (DROP DATABASE fails while any
+/// exist), then the drop.
+fn pg_drop_database(db: &Identifier) -> Vec<Statement> {
+    let s = Statement::on_server;
+    let literal = postgres_string_literal(db.as_str());
+    vec![
+        s(format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            db.pg_quoted()
+        )),
+        s(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = {literal} AND pid <> pg_backend_pid()"
+        )),
+        s(format!("DROP DATABASE IF EXISTS {}", db.pg_quoted())),
+    ]
+}
+
+/// PostgreSQL: the clone of an alternating pair gives what it owns in `database` to `base`
+/// and loses every privilege there, its default privileges from `table_creators` included.
+fn pg_detach_clone(
+    clone: &Identifier,
+    base: &Identifier,
+    database: &Identifier,
+    table_creators: &[Identifier],
+) -> Vec<Statement> {
+    let d = Statement::in_database;
+    let (c, b) = (clone.pg_quoted(), base.pg_quoted());
+    // REASSIGN OWNED needs the master in both roles; the revokes on the base's
+    // tables and for the creators' default privileges need it in those.
+    let mut out = pg_master_joins([clone, base].into_iter().chain(table_creators));
+    // First, so the revokes below (and those on the base) reach what the clone made.
+    out.push(d(database, format!("REASSIGN OWNED BY {c} TO {b}")));
+    out.push(Statement::on_server(format!(
+        "REVOKE ALL ON DATABASE {} FROM {c}",
+        database.pg_quoted()
+    )));
+    out.extend(
+        pg_revoke_in_database(&c)
+            .into_iter()
+            .map(|sql| d(database, sql)),
+    );
+    for creator in table_creators {
+        let creator = creator.pg_quoted();
+        for kind in ["TABLES", "SEQUENCES"] {
+            out.push(d(
+                database,
+                format!(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {creator} IN SCHEMA public \
+                     REVOKE ALL ON {kind} FROM {c}"
+                ),
+            ));
+        }
+    }
+    out
 }
 
 /// PostgreSQL: the master becomes a member of each of `roles` (on RDS it is not a superuser,

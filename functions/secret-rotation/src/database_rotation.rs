@@ -7,12 +7,12 @@ use crate::credential_target::NewCredentials;
 use crate::database_users::{self, DatabaseUserError, DatabaseUsers};
 use crate::plan::{self, CredentialStage, LoginOutcome, SetDecision};
 use crate::secret_document::SecretDocument;
-use crate::step::RotationStep;
+use crate::trigger::RotationStep;
 use crate::{
     RotationError, StepContext, StepOutcome, inconsistent, malformed, pending_mismatch, sql,
 };
 use shared::alternating_users::AlternatingPair;
-use shared::database::DatabaseSecret;
+use shared::database::{ConnectSettings, DatabaseSecret, DbConnection};
 
 /// The master secret's ARN when the secret uses alternating users.
 pub fn master_arn(secret: &DatabaseSecret) -> Option<&str> {
@@ -95,14 +95,13 @@ pub(crate) async fn test(
     users
         .test(pending, &step.config.connect)
         .await
-        .map_err(|source| RotationError::Database {
-            step: RotationStep::TestSecret,
-            secret_id: step.secret_id.to_owned(),
-            source: Box::new(source),
-        })?;
+        .map_err(database_failed(RotationStep::TestSecret, step.secret_id))?;
     Ok(StepOutcome::PendingVerified)
 }
 
+/// setSecret with one user: log in as pending (already set?), current or previous, and
+/// change the user's own password to the pending one, in the order [`plan::single_user_next`]
+/// gives.
 async fn set_single_user(
     users: &impl DatabaseUsers,
     current: DatabaseSecret,
@@ -133,21 +132,11 @@ async fn set_single_user(
                 let result = users.log_in(&credentials, settings).await;
                 attempts.push((stage, database_users::login_outcome(&result)));
                 match result {
-                    Ok(connection) => {
-                        if stage == CredentialStage::Pending {
-                            let _ = connection.close().await;
-                            continue;
-                        }
-                        let mut connection = connection;
-                        users
-                            .change_own_password(&mut connection, &current, &pending.password)
-                            .await
-                            .map_err(|source| RotationError::Database {
-                                step: RotationStep::SetSecret,
-                                secret_id: id.to_owned(),
-                                source: Box::new(source),
-                            })?;
+                    Ok(connection) if stage == CredentialStage::Pending => {
                         let _ = connection.close().await;
+                    }
+                    Ok(connection) => {
+                        change_own_password(users, connection, &current, &pending, id).await?;
                         tracing::info!(
                             secret_id = id,
                             logged_in_with = stage.label(),
@@ -173,21 +162,36 @@ async fn set_single_user(
                         stage,
                         source: Box::new(source),
                     },
-                    None => RotationError::NoCredentialsLogIn {
-                        secret_id: id.to_owned(),
-                        attempts: errors.join("; "),
-                    },
+                    None => no_credentials_log_in(id, &errors),
                 });
             }
             SetDecision::FailNoPasswordWorks
             | SetDecision::FailCurrentRefused
-            | SetDecision::ProvisionWithMaster => {
-                return Err(RotationError::NoCredentialsLogIn {
-                    secret_id: id.to_owned(),
-                    attempts: errors.join("; "),
-                });
-            }
+            | SetDecision::ProvisionWithMaster => return Err(no_credentials_log_in(id, &errors)),
         }
+    }
+}
+
+/// On a connection logged in as the user itself, its password becomes the pending one.
+async fn change_own_password(
+    users: &impl DatabaseUsers,
+    mut connection: DbConnection,
+    current: &DatabaseSecret,
+    pending: &DatabaseSecret,
+    id: &str,
+) -> Result<(), RotationError> {
+    users
+        .change_own_password(&mut connection, current, &pending.password)
+        .await
+        .map_err(database_failed(RotationStep::SetSecret, id))?;
+    let _ = connection.close().await;
+    Ok(())
+}
+
+fn no_credentials_log_in(id: &str, errors: &[String]) -> RotationError {
+    RotationError::NoCredentialsLogIn {
+        secret_id: id.to_owned(),
+        attempts: errors.join("; "),
     }
 }
 
@@ -209,6 +213,9 @@ async fn previous_for(
     Ok(same.then_some(previous))
 }
 
+/// setSecret with alternating users (AWS's MultiUser template): unless the pending user
+/// already logs in, the master secret (`masterarn`) creates or updates it as a copy of the
+/// current one, in the order [`plan::alternating_next`] gives.
 async fn set_alternating(
     users: &impl DatabaseUsers,
     current: DatabaseSecret,
@@ -218,81 +225,11 @@ async fn set_alternating(
 ) -> Result<StepOutcome, RotationError> {
     let (id, config) = (step.secret_id, step.config);
     let settings = &config.connect;
-    let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
-    let mut last_error = None;
-    loop {
-        match plan::alternating_next(&attempts) {
-            SetDecision::Try(stage) => {
-                let credentials = match stage {
-                    CredentialStage::Pending => &pending,
-                    _ => &current,
-                };
-                let result = users.log_in(credentials, settings).await;
-                attempts.push((stage, database_users::login_outcome(&result)));
-                match result {
-                    Ok(connection) => {
-                        let _ = connection.close().await;
-                    }
-                    Err(error) => last_error = Some(error),
-                }
-            }
-            SetDecision::AlreadySet => return Ok(StepOutcome::PendingAlreadyLogsIn),
-            SetDecision::ProvisionWithMaster => break,
-            decision => {
-                // Every failing decision follows a failed login, whose error is kept.
-                let Some(source) = last_error.take() else {
-                    return Err(inconsistent(
-                        id,
-                        format!("unexpected login sequence {attempts:?}"),
-                    ));
-                };
-                return Err(match decision {
-                    SetDecision::FailUnreachable(stage) => RotationError::Unreachable {
-                        secret_id: id.to_owned(),
-                        stage,
-                        source: Box::new(source),
-                    },
-                    _ => RotationError::CurrentCredentialsRefused {
-                        secret_id: id.to_owned(),
-                        source: Box::new(source),
-                    },
-                });
-            }
-        }
+    if pending_already_logs_in(users, &current, &pending, settings, id).await? {
+        return Ok(StepOutcome::PendingAlreadyLogsIn);
     }
-    let master = step
-        .read(master_arn, plan::AWSCURRENT)
-        .await?
-        .ok_or(RotationError::MissingVersion {
-            secret_id: master_arn.to_owned(),
-            stage: plan::AWSCURRENT,
-            hint: " (the master secret named by `masterarn`)",
-        })?
-        .database()
-        .map_err(malformed(master_arn, plan::AWSCURRENT))?;
-    // The master acts only on the database this secret names.
-    if (
-        master.host.as_str(),
-        master.port,
-        master.engine.is_mysql_family(),
-    ) != (
-        current.host.as_str(),
-        current.port,
-        current.engine.is_mysql_family(),
-    ) {
-        return Err(inconsistent(
-            id,
-            format!(
-                "the master secret {master_arn} is for {} at {}:{}, this secret for {} at {}:{}",
-                master.engine, master.host, master.port, current.engine, current.host, current.port
-            ),
-        ));
-    }
-    let database_error = |source: DatabaseUserError| RotationError::Database {
-        step: RotationStep::SetSecret,
-        secret_id: id.to_owned(),
-        source: Box::new(source),
-    };
+    let master = master_of(step, master_arn, &current).await?;
+    let database_error = database_failed(RotationStep::SetSecret, id);
     // The master works in the database the secret names (PostgreSQL's `REASSIGN OWNED`
     // reaches only the connected database), or in its own when the secret names none.
     let mut master_here = master.clone();
@@ -320,6 +257,107 @@ async fn set_alternating(
     let _ = connection.close().await;
     result.map_err(database_error)?;
     Ok(StepOutcome::AlternateUserProvisioned)
+}
+
+/// The logins before alternating users are provisioned: `true` when the pending user logs in
+/// already, `false` when the current one does (the master provisions the pending user), an
+/// error when neither can.
+async fn pending_already_logs_in(
+    users: &impl DatabaseUsers,
+    current: &DatabaseSecret,
+    pending: &DatabaseSecret,
+    settings: &ConnectSettings,
+    id: &str,
+) -> Result<bool, RotationError> {
+    let mut attempts: Vec<(CredentialStage, LoginOutcome)> = Vec::new();
+    let mut last_error = None;
+    loop {
+        match plan::alternating_next(&attempts) {
+            SetDecision::Try(stage) => {
+                let credentials = match stage {
+                    CredentialStage::Pending => pending,
+                    _ => current,
+                };
+                let result = users.log_in(credentials, settings).await;
+                attempts.push((stage, database_users::login_outcome(&result)));
+                match result {
+                    Ok(connection) => {
+                        let _ = connection.close().await;
+                    }
+                    Err(error) => last_error = Some(error),
+                }
+            }
+            SetDecision::AlreadySet => return Ok(true),
+            SetDecision::ProvisionWithMaster => return Ok(false),
+            decision => {
+                // Every failing decision follows a failed login, whose error is kept.
+                let Some(source) = last_error.take() else {
+                    return Err(inconsistent(
+                        id,
+                        format!("unexpected login sequence {attempts:?}"),
+                    ));
+                };
+                return Err(match decision {
+                    SetDecision::FailUnreachable(stage) => RotationError::Unreachable {
+                        secret_id: id.to_owned(),
+                        stage,
+                        source: Box::new(source),
+                    },
+                    _ => RotationError::CurrentCredentialsRefused {
+                        secret_id: id.to_owned(),
+                        source: Box::new(source),
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// The master secret `masterarn` names, which must be for the server this secret is for: the
+/// master acts only on the database this secret names.
+async fn master_of(
+    step: &mut StepContext<'_>,
+    master_arn: &str,
+    current: &DatabaseSecret,
+) -> Result<DatabaseSecret, RotationError> {
+    let master = step
+        .read(master_arn, plan::AWSCURRENT)
+        .await?
+        .ok_or(RotationError::MissingVersion {
+            secret_id: master_arn.to_owned(),
+            stage: plan::AWSCURRENT,
+            hint: " (the master secret named by `masterarn`)",
+        })?
+        .database()
+        .map_err(malformed(master_arn, plan::AWSCURRENT))?;
+    if (
+        master.host.as_str(),
+        master.port,
+        master.engine.is_mysql_family(),
+    ) != (
+        current.host.as_str(),
+        current.port,
+        current.engine.is_mysql_family(),
+    ) {
+        return Err(inconsistent(
+            step.secret_id,
+            format!(
+                "the master secret {master_arn} is for {} at {}:{}, this secret for {} at {}:{}",
+                master.engine, master.host, master.port, current.engine, current.host, current.port
+            ),
+        ));
+    }
+    Ok(master)
+}
+
+/// A statement or login of `step` failed on the database.
+fn database_failed(step: RotationStep, id: &str) -> impl Fn(DatabaseUserError) -> RotationError {
+    let secret_id = id.to_owned();
+    move |source| RotationError::Database {
+        step,
+        secret_id: secret_id.clone(),
+        source: Box::new(source),
+    }
 }
 
 /// Pending and current must name the same database: a rotation never moves a secret elsewhere.

@@ -14,13 +14,13 @@ pub mod plan;
 pub mod secret_document;
 pub mod secrets_store;
 pub mod sql;
-pub mod step;
+pub mod trigger;
 
 use config::RotationConfig;
 use credential_target::CredentialTarget;
 use database_users::DatabaseUserError;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use plan::{CredentialStage, Entry, FinishAction};
+use plan::{CredentialStage, EntryDecision, FinishAction};
 use secrecy::SecretString;
 use secret_document::{MalformedSecret, SecretDocument};
 use secrets_store::SecretsStore;
@@ -28,13 +28,13 @@ use serde_json::{Value, json};
 use shared::aws::AwsError;
 use shared::database::{ConnectError, sql::KnownSecrets};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use step::{RotationEventError, RotationRequest, RotationStep};
+use trigger::{RotationStep, Trigger, TriggerError};
 
 /// Why a rotation step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
     #[error(transparent)]
-    Event(#[from] RotationEventError),
+    Event(#[from] TriggerError),
     #[error(transparent)]
     Refused(#[from] plan::EntryRefusal),
     #[error(transparent)]
@@ -280,30 +280,30 @@ impl Rotator {
         payload: Value,
         deadline: Option<Instant>,
     ) -> Result<Value, RotationError> {
-        let request = RotationRequest::from_payload(payload)?;
+        let trigger = Trigger::from_payload(payload)?;
         let mut known = KnownSecrets::default();
-        match self.rotate_with(&request, &mut known, deadline).await {
+        match self.rotate_with(&trigger, &mut known, deadline).await {
             Ok(outcome) => {
                 tracing::info!(
-                    secret_id = %request.secret_id,
-                    token = %request.token,
-                    step = %request.step,
+                    secret_id = %trigger.secret_id,
+                    token = %trigger.token,
+                    step = %trigger.step,
                     outcome = outcome.as_str(),
                     "rotation step done"
                 );
                 Ok(json!({
-                    "secretId": request.secret_id,
-                    "token": request.token,
-                    "step": request.step.as_str(),
+                    "secretId": trigger.secret_id,
+                    "token": trigger.token,
+                    "step": trigger.step.as_str(),
                     "outcome": outcome.as_str(),
                 }))
             }
             Err(error) => {
                 let error = error.redacted(&known);
                 tracing::error!(
-                    secret_id = %request.secret_id,
-                    token = %request.token,
-                    step = %request.step,
+                    secret_id = %trigger.secret_id,
+                    token = %trigger.token,
+                    step = %trigger.step,
                     error = %shared::error_chain(&error),
                     "rotation step failed"
                 );
@@ -312,25 +312,25 @@ impl Rotator {
         }
     }
 
-    /// Runs one step for `request`. Its error is not redacted yet: [`Rotator::handle`] does
+    /// Runs one step for `trigger`. Its error is not redacted yet: [`Rotator::handle`] does
     /// that before the error leaves the function.
-    pub async fn rotate(&self, request: &RotationRequest) -> Result<StepOutcome, RotationError> {
-        self.rotate_with(request, &mut KnownSecrets::default(), None)
+    pub async fn rotate(&self, trigger: &Trigger) -> Result<StepOutcome, RotationError> {
+        self.rotate_with(trigger, &mut KnownSecrets::default(), None)
             .await
     }
 
     /// [`Rotator::rotate`], adding every password read to `known`.
     async fn rotate_with(
         &self,
-        request: &RotationRequest,
+        trigger: &Trigger,
         known: &mut KnownSecrets,
         deadline: Option<Instant>,
     ) -> Result<StepOutcome, RotationError> {
-        let id = request.secret_id.as_str();
-        let token = request.token.as_str();
+        let id = trigger.secret_id.as_str();
+        let token = trigger.token.as_str();
         let metadata = self.secrets.metadata(id).await?;
-        if plan::entry(id, token, metadata.rotation_enabled, &metadata.versions)?
-            == Entry::AlreadyCurrent
+        if plan::entry_guard(id, token, metadata.rotation_enabled, &metadata.versions)?
+            == EntryDecision::AlreadyCurrent
         {
             return Ok(StepOutcome::RotationAlreadyComplete);
         }
@@ -342,7 +342,7 @@ impl Rotator {
             elasticache: self.elasticache.as_ref(),
             deadline,
         };
-        let outcome = match request.step {
+        let outcome = match trigger.step {
             RotationStep::CreateSecret => create_secret(&mut step, token).await,
             RotationStep::SetSecret => set_secret(&mut step, token).await,
             RotationStep::TestSecret => test_secret(&mut step, token).await,

@@ -13,7 +13,7 @@ pub use shared::alternating_users::{CLONE_SUFFIX, alternate_username};
 
 /// What the entry guard (run before every step, as AWS's templates do) decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
+pub enum EntryDecision {
     /// The token is the pending version: run the step.
     Proceed,
     /// The token is already `AWSCURRENT`: the rotation is complete, nothing to do.
@@ -39,12 +39,12 @@ pub enum EntryRefusal {
 
 /// The entry guard: rotation enabled, token a version of the secret, `AWSCURRENT` → nothing
 /// to do, otherwise it must be `AWSPENDING`.
-pub fn entry(
+pub fn entry_guard(
     secret_id: &str,
     token: &str,
     rotation_enabled: bool,
     versions: &HashMap<String, Vec<String>>,
-) -> Result<Entry, EntryRefusal> {
+) -> Result<EntryDecision, EntryRefusal> {
     if !rotation_enabled {
         return Err(EntryRefusal::RotationDisabled {
             secret_id: secret_id.to_owned(),
@@ -57,9 +57,9 @@ pub fn entry(
         });
     };
     if stages.iter().any(|s| s == AWSCURRENT) {
-        Ok(Entry::AlreadyCurrent)
+        Ok(EntryDecision::AlreadyCurrent)
     } else if stages.iter().any(|s| s == AWSPENDING) {
-        Ok(Entry::Proceed)
+        Ok(EntryDecision::Proceed)
     } else {
         Err(EntryRefusal::NotPending {
             secret_id: secret_id.to_owned(),
@@ -196,15 +196,21 @@ mod tests {
             ("pend", &[AWSPENDING]),
             ("old", &[]),
         ]);
-        assert_eq!(entry("s", "pend", true, &v), Ok(Entry::Proceed));
-        assert_eq!(entry("s", "cur", true, &v), Ok(Entry::AlreadyCurrent));
+        assert_eq!(
+            entry_guard("s", "pend", true, &v),
+            Ok(EntryDecision::Proceed)
+        );
+        assert_eq!(
+            entry_guard("s", "cur", true, &v),
+            Ok(EntryDecision::AlreadyCurrent)
+        );
         assert!(matches!(
-            entry("s", "pend", false, &v),
+            entry_guard("s", "pend", false, &v),
             Err(EntryRefusal::RotationDisabled { .. })
         ));
-        let err = entry("s", "nope", true, &v).unwrap_err();
+        let err = entry_guard("s", "nope", true, &v).unwrap_err();
         assert_eq!(err.to_string(), "token nope is not a version of secret s");
-        let err = entry("s", "old", true, &v).unwrap_err().to_string();
+        let err = entry_guard("s", "old", true, &v).unwrap_err().to_string();
         assert!(
             err.contains("is not AWSPENDING (its stages: none)"),
             "{err}"

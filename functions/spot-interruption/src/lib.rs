@@ -3,7 +3,7 @@
 //! capacity and tell the backend (through the fleet topic) which worker is going away. Other
 //! stacks' groups in the same account and region are left alone.
 //!
-//! `notice` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
+//! `trigger` decodes the event, `plan` decides (pure), `aws` gathers facts and carries the
 //! plan out. Every step of a plan is attempted, the publish and the detach at the same time.
 //! A failure a retry can fix (throttling, 5xx, timeout) then fails the invocation so Lambda
 //! retries, and `unfinished` keeps what was done, in memory and in the progress table
@@ -17,6 +17,7 @@ pub mod metric;
 pub mod notice;
 pub mod plan;
 pub mod progress_table;
+pub mod trigger;
 pub mod unfinished;
 
 use std::future::Future;
@@ -29,9 +30,9 @@ pub use aws::{MetricOutput, SpotAws};
 pub use config::Config;
 
 use aws::StepResult;
-use notice::ReceivedNotice;
-use plan::{ActionPlan, Decision, FactsNeeded};
+use plan::{ActionPlan, Decision, FactsNeeded, Steps};
 use shared::aws::AwsError;
+use trigger::Trigger;
 use unfinished::{Unfinished, progress_of};
 
 /// Why an invocation failed: only failures a retry can fix end up here.
@@ -149,17 +150,27 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn for_notice(outcome: OutcomeKind, received: &ReceivedNotice) -> Self {
+    /// An outcome that says nothing but its kind yet.
+    fn of(outcome: OutcomeKind) -> Self {
         Outcome {
             outcome,
-            event_id: Some(received.event_id.clone()),
-            detail_type: Some(received.notice.kind().to_owned()),
-            instance_id: received.notice.instance_id().map(str::to_owned),
+            event_id: None,
+            detail_type: None,
+            instance_id: None,
             workflow: None,
             reason: None,
             actions: Vec::new(),
             already_done: Vec::new(),
             failures: Vec::new(),
+        }
+    }
+
+    fn for_notice(outcome: OutcomeKind, received: &Trigger) -> Self {
+        Outcome {
+            event_id: Some(received.event_id.clone()),
+            detail_type: Some(received.notice.kind().to_owned()),
+            instance_id: received.notice.instance_id().map(str::to_owned),
+            ..Outcome::of(outcome)
         }
     }
 
@@ -182,21 +193,14 @@ pub async fn handle_payload(
     fleet: &SpotAws,
 ) -> Result<Value, SpotInterruptionError> {
     let shape = shared::payload::describe_shape(&payload);
-    let received = match ReceivedNotice::from_payload(payload) {
+    let received = match Trigger::from_payload(payload) {
         Ok(received) => received,
         Err(error) => {
             let reason = shared::error_chain(&error);
             tracing::error!(outcome = "rejected", payload = %shape, error = %reason, "event rejected: nothing done");
             let outcome = Outcome {
-                outcome: OutcomeKind::Rejected,
-                event_id: None,
-                detail_type: None,
-                instance_id: None,
-                workflow: None,
                 reason: Some(reason),
-                actions: Vec::new(),
-                already_done: Vec::new(),
-                failures: Vec::new(),
+                ..Outcome::of(OutcomeKind::Rejected)
             };
             return Ok(outcome.to_json());
         }
@@ -214,10 +218,7 @@ pub async fn handle_payload(
 /// Gathers the facts, decides, carries the plan out; or, for the retry of an event an earlier
 /// attempt left unfinished (here or in another execution environment), carries the rest of
 /// that attempt's plan out.
-pub async fn act_on(
-    received: &ReceivedNotice,
-    fleet: &SpotAws,
-) -> Result<Outcome, SpotInterruptionError> {
+pub async fn act_on(received: &Trigger, fleet: &SpotAws) -> Result<Outcome, SpotInterruptionError> {
     let event_id = received.event_id.as_str();
     if let Some(unfinished) = fleet.unfinished_events().take(event_id) {
         // No lookup: after the detach no group lists the instance, yet the message may be owed.
@@ -265,7 +266,7 @@ pub async fn act_on(
 /// Finishes the plan an earlier attempt at the event left, repeating none of its steps; once
 /// nothing is left, the event is a repeated delivery.
 async fn resume(
-    received: &ReceivedNotice,
+    received: &Trigger,
     Unfinished { plan, done }: Unfinished,
     from: &str,
     fleet: &SpotAws,
@@ -291,24 +292,57 @@ async fn resume(
 /// for the retry; a permanent one is reported and the invocation succeeds. A resumed plan's
 /// end is recorded too, so a late duplicate delivery repeats nothing.
 async fn carry_out(
-    received: &ReceivedNotice,
+    received: &Trigger,
     plan: &ActionPlan,
     already_done: Vec<Action>,
     fleet: &SpotAws,
 ) -> Result<Outcome, SpotInterruptionError> {
     let steps = plan.steps_left(&progress_of(&already_done));
+    let Attempted {
+        actions,
+        transient,
+        failures,
+    } = attempt_steps(received, steps, fleet).await;
+    let mut done = already_done.clone();
+    done.extend_from_slice(&actions);
+    let unfinished = Unfinished {
+        plan: plan.clone(),
+        done,
+    };
+    if !transient.is_empty() {
+        return Err(keep_for_retry(received, unfinished, transient, failures, fleet).await);
+    }
+    if !already_done.is_empty() {
+        // A resumed plan: its record says what is done now (a failure is logged, and a late
+        // duplicate then at worst repeats a step that finds its work done).
+        let _ = fleet.record_progress(&received.event_id, &unfinished).await;
+    }
     let mut outcome = Outcome::for_notice(OutcomeKind::Acted, received);
     outcome.workflow = Some(plan.fleet_message.workflow.clone());
-    let mut transient: Vec<AwsError> = Vec::new();
-    let mut failures: Vec<AwsError> = Vec::new();
-    let mut failed = |error: AwsError| {
-        if error.transient {
-            transient.push(error);
-        } else {
-            failures.push(error);
-        }
-    };
+    outcome.actions = actions;
+    outcome.already_done = already_done;
+    if !failures.is_empty() {
+        outcome.outcome = OutcomeKind::Failed;
+        outcome.failures = failures.iter().map(ToString::to_string).collect();
+    }
+    Ok(outcome)
+}
 
+/// What one attempt at a plan's steps did, and the failures, by whether a retry can fix them.
+struct Attempted {
+    actions: Vec<Action>,
+    transient: Vec<AwsError>,
+    failures: Vec<AwsError>,
+}
+
+/// Attempts every step: the publish, the detach and the lifecycle completion at the same
+/// time, the count after a successful detach.
+async fn attempt_steps(received: &Trigger, steps: Steps<'_>, fleet: &SpotAws) -> Attempted {
+    let mut attempted = Attempted {
+        actions: Vec::new(),
+        transient: Vec::new(),
+        failures: Vec::new(),
+    };
     let (published, detached, completed) = tokio::join!(
         attempt(steps.publish, |message| fleet.publish(message)),
         attempt(steps.detach, |detach| fleet.detach(detach)),
@@ -319,84 +353,88 @@ async fn carry_out(
 
     match published {
         None => {}
-        Some(Ok(())) => outcome.actions.push(Action::PublishedFleetMessage),
-        Some(Err(error)) => failed(error),
+        Some(Ok(())) => attempted.actions.push(Action::PublishedFleetMessage),
+        Some(Err(error)) => attempted.failed(error),
     }
 
     let mut count = steps.count_interruption;
     match detached {
         None => {}
-        Some(Ok(StepResult::Done)) => outcome.actions.push(Action::Detached),
+        Some(Ok(StepResult::Done)) => attempted.actions.push(Action::Detached),
         Some(Ok(StepResult::AlreadyDone(detail))) => {
             // Whoever detached it counted it.
             count = None;
             tracing::info!(event_id = %received.event_id, %detail, "instance no longer attached");
-            outcome.actions.push(Action::AlreadyDetached);
+            attempted.actions.push(Action::AlreadyDetached);
         }
         Some(Err(error)) => {
             // Counted by the retry that detaches; a permanent refusal is still an interruption.
             if error.transient {
                 count = None;
             }
-            failed(error);
+            attempted.failed(error);
         }
     }
 
     if let Some(count) = count {
         fleet.count_interruption(count);
-        outcome.actions.push(Action::CountedInterruption);
+        attempted.actions.push(Action::CountedInterruption);
     }
 
     match completed {
         None => {}
-        Some(Ok(StepResult::Done)) => outcome.actions.push(Action::CompletedLifecycleAction),
+        Some(Ok(StepResult::Done)) => attempted.actions.push(Action::CompletedLifecycleAction),
         Some(Ok(StepResult::AlreadyDone(detail))) => {
             tracing::info!(event_id = %received.event_id, %detail, "lifecycle action already resolved");
-            outcome.actions.push(Action::LifecycleActionAlreadyResolved);
+            attempted
+                .actions
+                .push(Action::LifecycleActionAlreadyResolved);
         }
-        Some(Err(error)) => failed(error),
+        Some(Err(error)) => attempted.failed(error),
     }
+    attempted
+}
 
-    let mut done = already_done.clone();
-    done.extend_from_slice(&outcome.actions);
-    let unfinished = Unfinished {
-        plan: plan.clone(),
-        done: done.clone(),
-    };
-    if !transient.is_empty() {
-        let stored = fleet.record_progress(&received.event_id, &unfinished).await;
-        if stored.is_err() && unfinished.owes_message_after_detach() {
-            // The one message a retry in another execution environment cannot rebuild.
-            tracing::warn!(
-                event_id = %received.event_id,
-                fleet_message = %plan.fleet_message.body(),
-                "fleet message owed: the instance is detached, the message is not sent yet and the progress table did not take the record; only a retry in this execution environment sends it"
-            );
+impl Attempted {
+    fn failed(&mut self, error: AwsError) {
+        if error.transient {
+            self.transient.push(error);
+        } else {
+            self.failures.push(error);
         }
-        fleet
-            .unfinished_events()
-            .keep(&received.event_id, unfinished);
-        let source = transient.remove(0);
-        transient.extend(failures);
-        return Err(SpotInterruptionError::Transient {
-            event_id: received.event_id.clone(),
-            done,
-            source: Box::new(source),
-            also: transient,
-        });
     }
+}
 
-    if !already_done.is_empty() {
-        // A resumed plan: its record says what is done now (a failure is logged, and a late
-        // duplicate then at worst repeats a step that finds its work done).
-        let _ = fleet.record_progress(&received.event_id, &unfinished).await;
+/// A transient failure: what got done is kept, in memory and in the progress table, for the
+/// retry, and the invocation fails with every error of the attempt.
+async fn keep_for_retry(
+    received: &Trigger,
+    unfinished: Unfinished,
+    mut transient: Vec<AwsError>,
+    failures: Vec<AwsError>,
+    fleet: &SpotAws,
+) -> SpotInterruptionError {
+    let stored = fleet.record_progress(&received.event_id, &unfinished).await;
+    if stored.is_err() && unfinished.owes_message_after_detach() {
+        // The one message a retry in another execution environment cannot rebuild.
+        tracing::warn!(
+            event_id = %received.event_id,
+            fleet_message = %unfinished.plan.fleet_message.body(),
+            "fleet message owed: the instance is detached, the message is not sent yet and the progress table did not take the record; only a retry in this execution environment sends it"
+        );
     }
-    outcome.already_done = already_done;
-    if !failures.is_empty() {
-        outcome.outcome = OutcomeKind::Failed;
-        outcome.failures = failures.iter().map(ToString::to_string).collect();
+    let done = unfinished.done.clone();
+    fleet
+        .unfinished_events()
+        .keep(&received.event_id, unfinished);
+    let source = transient.remove(0);
+    transient.extend(failures);
+    SpotInterruptionError::Transient {
+        event_id: received.event_id.clone(),
+        done,
+        source: Box::new(source),
+        also: transient,
     }
-    Ok(outcome)
 }
 
 /// Runs `step` when there is one.

@@ -1,11 +1,7 @@
-//! The EC2 and Auto Scaling events spot-interruption acts on, decoded from EventBridge.
+//! What the EC2 and Auto Scaling events spot-interruption acts on say: the notice about an
+//! instance and the time it was emitted.
 
 use std::fmt;
-
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use serde::Deserialize;
-use serde_json::Value;
-use shared::payload::{MalformedEvent, decode};
 
 pub const SPOT_INTERRUPTION_WARNING: &str = "EC2 Spot Instance Interruption Warning";
 pub const REBALANCE_RECOMMENDATION: &str = "EC2 Instance Rebalance Recommendation";
@@ -30,14 +26,6 @@ pub enum InstanceNotice {
     Other {
         detail_type: String,
     },
-}
-
-/// An event with its id, which deduplicates repeated deliveries, and the time it was emitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedNotice {
-    pub event_id: String,
-    pub time: EventTime,
-    pub notice: InstanceNotice,
 }
 
 impl InstanceNotice {
@@ -164,235 +152,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-#[derive(Deserialize)]
-struct Ec2InstanceDetail {
-    #[serde(rename = "instance-id")]
-    instance_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct LifecycleActionDetail {
-    #[serde(rename = "EC2InstanceId")]
-    ec2_instance_id: String,
-    auto_scaling_group_name: String,
-    lifecycle_hook_name: String,
-    lifecycle_action_token: String,
-}
-
-/// Why an EventBridge event cannot be acted on although it decodes.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidNotice {
-    #[error(transparent)]
-    Malformed(#[from] MalformedEvent),
-    #[error("{detail_type} event has no `id`, which fleet subscribers deduplicate on")]
-    MissingId { detail_type: String },
-    #[error("{detail_type} event {event_id} has no `time`, which the fleet message carries")]
-    MissingTime {
-        detail_type: String,
-        event_id: String,
-    },
-    #[error(
-        "{detail_type} event {event_id} names `{instance_id}`, which is not an EC2 instance id"
-    )]
-    NotAnInstanceId {
-        detail_type: String,
-        event_id: String,
-        instance_id: String,
-    },
-}
-
-impl ReceivedNotice {
-    pub fn from_payload(payload: Value) -> Result<Self, InvalidNotice> {
-        let event: EventBridgeEvent = decode(payload, "EventBridge")?;
-        let detail_type = event.detail_type.clone();
-        let event_id = match event.id.as_deref().map(str::trim) {
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => return Err(InvalidNotice::MissingId { detail_type }),
-        };
-        let Some(time) = event.time else {
-            return Err(InvalidNotice::MissingTime {
-                detail_type,
-                event_id,
-            });
-        };
-        let time = EventTime::from_unix_seconds(time.timestamp());
-        let notice = match event.detail_type.as_str() {
-            SPOT_INTERRUPTION_WARNING => {
-                let detail: Ec2InstanceDetail = decode(event.detail, SPOT_INTERRUPTION_WARNING)?;
-                InstanceNotice::SpotInterruption {
-                    instance_id: detail.instance_id,
-                }
-            }
-            REBALANCE_RECOMMENDATION => {
-                let detail: Ec2InstanceDetail = decode(event.detail, REBALANCE_RECOMMENDATION)?;
-                InstanceNotice::RebalanceRecommendation {
-                    instance_id: detail.instance_id,
-                }
-            }
-            TERMINATE_LIFECYCLE_ACTION => {
-                let detail: LifecycleActionDetail =
-                    decode(event.detail, TERMINATE_LIFECYCLE_ACTION)?;
-                InstanceNotice::Terminating {
-                    instance_id: detail.ec2_instance_id,
-                    auto_scaling_group: detail.auto_scaling_group_name,
-                    lifecycle_hook_name: detail.lifecycle_hook_name,
-                    lifecycle_action_token: detail.lifecycle_action_token,
-                }
-            }
-            other => InstanceNotice::Other {
-                detail_type: other.to_owned(),
-            },
-        };
-        if let Some(instance_id) = notice.instance_id()
-            && !looks_like_instance_id(instance_id)
-        {
-            return Err(InvalidNotice::NotAnInstanceId {
-                instance_id: instance_id.to_owned(),
-                detail_type,
-                event_id,
-            });
-        }
-        Ok(ReceivedNotice {
-            event_id,
-            time,
-            notice,
-        })
-    }
-}
-
-/// `i-` and 8 or 17 hex digits: anything else cannot be an instance, and Auto Scaling would
-/// only answer with a validation error.
-fn looks_like_instance_id(id: &str) -> bool {
-    id.strip_prefix("i-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::trigger::Trigger;
+    use aws_lambda_events::event::eventbridge::EventBridgeEvent;
     use shared::sample_events::sample;
-
-    #[test]
-    fn the_three_sample_events_decode() {
-        let warning = ReceivedNotice::from_payload(sample(
-            "spot-interruption",
-            "spot-interruption-warning.json",
-        ))
-        .unwrap();
-        assert_eq!(warning.event_id, "1e5527d7-bb36-4607-3370-4164db56a40e");
-        assert_eq!(
-            warning.notice,
-            InstanceNotice::SpotInterruption {
-                instance_id: "i-0b1c2d3e4f5a6b7c8".into()
-            }
-        );
-        let rebalance = ReceivedNotice::from_payload(sample(
-            "spot-interruption",
-            "rebalance-recommendation.json",
-        ))
-        .unwrap();
-        assert!(matches!(
-            rebalance.notice,
-            InstanceNotice::RebalanceRecommendation { .. }
-        ));
-        let lifecycle = ReceivedNotice::from_payload(sample(
-            "spot-interruption",
-            "terminate-lifecycle-action.json",
-        ))
-        .unwrap();
-        assert_eq!(
-            lifecycle.notice,
-            InstanceNotice::Terminating {
-                instance_id: "i-0b1c2d3e4f5a6b7c8".into(),
-                auto_scaling_group: "orchestrator-dev-img2vid".into(),
-                lifecycle_hook_name: "drain-before-terminate".into(),
-                lifecycle_action_token: "71514b9d-6a40-4b26-8523-05e7eEXAMPLE".into(),
-            }
-        );
-    }
-
-    #[test]
-    fn other_detail_types_are_recognised_as_not_ours() {
-        let mut event = sample("spot-interruption", "rebalance-recommendation.json");
-        event["detail-type"] = "EC2 Instance State-change Notification".into();
-        let notice = ReceivedNotice::from_payload(event).unwrap();
-        assert!(matches!(notice.notice, InstanceNotice::Other { .. }));
-    }
-
-    #[test]
-    fn a_warning_without_an_instance_id_is_malformed() {
-        let mut event = sample("spot-interruption", "spot-interruption-warning.json");
-        event["detail"] = serde_json::json!({"instance-action": "terminate"});
-        let err = ReceivedNotice::from_payload(event).unwrap_err();
-        assert!(
-            err.to_string().contains("missing field `instance-id`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn id_time_and_instance_id_are_required() {
-        let mut no_id = sample("spot-interruption", "spot-interruption-warning.json");
-        no_id.as_object_mut().unwrap().remove("id");
-        let err = ReceivedNotice::from_payload(no_id).unwrap_err();
-        assert!(matches!(err, InvalidNotice::MissingId { .. }), "{err}");
-
-        let mut no_time = sample("spot-interruption", "spot-interruption-warning.json");
-        no_time.as_object_mut().unwrap().remove("time");
-        let err = ReceivedNotice::from_payload(no_time).unwrap_err();
-        assert!(err.to_string().contains("has no `time`"), "{err}");
-
-        for bad in [
-            "",
-            "i-",
-            "vol-0b1c2d3e4f5a6b7c8",
-            "i-0b1c2d3e4f5a6b7cZ",
-            "i-123",
-        ] {
-            let mut event = sample("spot-interruption", "spot-interruption-warning.json");
-            event["detail"]["instance-id"] = bad.into();
-            let err = ReceivedNotice::from_payload(event).unwrap_err();
-            assert!(
-                matches!(err, InvalidNotice::NotAnInstanceId { .. }),
-                "{bad:?}: {err}"
-            );
-        }
-        let mut short_id = sample("spot-interruption", "rebalance-recommendation.json");
-        short_id["detail"]["instance-id"] = "i-0123abcd".into();
-        assert!(ReceivedNotice::from_payload(short_id).is_ok());
-    }
-
-    #[test]
-    fn not_an_eventbridge_event_is_malformed() {
-        for payload in [
-            serde_json::json!({}),
-            serde_json::json!([1, 2]),
-            serde_json::json!("EC2 Spot Instance Interruption Warning"),
-            serde_json::json!({"detail-type": 7, "source": "aws.ec2", "detail": {}}),
-        ] {
-            let err = ReceivedNotice::from_payload(payload.clone()).unwrap_err();
-            assert!(
-                err.to_string().starts_with("malformed EventBridge event"),
-                "{payload}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn event_time_keeps_the_events_own_format() {
-        let warning = ReceivedNotice::from_payload(sample(
-            "spot-interruption",
-            "spot-interruption-warning.json",
-        ))
-        .unwrap();
-        assert_eq!(warning.time.to_string(), "2026-11-22T12:03:14Z");
-        assert_eq!(
-            warning.time.plus_seconds(120).to_string(),
-            "2026-11-22T12:05:14Z"
-        );
-    }
 
     #[test]
     fn event_time_formats_like_chrono_across_the_calendar() {
@@ -414,7 +178,7 @@ mod tests {
             event["time"] = text.into();
             let decoded: EventBridgeEvent = serde_json::from_value(event.clone()).unwrap();
             let chrono_time = decoded.time.unwrap();
-            let ours = ReceivedNotice::from_payload(event).unwrap().time;
+            let ours = Trigger::from_payload(event).unwrap().time;
             assert_eq!(ours.to_string(), text);
             assert_eq!(
                 ours.plus_seconds(120).to_string(),

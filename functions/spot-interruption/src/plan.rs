@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use shared::fleet_tags::{NotOurs, Ownership, ownership};
 
 use crate::fleet_message::{FleetMessage, FleetMessageKind, LifecycleAction};
-use crate::notice::{InstanceNotice, ReceivedNotice};
+use crate::notice::InstanceNotice;
+use crate::trigger::Trigger;
 
 /// A Spot interruption warning comes two minutes before EC2 reclaims the instance.
 pub const INTERRUPTION_NOTICE_SECONDS: i64 = 120;
@@ -268,19 +269,151 @@ impl Membership {
 
 /// Decides what to do about `received`, given `facts` gathered as [`FactsNeeded`] says, for
 /// the function serving `stack` (it acts only on that stack's groups).
-pub fn decide(received: &ReceivedNotice, facts: &Facts, stack: &str) -> Decision {
+pub fn decide(received: &Trigger, facts: &Facts, stack: &str) -> Decision {
     match decide_or_ignore(received, facts, stack) {
         Ok(plan) => Decision::Act(Box::new(plan)),
         Err(ignored) => Decision::Ignore(ignored),
     }
 }
 
-fn decide_or_ignore(
-    received: &ReceivedNotice,
+fn decide_or_ignore(received: &Trigger, facts: &Facts, stack: &str) -> Result<ActionPlan, Ignored> {
+    match &received.notice {
+        InstanceNotice::Other { detail_type } => Err(Ignored::NotHandled {
+            detail_type: detail_type.clone(),
+        }),
+        InstanceNotice::SpotInterruption { instance_id } => {
+            spot_interruption(received, facts, stack, instance_id)
+        }
+        InstanceNotice::RebalanceRecommendation { instance_id } => {
+            rebalance_recommendation(received, facts, stack, instance_id)
+        }
+        InstanceNotice::Terminating {
+            instance_id,
+            auto_scaling_group,
+            lifecycle_hook_name,
+            lifecycle_action_token,
+        } => {
+            let action = LifecycleAction {
+                hook_name: lifecycle_hook_name.clone(),
+                token: lifecycle_action_token.clone(),
+            };
+            terminating(
+                received,
+                facts,
+                stack,
+                instance_id,
+                auto_scaling_group,
+                action,
+            )
+        }
+    }
+}
+
+/// A Spot interruption warning: tell the fleet (with the two-minute deadline), detach the
+/// instance so the group launches its replacement now, count the interruption.
+fn spot_interruption(
+    received: &Trigger,
     facts: &Facts,
     stack: &str,
+    instance_id: &str,
 ) -> Result<ActionPlan, Ignored> {
-    let message = |kind, workflow: &str, group: &str, instance_id: &str| FleetMessage {
+    let (instance, workflow, membership) = our_instance(facts, instance_id, stack)?;
+    let mut fleet_message = message(
+        received,
+        FleetMessageKind::SpotInterruption,
+        &workflow,
+        &instance.auto_scaling_group,
+        instance_id,
+    );
+    fleet_message.deadline = Some(received.time.plus_seconds(INTERRUPTION_NOTICE_SECONDS));
+    Ok(ActionPlan {
+        fleet_message,
+        // Launching or already terminating: the group replaces it by itself.
+        detach: (membership == Membership::Detachable).then(|| Detach {
+            instance_id: instance_id.to_owned(),
+            auto_scaling_group: instance.auto_scaling_group.clone(),
+        }),
+        count_interruption: Some(InterruptionCount {
+            workflow,
+            instance_type: instance.instance_type.clone(),
+            availability_zone: instance.availability_zone.clone(),
+        }),
+        complete_lifecycle_action: None,
+    })
+}
+
+/// A rebalance recommendation: the fleet is told, nothing else.
+fn rebalance_recommendation(
+    received: &Trigger,
+    facts: &Facts,
+    stack: &str,
+    instance_id: &str,
+) -> Result<ActionPlan, Ignored> {
+    let (instance, workflow, _) = our_instance(facts, instance_id, stack)?;
+    // No detach: replacing on every recommendation is the thrash users of other
+    // handlers complain about; the group's capacity rebalance decides.
+    Ok(ActionPlan {
+        fleet_message: message(
+            received,
+            FleetMessageKind::RebalanceRecommendation,
+            &workflow,
+            &instance.auto_scaling_group,
+            instance_id,
+        ),
+        detach: None,
+        count_interruption: None,
+        complete_lifecycle_action: None,
+    })
+}
+
+/// A terminate lifecycle action: the fleet is told (the worker completes the action); if no
+/// worker is left, this function completes it.
+fn terminating(
+    received: &Trigger,
+    facts: &Facts,
+    stack: &str,
+    instance_id: &str,
+    auto_scaling_group: &str,
+    action: LifecycleAction,
+) -> Result<ActionPlan, Ignored> {
+    // Another stack's hook is another stack's to complete.
+    let workflow = our_workflow(facts, auto_scaling_group, stack)?;
+    let mut fleet_message = message(
+        received,
+        FleetMessageKind::InstanceTerminating,
+        &workflow,
+        auto_scaling_group,
+        instance_id,
+    );
+    // The group no longer lists the instance: no worker is left to complete the
+    // action, which would otherwise hold the group until the heartbeat times out.
+    let gone = !facts.instance.as_ref().is_some_and(|instance| {
+        instance.instance_id == instance_id && instance.auto_scaling_group == auto_scaling_group
+    });
+    let complete_lifecycle_action = gone.then(|| LifecycleCompletion {
+        auto_scaling_group: auto_scaling_group.to_owned(),
+        hook_name: action.hook_name.clone(),
+        token: action.token.clone(),
+        instance_id: instance_id.to_owned(),
+    });
+    fleet_message.lifecycle_action = Some(action);
+    Ok(ActionPlan {
+        fleet_message,
+        detach: None,
+        count_interruption: None,
+        complete_lifecycle_action,
+    })
+}
+
+/// The fleet message about `received`, without a deadline or lifecycle action.
+fn message(
+    received: &Trigger,
+    kind: FleetMessageKind,
+    workflow: &str,
+    group: &str,
+    instance_id: &str,
+) -> FleetMessage {
+    FleetMessage {
         kind,
         workflow: workflow.to_owned(),
         auto_scaling_group: group.to_owned(),
@@ -289,92 +422,20 @@ fn decide_or_ignore(
         time: received.time,
         deadline: None,
         lifecycle_action: None,
-    };
-    match &received.notice {
-        InstanceNotice::Other { detail_type } => Err(Ignored::NotHandled {
-            detail_type: detail_type.clone(),
-        }),
-        InstanceNotice::SpotInterruption { instance_id } => {
-            let instance = listed_instance(facts, instance_id)?;
-            let workflow = our_workflow(facts, &instance.auto_scaling_group, stack)?;
-            let membership = still_in_group(instance)?;
-            let mut fleet_message = message(
-                FleetMessageKind::SpotInterruption,
-                &workflow,
-                &instance.auto_scaling_group,
-                instance_id,
-            );
-            fleet_message.deadline = Some(received.time.plus_seconds(INTERRUPTION_NOTICE_SECONDS));
-            Ok(ActionPlan {
-                fleet_message,
-                // Launching or already terminating: the group replaces it by itself.
-                detach: (membership == Membership::Detachable).then(|| Detach {
-                    instance_id: instance_id.clone(),
-                    auto_scaling_group: instance.auto_scaling_group.clone(),
-                }),
-                count_interruption: Some(InterruptionCount {
-                    workflow,
-                    instance_type: instance.instance_type.clone(),
-                    availability_zone: instance.availability_zone.clone(),
-                }),
-                complete_lifecycle_action: None,
-            })
-        }
-        InstanceNotice::RebalanceRecommendation { instance_id } => {
-            let instance = listed_instance(facts, instance_id)?;
-            let workflow = our_workflow(facts, &instance.auto_scaling_group, stack)?;
-            still_in_group(instance)?;
-            // No detach: replacing on every recommendation is the thrash users of other
-            // handlers complain about; the group's capacity rebalance decides.
-            Ok(ActionPlan {
-                fleet_message: message(
-                    FleetMessageKind::RebalanceRecommendation,
-                    &workflow,
-                    &instance.auto_scaling_group,
-                    instance_id,
-                ),
-                detach: None,
-                count_interruption: None,
-                complete_lifecycle_action: None,
-            })
-        }
-        InstanceNotice::Terminating {
-            instance_id,
-            auto_scaling_group,
-            lifecycle_hook_name,
-            lifecycle_action_token,
-        } => {
-            // Another stack's hook is another stack's to complete.
-            let workflow = our_workflow(facts, auto_scaling_group, stack)?;
-            let mut fleet_message = message(
-                FleetMessageKind::InstanceTerminating,
-                &workflow,
-                auto_scaling_group,
-                instance_id,
-            );
-            fleet_message.lifecycle_action = Some(LifecycleAction {
-                hook_name: lifecycle_hook_name.clone(),
-                token: lifecycle_action_token.clone(),
-            });
-            // The group no longer lists the instance: no worker is left to complete the
-            // action, which would otherwise hold the group until the heartbeat times out.
-            let gone = !facts.instance.as_ref().is_some_and(|instance| {
-                instance.instance_id == *instance_id
-                    && instance.auto_scaling_group == *auto_scaling_group
-            });
-            Ok(ActionPlan {
-                fleet_message,
-                detach: None,
-                count_interruption: None,
-                complete_lifecycle_action: gone.then(|| LifecycleCompletion {
-                    auto_scaling_group: auto_scaling_group.clone(),
-                    hook_name: lifecycle_hook_name.clone(),
-                    token: lifecycle_action_token.clone(),
-                    instance_id: instance_id.clone(),
-                }),
-            })
-        }
     }
+}
+
+/// The instance a notice names, when a managed group of `stack` lists it and it is not
+/// already leaving: its facts, the group's workflow and where it stands in the group.
+fn our_instance<'a>(
+    facts: &'a Facts,
+    instance_id: &str,
+    stack: &str,
+) -> Result<(&'a InstanceFacts, String, Membership), Ignored> {
+    let instance = listed_instance(facts, instance_id)?;
+    let workflow = our_workflow(facts, &instance.auto_scaling_group, stack)?;
+    let membership = still_in_group(instance)?;
+    Ok((instance, workflow, membership))
 }
 
 fn listed_instance<'a>(facts: &'a Facts, instance_id: &str) -> Result<&'a InstanceFacts, Ignored> {
@@ -427,27 +488,27 @@ mod tests {
     const GROUP: &str = "orchestrator-dev-img2vid";
     const TIME: EventTime = EventTime::from_unix_seconds(1_795_348_994); // 2026-11-22T12:03:14Z
 
-    fn received(notice: InstanceNotice) -> ReceivedNotice {
-        ReceivedNotice {
+    fn received(notice: InstanceNotice) -> Trigger {
+        Trigger {
             event_id: "evt-1".into(),
             time: TIME,
             notice,
         }
     }
 
-    fn warning() -> ReceivedNotice {
+    fn warning() -> Trigger {
         received(InstanceNotice::SpotInterruption {
             instance_id: INSTANCE.into(),
         })
     }
 
-    fn rebalance() -> ReceivedNotice {
+    fn rebalance() -> Trigger {
         received(InstanceNotice::RebalanceRecommendation {
             instance_id: INSTANCE.into(),
         })
     }
 
-    fn terminating() -> ReceivedNotice {
+    fn terminating() -> Trigger {
         received(InstanceNotice::Terminating {
             instance_id: INSTANCE.into(),
             auto_scaling_group: GROUP.into(),
@@ -525,7 +586,7 @@ mod tests {
         ][..];
         let other_stack_no_workflow =
             &[(MANAGED_TAG, "true"), (STACK_TAG, "orchestrator-staging")][..];
-        let cases: Vec<(&str, ReceivedNotice, Facts, Result<Summary, &str>)> = vec![
+        let cases: Vec<(&str, Trigger, Facts, Result<Summary, &str>)> = vec![
             (
                 "warning, in service",
                 warning(),

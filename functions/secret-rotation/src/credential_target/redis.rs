@@ -30,7 +30,7 @@ use shared::database::{ConnectSettings, Transport};
 
 use crate::plan::{AWSPENDING, AWSPREVIOUS, CredentialStage};
 use crate::secret_document::{MalformedSecret, SecretDocument};
-use crate::step::RotationStep;
+use crate::trigger::RotationStep;
 use crate::{RotationError, StepContext, StepOutcome};
 
 /// The token lengths ElastiCache accepts.

@@ -31,8 +31,9 @@ impl std::fmt::Display for RotationStep {
     }
 }
 
+/// Why an event was turned away.
 #[derive(Debug, thiserror::Error)]
-pub enum RotationEventError {
+pub enum TriggerError {
     #[error(transparent)]
     Malformed(#[from] MalformedEvent),
     #[error(
@@ -41,25 +42,27 @@ pub enum RotationEventError {
     UnknownStep(String),
 }
 
-/// One rotation call: which secret, which version (the token) and which step.
+/// One rotation call, decoded: which secret, which version (the token) and which step.
+/// Suite naming rule: the decoded event a handler acts on is `Trigger`, in the crate's
+/// `trigger.rs`, and its decode error is `TriggerError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationRequest {
+pub struct Trigger {
     pub secret_id: String,
     pub token: String,
     pub step: RotationStep,
 }
 
-impl RotationRequest {
-    pub fn from_payload(payload: Value) -> Result<Self, RotationEventError> {
+impl Trigger {
+    pub fn from_payload(payload: Value) -> Result<Self, TriggerError> {
         let event: SecretsManagerSecretRotationEvent = decode(payload, "Secrets Manager rotation")?;
         let step = match event.step.as_str() {
             "createSecret" => RotationStep::CreateSecret,
             "setSecret" => RotationStep::SetSecret,
             "testSecret" => RotationStep::TestSecret,
             "finishSecret" => RotationStep::FinishSecret,
-            other => return Err(RotationEventError::UnknownStep(other.to_owned())),
+            other => return Err(TriggerError::UnknownStep(other.to_owned())),
         };
-        Ok(RotationRequest {
+        Ok(Trigger {
             secret_id: event.secret_id,
             token: event.client_request_token,
             step,
@@ -81,8 +84,7 @@ mod tests {
             ("finishSecret", RotationStep::FinishSecret),
         ] {
             let request =
-                RotationRequest::from_payload(sample("secret-rotation", &format!("{file}.json")))
-                    .unwrap();
+                Trigger::from_payload(sample("secret-rotation", &format!("{file}.json"))).unwrap();
             assert_eq!(request.step, step);
             assert_eq!(request.token, "3f0c8b4e-7a1d-4c52-9e6b-2d8f1a7c5e90");
         }
@@ -92,7 +94,7 @@ mod tests {
     fn an_unknown_step_is_refused_by_name() {
         let mut event = sample("secret-rotation", "createSecret.json");
         event["Step"] = "rollbackSecret".into();
-        let err = RotationRequest::from_payload(event).unwrap_err();
+        let err = Trigger::from_payload(event).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("unknown rotation step `rollbackSecret`"),
