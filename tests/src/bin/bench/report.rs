@@ -314,6 +314,10 @@ impl Summary {
                 p.delay_ms
             );
             for row in &p.rows {
+                if let Some(error) = &row.error {
+                    let _ = writeln!(out, "| {} | failed: {error} | | | | |", row.path);
+                    continue;
+                }
                 let goal = row.goal_ms.map_or_else(String::new, |goal| {
                     let met = if row.delayed_ms.median <= goal {
                         "met"
