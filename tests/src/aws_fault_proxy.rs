@@ -19,13 +19,13 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, task::JoinHandle};
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes};
+use tokio::task::JoinHandle;
+
+use crate::http_relay;
 
 use crate::sync::lock;
 
@@ -79,27 +79,17 @@ impl Drop for FaultProxy {
 
 impl FaultProxy {
     pub async fn start(moto_url: &str) -> FaultProxy {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind the fault proxy to a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
         let state = Arc::new(Mutex::new(State::default()));
         let (moto_url, http, shared) = (moto_url.to_owned(), reqwest::Client::new(), state.clone());
-        let server = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let (moto_url, http, state) = (moto_url.clone(), http.clone(), shared.clone());
-                connections.spawn(async move {
-                    let service = service_fn(move |request| {
-                        forward(request, moto_url.clone(), http.clone(), state.clone())
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        FaultProxy { url, state, server }
+        let served = http_relay::serve("fault proxy", move |request| {
+            forward(request, moto_url.clone(), http.clone(), shared.clone())
+        })
+        .await;
+        FaultProxy {
+            url: served.url,
+            state,
+            server: served.task,
+        }
     }
 
     /// The endpoint to give the SDK.
@@ -150,48 +140,18 @@ async fn forward(
     moto_url: String,
     http: reqwest::Client,
     state: Arc<Mutex<State>>,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(std::io::Error::other)?
-        .to_bytes();
-    // AWS JSON protocols name the operation in `X-Amz-Target: <service>.<Operation>`.
-    let operation = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|target| target.rsplit('.').next())
-        .unwrap_or_default()
-        .to_owned();
+) -> http_relay::Answer {
+    let (parts, body) = http_relay::read(request).await?;
+    let operation = http_relay::operation(&parts, &body);
     let fault = take_fault(&state, &operation);
     if let Some(fault) = fault.filter(|f| *f != Fault::AppliedThenLost) {
         return Ok(error_response(fault));
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut forwarded = http.post(format!("{moto_url}{path}")).body(body);
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            forwarded = forwarded.header(name.as_str(), value.as_bytes());
-        }
-    }
-    let answer = forwarded.send().await.map_err(std::io::Error::other)?;
+    let answer = http_relay::forward(&parts, body, &moto_url, &http).await?;
     if let Some(fault) = fault {
         return Ok(error_response(fault));
     }
-    let status = answer.status().as_u16();
-    let content_type = answer
-        .headers()
-        .get("content-type")
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_else(|| b"application/x-amz-json-1.1".to_vec());
-    let body = answer.bytes().await.map_err(std::io::Error::other)?;
-    Ok(Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .body(Full::new(body))
-        .expect("valid response"))
+    Ok(answer)
 }
 
 fn error_response(fault: Fault) -> Response<Full<Bytes>> {

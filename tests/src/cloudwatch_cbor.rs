@@ -9,13 +9,12 @@
 //! uncompressed: the client is built with request compression off (PutMetricData bodies over
 //! 10 KiB are otherwise gzipped, which real CloudWatch accepts).
 
-use std::net::SocketAddr;
-
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, body::Bytes};
 use serde_json::{Map, Number, Value};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
+
+use crate::http_relay;
 
 const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
 /// Response members that are timestamps (CBOR tag 1) or doubles in the CloudWatch model
@@ -43,26 +42,15 @@ impl Drop for CborBridge {
 
 impl CborBridge {
     pub async fn start(moto_url: &str) -> CborBridge {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let moto_url = moto_url.to_owned();
-        let http = reqwest::Client::new();
-        let server = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                let (moto_url, http) = (moto_url.clone(), http.clone());
-                connections.spawn(async move {
-                    let service =
-                        service_fn(move |request| forward(request, moto_url.clone(), http.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        CborBridge { url, server }
+        let (moto_url, http) = (moto_url.to_owned(), reqwest::Client::new());
+        let served = http_relay::serve("CloudWatch CBOR bridge", move |request| {
+            forward(request, moto_url.clone(), http.clone())
+        })
+        .await;
+        CborBridge {
+            url: served.url,
+            server: served.task,
+        }
     }
 
     /// The endpoint to give the CloudWatch client.
@@ -86,7 +74,7 @@ async fn forward(
     request: Request<hyper::body::Incoming>,
     moto_url: String,
     http: reqwest::Client,
-) -> Result<Response<Full<Bytes>>, std::io::Error> {
+) -> http_relay::Answer {
     let (parts, body) = request.into_parts();
     let operation = parts
         .uri

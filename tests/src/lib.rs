@@ -5,7 +5,8 @@
 //! `aws-sdk-cloudwatch` speaks only Smithy RPC v2 CBOR, which moto 5.2.5 does not route;
 //! `cloudwatch_cbor` translates it to the CloudWatch JSON protocol moto does speak. For fault
 //! injection, `aws_fault_proxy` fails chosen AWS calls on their way to moto, and
-//! `cutting_proxy` cuts database connections at a chosen message.
+//! `cutting_proxy` cuts database connections at a chosen message; `latency_proxy` gives every AWS
+//! call an AWS-like round trip for the benchmarks. The HTTP stand-ins share `http_relay`.
 //!
 //! Each piece owns its processes and temporary files and stops them when dropped, so tests
 //! can run in parallel and leave nothing behind. A missing tool fails loudly and names the
@@ -17,8 +18,10 @@ pub mod cloudwatch_cbor;
 pub mod cutting_proxy;
 pub mod database;
 pub mod elasticache;
+pub mod http_relay;
 pub mod iam;
 pub mod lambda_context;
+pub mod latency_proxy;
 pub mod log_capture;
 pub mod mariadb;
 pub mod moto;

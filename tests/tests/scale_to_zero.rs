@@ -8,11 +8,13 @@ use harness::log_capture::CapturedLogs;
 use shared::sample_events::sample;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Tag};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat};
-use harness::moto::Moto;
+use harness::latency_proxy::LatencyProxy;
+use harness::moto::{Moto, deployed_sdk_config};
 use harness::sns_inbox::SnsInbox;
 use lambda_runtime::{Context, LambdaEvent};
 use scale_to_zero::{ScaleToZero, aws::AwsFleet, config::Config};
@@ -1169,4 +1171,83 @@ async fn an_unknown_workflow_another_stacks_group_and_a_stale_request_are_left_a
     assert_eq!(report["changes"], json!([]), "{report}");
     let reason = report["leftAlone"][0]["reason"].as_str().unwrap();
     assert!(reason.starts_with("wake request sent "), "{reason}");
+}
+
+/// The tick behind an AWS-like round trip (the latency proxy): its independent calls go out
+/// together but never more than `MAX_CALLS_IN_FLIGHT` at once, and it ends where one call at a
+/// time ends. Two stacks hold the same workflows, groups and queues; one ticks with three calls
+/// in flight, the other with one.
+#[tokio::test]
+async fn the_tick_bounds_its_calls_in_flight_and_ends_as_one_call_at_a_time_would() {
+    const GROUPS: usize = 24;
+    let stage = Stage::start().await;
+    let mut depths = Vec::new();
+    for n in 0..GROUPS {
+        let workflow = format!("wf-{n:02}");
+        for stack in [STACK, OTHER_STACK] {
+            let tags = GroupTags::managed_by(stack, &workflow);
+            create_group(
+                &stage.autoscaling,
+                &format!("{stack}-{workflow}"),
+                tags,
+                0,
+                4,
+            )
+            .await;
+        }
+        // Half the workflows have work (1 to 6 jobs), the rest an empty queue.
+        depths.push((workflow, if n % 2 == 0 { (n % 6 + 1) as f64 } else { 0.0 }));
+    }
+    let depths: Vec<(&str, f64)> = depths.iter().map(|(w, d)| (w.as_str(), *d)).collect();
+    stage.put_queue_depths(&depths).await;
+
+    let proxy = LatencyProxy::start(stage.moto.endpoint_url(), Duration::from_millis(25)).await;
+    let sdk = deployed_sdk_config(proxy.url(), shared::aws::AwsTimeouts::SCALE_TO_ZERO).await;
+    let bridge = CborBridge::start(proxy.url()).await;
+    let fleet = AwsFleet::new(
+        aws_sdk_autoscaling::Client::new(&sdk),
+        bridge.cloudwatch_client(&sdk),
+        aws_sdk_sns::Client::new(&sdk),
+    );
+    let function = |stack: &str, calls: &str| {
+        let config = Config::from_env(&EnvVars::from_pairs([
+            ("QUEUE_METRIC_NAMESPACE", NAMESPACE),
+            ("NOTIFY_TOPIC_ARN", stage.topic_arn.as_str()),
+            ("ORCHESTRATOR_STACK", stack),
+            ("MAX_CALLS_IN_FLIGHT", calls),
+        ]))
+        .unwrap();
+        ScaleToZero::new(config, fleet.clone())
+    };
+
+    proxy.reset();
+    let together = invoke(&function(STACK, "3"), schedule()).await;
+    let most_together = proxy.max_in_flight();
+    proxy.reset();
+    let one_by_one = invoke(&function(OTHER_STACK, "1"), schedule()).await;
+    let most_one_by_one = proxy.max_in_flight();
+
+    assert_eq!(together["changes"].as_array().unwrap().len(), GROUPS / 2);
+    assert!(
+        (2..=3).contains(&most_together),
+        "{most_together} calls were in flight at once with MAX_CALLS_IN_FLIGHT=3"
+    );
+    assert_eq!(most_one_by_one, 1);
+    // The same report and the same capacities, group names aside.
+    let unprefixed =
+        |report: &Value, stack: &str| report.to_string().replace(&format!("\"{stack}-"), "\"");
+    assert_eq!(
+        unprefixed(&together, STACK),
+        unprefixed(&one_by_one, OTHER_STACK)
+    );
+    for (workflow, depth) in depths {
+        let ours = desired(&stage.group(&format!("{STACK}-{workflow}")).await);
+        let theirs = desired(&stage.group(&format!("{OTHER_STACK}-{workflow}")).await);
+        assert_eq!(ours, theirs, "{workflow}");
+        assert_eq!(
+            ours,
+            (depth as i32).min(4),
+            "{workflow}: woken to its backlog"
+        );
+    }
 }

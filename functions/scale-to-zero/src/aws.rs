@@ -1,7 +1,11 @@
 //! The AWS adapter: gathers the decisions' inputs and carries the decisions out. Every batch
 //! size here is the API's own limit, so the number of calls grows with pages, not groups.
+//! Independent calls (GetMetricData batches, capacity changes, the metric publish) may run at
+//! once; every call takes one of the fleet's call slots, so at most
+//! `MAX_CALLS_IN_FLIGHT` are in flight however they are combined.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Filter};
@@ -10,12 +14,13 @@ use aws_sdk_cloudwatch::types::{
 };
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_smithy_types::DateTime;
+use futures_util::{StreamExt, stream};
 use shared::fleet_tags::{MANAGED_TAG, STACK_TAG, WORKFLOW_TAG, ownership};
 use shared::sns_subject::SnsSubject;
 
 use crate::config::Config;
 use crate::decision::BacklogValue;
-use crate::fleet::{GroupState, Instance, Lifecycle, QueueSample};
+use crate::fleet::{GroupState, Instance, Lifecycle, QueueSample, SampleWindow};
 /// Re-exported: the handler names its adapter's error `aws::AwsError`.
 pub use shared::aws::AwsError;
 
@@ -27,9 +32,7 @@ pub const QUERIES_PER_REQUEST: usize = 500;
 pub const VALUES_PER_REQUEST: usize = 1000;
 /// The metric a target-tracking policy scales the groups on.
 pub const BACKLOG_METRIC_NAME: &str = "BacklogPerInstance";
-/// How far back to look for the newest queue sample: tolerates a few missed publishes.
-const QUEUE_LOOKBACK_SECONDS: i64 = 5 * 60;
-const QUEUE_PERIOD_SECONDS: i32 = 60;
+const QUEUE_PERIOD_SECONDS: i64 = 60;
 
 /// The scale-to-zero notice published on `NOTIFY_TOPIC_ARN`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -62,15 +65,18 @@ impl IdleNotice {
     }
 }
 
-/// The clients, built once per cold start.
+/// The clients, built once per cold start, and the call slots their calls share.
 #[derive(Debug, Clone)]
 pub struct AwsFleet {
     autoscaling: aws_sdk_autoscaling::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
+    slots: Arc<tokio::sync::Semaphore>,
+    calls_in_flight: usize,
 }
 
 impl AwsFleet {
+    /// One call in flight at a time until [`AwsFleet::with_calls_in_flight`] says more.
     pub fn new(
         autoscaling: aws_sdk_autoscaling::Client,
         cloudwatch: aws_sdk_cloudwatch::Client,
@@ -80,7 +86,33 @@ impl AwsFleet {
             autoscaling,
             cloudwatch,
             sns,
+            slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            calls_in_flight: 1,
         }
+    }
+
+    /// The same clients with at most `calls` AWS calls in flight at once (at least one).
+    pub fn with_calls_in_flight(self, calls: usize) -> Self {
+        let calls = calls.max(1);
+        AwsFleet {
+            slots: Arc::new(tokio::sync::Semaphore::new(calls)),
+            calls_in_flight: calls,
+            ..self
+        }
+    }
+
+    /// How many calls may be in flight at once.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls_in_flight
+    }
+
+    /// Waits for a call slot; the call runs while the permit is held. The semaphore is fair,
+    /// so calls go out in the order they asked.
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.slots
+            .acquire()
+            .await
+            .expect("the call slots are never closed")
     }
 
     /// Every group tagged `orchestrator:managed=true` and `orchestrator:stack=<stack>`, a page
@@ -123,6 +155,8 @@ impl AwsFleet {
             .collect::<Vec<_>>()
             .join(", ");
         let mut groups = Vec::new();
+        // Each page's request carries the previous page's token: one call at a time.
+        let _slot = self.slot().await;
         let mut pages = self
             .autoscaling
             .describe_auto_scaling_groups()
@@ -143,54 +177,78 @@ impl AwsFleet {
         Ok(groups)
     }
 
-    /// The queue metric's samples (per-minute maximum, newest first) of the last few minutes
-    /// for each workflow, in requests of up to 500 queries.
+    /// The queue metric's samples (per-minute maximum) of `window` for each workflow, in
+    /// requests of up to 500 queries, several at once.
     pub async fn queue_samples(
         &self,
         config: &Config,
         workflows: &[String],
+        window: SampleWindow,
     ) -> Result<HashMap<String, Vec<QueueSample>>, AwsError> {
-        // Whole minutes, so the periods line up with the metric's own.
-        let end = (unix_now() / 60 + 1) * 60;
-        let start = end - QUEUE_LOOKBACK_SECONDS;
+        // Whole minutes, so the periods line up with the metric's own; the decisions drop
+        // what falls outside the window itself.
+        let start = window.start().div_euclid(QUEUE_PERIOD_SECONDS) * QUEUE_PERIOD_SECONDS;
+        let end = (window.now.div_euclid(QUEUE_PERIOD_SECONDS) + 1) * QUEUE_PERIOD_SECONDS;
+        // Built first, so the stream holds futures only: a closure in it would keep the
+        // handler's future from being `Send` (rust-lang/rust#102211).
+        let requests: Vec<_> = workflows
+            .chunks(QUERIES_PER_REQUEST)
+            .map(|batch| self.queue_batch(config, batch, start, end))
+            .collect();
+        let parallel = requests.len().clamp(1, self.calls_in_flight);
+        let mut batches = stream::iter(requests).buffer_unordered(parallel);
         let mut samples = HashMap::with_capacity(workflows.len());
-        for chunk in workflows.chunks(QUERIES_PER_REQUEST) {
-            let queries = chunk
-                .iter()
-                .enumerate()
-                .map(|(index, workflow)| queue_query(config, index, workflow))
-                .collect::<Vec<_>>();
-            // Only very long look-backs page; every page is read, so no datapoint is dropped.
-            let mut pages = self
-                .cloudwatch
-                .get_metric_data()
-                .start_time(DateTime::from_secs(start))
-                .end_time(DateTime::from_secs(end))
-                .scan_by(ScanBy::TimestampDescending)
-                .set_metric_data_queries(Some(queries))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| {
-                    AwsError::from_sdk(format!("GetMetricData ({} queue metrics)", chunk.len()), e)
-                })?;
-                for result in page.metric_data_results() {
-                    let Some(workflow) = result
-                        .id()
-                        .and_then(|id| id.strip_prefix('q'))
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .and_then(|n| chunk.get(n))
-                    else {
-                        continue;
-                    };
-                    let entry: &mut Vec<QueueSample> = samples.entry(workflow.clone()).or_default();
-                    entry.extend(result.timestamps().iter().zip(result.values()).map(
-                        |(time, &value)| QueueSample {
-                            timestamp: time.secs(),
-                            value,
-                        },
-                    ));
-                }
+        while let Some(batch) = batches.next().await {
+            samples.extend(batch?);
+        }
+        Ok(samples)
+    }
+
+    /// One GetMetricData request (and its pages) for up to 500 workflows.
+    async fn queue_batch(
+        &self,
+        config: &Config,
+        batch: &[String],
+        start: i64,
+        end: i64,
+    ) -> Result<HashMap<String, Vec<QueueSample>>, AwsError> {
+        let queries = batch
+            .iter()
+            .enumerate()
+            .map(|(index, workflow)| queue_query(config, index, workflow))
+            .collect::<Vec<_>>();
+        let mut samples: HashMap<String, Vec<QueueSample>> = HashMap::with_capacity(batch.len());
+        let _slot = self.slot().await;
+        // Only very long look-backs page; every page is read, so no datapoint is dropped.
+        let mut pages = self
+            .cloudwatch
+            .get_metric_data()
+            .start_time(DateTime::from_secs(start))
+            .end_time(DateTime::from_secs(end))
+            .scan_by(ScanBy::TimestampDescending)
+            .set_metric_data_queries(Some(queries))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                AwsError::from_sdk(format!("GetMetricData ({} queue metrics)", batch.len()), e)
+            })?;
+            for result in page.metric_data_results() {
+                let Some(workflow) = result
+                    .id()
+                    .and_then(|id| id.strip_prefix('q'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| batch.get(n))
+                else {
+                    continue;
+                };
+                let entry = samples.entry(workflow.clone()).or_default();
+                entry.extend(result.timestamps().iter().zip(result.values()).map(
+                    |(time, &value)| QueueSample {
+                        timestamp: time.secs(),
+                        value,
+                    },
+                ));
             }
         }
         Ok(samples)
@@ -204,6 +262,7 @@ impl AwsFleet {
     ) -> Result<(), AwsError> {
         let now = DateTime::from_secs(unix_now());
         for chunk in values.chunks(VALUES_PER_REQUEST) {
+            let _slot = self.slot().await;
             let data = chunk
                 .iter()
                 .map(|b| {
@@ -230,6 +289,7 @@ impl AwsFleet {
     }
 
     pub async fn set_desired_capacity(&self, group: &str, capacity: u32) -> Result<(), AwsError> {
+        let _slot = self.slot().await;
         self.autoscaling
             .set_desired_capacity()
             .auto_scaling_group_name(group)
@@ -257,6 +317,7 @@ impl AwsFleet {
                 .expect("data_type is set")
         };
         let message = serde_json::to_string(notice).expect("a notice serializes");
+        let _slot = self.slot().await;
         self.sns
             .publish()
             .topic_arn(topic_arn)
@@ -288,7 +349,7 @@ fn queue_query(config: &Config, index: usize, workflow: &str) -> MetricDataQuery
         .metric_stat(
             MetricStat::builder()
                 .metric(metric)
-                .period(QUEUE_PERIOD_SECONDS)
+                .period(QUEUE_PERIOD_SECONDS as i32)
                 .stat("Maximum")
                 .build(),
         )

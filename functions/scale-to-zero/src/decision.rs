@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 use shared::fleet_tags::{NotOurs, Ownership};
 
-use crate::fleet::{GroupState, QueueSample, current_depth};
+use crate::fleet::{GroupState, QueueSample, SampleWindow, current_depth};
 
 /// What to do with a group whose workflow looks idle (idle alarm or off-hours invoke).
 #[derive(Debug, Clone, PartialEq)]
@@ -111,12 +111,17 @@ impl fmt::Display for LeaveReason {
 
 /// The idle decision for one group: confirm the queue is still empty, then scale in to zero,
 /// but never below the busy instances (killing a GPU mid-job is the worst outcome) nor below
-/// the group's minimum (Auto Scaling would reject it).
-pub fn decide_idle(group: &GroupState, queue: &[QueueSample]) -> IdleDecision {
+/// the group's minimum (Auto Scaling would reject it). Only the samples of `window` (the
+/// idle re-read window, ending now) count.
+pub fn decide_idle(
+    group: &GroupState,
+    queue: &[QueueSample],
+    window: SampleWindow,
+) -> IdleDecision {
     if let Ownership::NotOurs(why) = &group.ownership {
         return IdleDecision::Leave(LeaveReason::NotOurs(why.clone()));
     }
-    let depth = match current_depth(queue) {
+    let depth = match current_depth(queue, window) {
         None => return IdleDecision::Leave(LeaveReason::NoQueueData),
         Some(depth) if depth > 0.0 => {
             return IdleDecision::Leave(LeaveReason::QueueNotEmpty { depth });
@@ -371,11 +376,13 @@ pub struct TickPlan {
 
 /// The tick: for every workflow with a usable queue depth, its `BacklogPerInstance`; a group at
 /// zero with queued work is woken to min(max, ceil(depth / target)). A workflow without queue
-/// data gets neither (publishing a guess would steer the target-tracking policy).
+/// data in `window` (the look-back, ending now) gets neither (publishing a guess would steer
+/// the target-tracking policy).
 pub fn plan_tick(
     roster: Roster,
     samples: &HashMap<String, Vec<QueueSample>>,
     target_per_instance: f64,
+    window: SampleWindow,
 ) -> TickPlan {
     let mut plan = TickPlan {
         left_alone: roster.set_aside,
@@ -386,7 +393,7 @@ pub fn plan_tick(
             .get(&workflow)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let Some(depth) = current_depth(queue) else {
+        let Some(depth) = current_depth(queue, window) else {
             plan.left_alone.push(LeftAlone {
                 group: group.name,
                 workflow: Some(workflow),
@@ -444,16 +451,29 @@ mod tests {
         }
     }
 
+    /// The decisions' `now`, and their window: five minutes up to it.
+    const NOW: i64 = 1_800_000_000;
+
+    fn window() -> SampleWindow {
+        SampleWindow::new(NOW, std::time::Duration::from_secs(300))
+    }
+
     fn samples(values: &[f64]) -> Vec<QueueSample> {
-        // Oldest first; the last value is the newest.
+        // Oldest first, a minute apart; the last value is the newest, just before now.
+        let newest = NOW - 10;
+        let count = values.len() as i64;
         values
             .iter()
             .enumerate()
             .map(|(i, &value)| QueueSample {
-                timestamp: 1_000 + 60 * i as i64,
+                timestamp: newest - 60 * (count - 1 - i as i64),
                 value,
             })
             .collect()
+    }
+
+    fn sample_at(timestamp: i64, value: f64) -> QueueSample {
+        QueueSample { timestamp, value }
     }
 
     fn in_service(n: usize) -> Vec<Instance> {
@@ -482,7 +502,102 @@ mod tests {
             ("only garbage is no data", samples(&[f64::NAN, -4.0]), None),
         ];
         for (name, queue, expected) in cases {
-            assert_eq!(current_depth(queue), *expected, "{name}");
+            assert_eq!(current_depth(queue, window()), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_samples_inside_the_window_count_at_each_edge() {
+        let start = window().start();
+        assert_eq!(start, NOW - 300);
+        // (case, samples) -> depth: just inside and just outside each edge.
+        let cases: &[(&str, Vec<QueueSample>, Option<f64>)] = &[
+            (
+                "oldest edge, just inside",
+                vec![sample_at(start, 2.0)],
+                Some(2.0),
+            ),
+            (
+                "oldest edge, just outside",
+                vec![sample_at(start - 1, 2.0)],
+                None,
+            ),
+            ("now, just inside", vec![sample_at(NOW, 3.0)], Some(3.0)),
+            (
+                "after now, just outside",
+                vec![sample_at(NOW + 1, 3.0)],
+                None,
+            ),
+            (
+                "a future sample never hides the newest one inside",
+                vec![sample_at(NOW - 60, 4.0), sample_at(NOW + 60, 0.0)],
+                Some(4.0),
+            ),
+        ];
+        for (name, queue, expected) in cases {
+            assert_eq!(current_depth(queue, window()), *expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_idle_alarm_scales_in_only_on_a_zero_inside_the_re_read_window() {
+        let g = || group("g", "w", 2, in_service(2));
+        let start = window().start();
+        assert_eq!(
+            decide_idle(&g(), &[sample_at(start, 0.0)], window()),
+            IdleDecision::ScaleIn {
+                from: 2,
+                to: 0,
+                busy: 0
+            }
+        );
+        assert_eq!(
+            decide_idle(&g(), &[sample_at(start - 1, 0.0)], window()),
+            IdleDecision::Leave(LeaveReason::NoQueueData),
+            "a zero older than the window does not confirm the queue is empty now"
+        );
+        assert_eq!(
+            decide_idle(&g(), &[sample_at(NOW, 0.0)], window()),
+            IdleDecision::ScaleIn {
+                from: 2,
+                to: 0,
+                busy: 0
+            }
+        );
+        assert_eq!(
+            decide_idle(&g(), &[sample_at(NOW + 1, 0.0)], window()),
+            IdleDecision::Leave(LeaveReason::NoQueueData)
+        );
+        // A longer window reaches the older zero.
+        let longer = SampleWindow::new(NOW, std::time::Duration::from_secs(301));
+        assert!(matches!(
+            decide_idle(&g(), &[sample_at(start - 1, 0.0)], longer),
+            IdleDecision::ScaleIn { .. }
+        ));
+    }
+
+    #[test]
+    fn the_tick_wakes_and_publishes_only_on_a_sample_inside_its_look_back() {
+        let roster = || Roster::new(vec![group("g", "w", 0, vec![])]);
+        let start = window().start();
+        for (timestamp, woken) in [
+            (start - 1, false),
+            (start, true),
+            (NOW, true),
+            (NOW + 1, false),
+        ] {
+            let samples = HashMap::from([("w".to_owned(), vec![sample_at(timestamp, 2.0)])]);
+            let plan = plan_tick(roster(), &samples, 1.0, window());
+            assert_eq!(
+                plan.wakes.len(),
+                usize::from(woken),
+                "sample at now{:+}",
+                timestamp - NOW
+            );
+            assert_eq!(plan.backlog.len(), usize::from(woken));
+            if !woken {
+                assert_eq!(plan.left_alone[0].reason, LeaveReason::NoQueueData);
+            }
         }
     }
 
@@ -639,7 +754,7 @@ mod tests {
             ),
         ];
         for (name, group, queue, expected) in cases {
-            assert_eq!(decide_idle(&group, &queue), expected, "{name}");
+            assert_eq!(decide_idle(&group, &queue, window()), expected, "{name}");
         }
     }
 
@@ -741,7 +856,7 @@ mod tests {
         );
         // Only ours is woken.
         let samples = HashMap::from([("img2vid".to_owned(), samples(&[2.0]))]);
-        let plan = plan_tick(roster, &samples, 1.0);
+        let plan = plan_tick(roster, &samples, 1.0, window());
         let wakes: Vec<(&str, u32)> = plan
             .wakes
             .iter()
@@ -777,7 +892,7 @@ mod tests {
         .into_iter()
         .map(|(w, s)| (w.to_owned(), s))
         .collect();
-        let plan = plan_tick(roster, &samples, 1.0);
+        let plan = plan_tick(roster, &samples, 1.0, window());
         let backlog: Vec<(&str, f64)> = plan
             .backlog
             .iter()
@@ -817,7 +932,7 @@ mod tests {
         let mut g = group("g", "w", 0, vec![]);
         g.max_size = 0;
         let samples = HashMap::from([("w".to_owned(), samples(&[5.0]))]);
-        let plan = plan_tick(Roster::new(vec![g]), &samples, 1.0);
+        let plan = plan_tick(Roster::new(vec![g]), &samples, 1.0, window());
         assert!(plan.wakes.is_empty());
         assert_eq!(
             plan.left_alone[0].reason,

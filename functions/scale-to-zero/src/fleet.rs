@@ -1,6 +1,8 @@
 //! The fleet as the decisions see it: plain values, no SDK types. The AWS adapter fills these
 //! in from `DescribeAutoScalingGroups` and `GetMetricData`.
 
+use std::time::Duration;
+
 use shared::fleet_tags::Ownership;
 
 /// Where an instance is in its Auto Scaling lifecycle, as far as capacity is concerned.
@@ -86,13 +88,38 @@ pub struct QueueSample {
     pub value: f64,
 }
 
-/// The queue depth now: the newest sample that can be a depth. NaN, infinite and negative
-/// values are a broken publisher, not a queue, and are skipped; `None` when nothing usable
-/// arrived in the look-back window.
-pub fn current_depth(samples: &[QueueSample]) -> Option<f64> {
+/// The stretch of time whose queue samples count for a decision: `length` back from `now`
+/// (seconds since the Unix epoch), both edges included. A sample older than the window says
+/// nothing about the queue now; one after `now` is a publisher's clock running ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleWindow {
+    pub now: i64,
+    pub length: Duration,
+}
+
+impl SampleWindow {
+    pub fn new(now: i64, length: Duration) -> SampleWindow {
+        SampleWindow { now, length }
+    }
+
+    /// The oldest timestamp that still counts.
+    pub fn start(&self) -> i64 {
+        let length = i64::try_from(self.length.as_secs()).unwrap_or(i64::MAX);
+        self.now.saturating_sub(length)
+    }
+
+    pub fn contains(&self, timestamp: i64) -> bool {
+        (self.start()..=self.now).contains(&timestamp)
+    }
+}
+
+/// The queue depth at the window's end: its newest sample that can be a depth. NaN, infinite
+/// and negative values are a broken publisher, not a queue, and are skipped; `None` when
+/// nothing usable arrived in the window.
+pub fn current_depth(samples: &[QueueSample], window: SampleWindow) -> Option<f64> {
     samples
         .iter()
-        .filter(|s| s.value.is_finite() && s.value >= 0.0)
+        .filter(|s| window.contains(s.timestamp) && s.value.is_finite() && s.value >= 0.0)
         .max_by_key(|s| s.timestamp)
         .map(|s| s.value)
 }

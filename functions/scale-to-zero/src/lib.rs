@@ -22,7 +22,6 @@ use aws_lambda_events::event::sns::SnsEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::task::JoinSet;
 
 use crate::alarm::{AlarmError, AlarmNotice};
 use crate::aws::{AwsError, AwsFleet, IdleNotice, unix_now};
@@ -30,12 +29,9 @@ use crate::config::Config;
 use crate::decision::{
     IdleDecision, LeaveReason, LeftAlone, Roster, decide_idle, plan_tick, plan_wake, stale_wake,
 };
+use crate::fleet::SampleWindow;
 use crate::trigger::{DirectInvoke, Trigger, TriggerError};
 use crate::wake::{EVENT_DETAIL_TYPE, Turn, WakeError, WakeLedger, WakeRequest};
-
-/// Capacity changes in flight at once: fast enough for hundreds of groups within the
-/// function's timeout, gentle enough not to trip Auto Scaling's throttling.
-const CONCURRENT_CHANGES: usize = 8;
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +138,9 @@ pub struct ScaleToZero {
 }
 
 impl ScaleToZero {
+    /// The fleet's calls are bounded by the configuration's `max_calls_in_flight`.
     pub fn new(config: Config, fleet: AwsFleet) -> Self {
+        let fleet = fleet.with_calls_in_flight(config.max_calls_in_flight);
         ScaleToZero {
             config,
             fleet,
@@ -366,10 +364,11 @@ impl ScaleToZero {
             });
             return Ok(());
         }
+        let window = SampleWindow::new(unix_now(), self.config.idle_reread_window);
         // Only a group of this stack needs the queue re-read.
         let samples = if groups.iter().any(|g| g.workflow().is_some()) {
             self.fleet
-                .queue_samples(&self.config, &[workflow.to_owned()])
+                .queue_samples(&self.config, &[workflow.to_owned()], window)
                 .await?
                 .remove(workflow)
                 .unwrap_or_default()
@@ -377,7 +376,7 @@ impl ScaleToZero {
             Vec::new()
         };
         for group in groups {
-            match decide_idle(&group, &samples) {
+            match decide_idle(&group, &samples, window) {
                 IdleDecision::Leave(reason) => {
                     tracing::info!(group = %group.name, workflow, cause, stack, %reason, "group left as it is");
                     report.left_alone.push(LeftAloneEntry {
@@ -387,45 +386,68 @@ impl ScaleToZero {
                     });
                 }
                 IdleDecision::ScaleIn { from, to, busy } => {
-                    self.fleet.set_desired_capacity(&group.name, to).await?;
-                    self.wakes.forget(workflow);
-                    tracing::info!(group = %group.name, workflow, cause, from, to, busy, "idle group scaled in");
-                    report.changes.push(Change {
-                        group: group.name.clone(),
+                    let scale_in = Change {
+                        group: group.name,
                         workflow: workflow.to_owned(),
                         from,
                         to,
                         reason: "idle",
-                    });
-                    // After the change: a notice never announces what did not happen. A retry
-                    // after a failed publish finds the group already idle and sends none.
-                    let notice = IdleNotice {
-                        kind: "scaled-to-zero",
-                        workflow: workflow.to_owned(),
-                        auto_scaling_group: group.name,
-                        previous_desired_capacity: from,
-                        desired_capacity: to,
-                        busy_instances: busy,
-                        cause: cause.to_owned(),
                     };
-                    self.fleet
-                        .publish_notice(&self.config.notify_topic_arn, &notice)
-                        .await?;
+                    self.scale_in(scale_in, busy, cause, report).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// One pass over this stack's managed groups: publish backlog, wake groups at zero with work.
+    /// Scales an idle group in, then announces it.
+    async fn scale_in(
+        &self,
+        change: Change,
+        busy: u32,
+        cause: &str,
+        report: &mut Report,
+    ) -> Result<(), ScaleError> {
+        let (group, workflow) = (&change.group, &change.workflow);
+        self.fleet.set_desired_capacity(group, change.to).await?;
+        self.wakes.forget(workflow);
+        tracing::info!(%group, %workflow, cause, from = change.from, to = change.to, busy, "idle group scaled in");
+        // After the change: a notice never announces what did not happen. A retry after a
+        // failed publish finds the group already idle and sends none.
+        let notice = IdleNotice {
+            kind: "scaled-to-zero",
+            workflow: workflow.clone(),
+            auto_scaling_group: group.clone(),
+            previous_desired_capacity: change.from,
+            desired_capacity: change.to,
+            busy_instances: busy,
+            cause: cause.to_owned(),
+        };
+        report.changes.push(change);
+        self.fleet
+            .publish_notice(&self.config.notify_topic_arn, &notice)
+            .await?;
+        Ok(())
+    }
+
+    /// One pass over this stack's managed groups: publish backlog, wake groups at zero with
+    /// work. The describe pages follow each other (each carries the last one's token); the
+    /// GetMetricData batches, then the wakes and the publish, go out at once, within the
+    /// fleet's call slots.
     async fn tick(&self, report: &mut Report) -> Result<(), ScaleError> {
         let stack = self.config.orchestrator_stack.as_str();
+        let window = SampleWindow::new(unix_now(), self.config.queue_lookback);
         let roster = Roster::new(self.fleet.managed_groups(stack).await?);
         let samples = self
             .fleet
-            .queue_samples(&self.config, &roster.workflows())
+            .queue_samples(&self.config, &roster.workflows(), window)
             .await?;
-        let plan = plan_tick(roster, &samples, self.config.target_backlog_per_instance);
+        let plan = plan_tick(
+            roster,
+            &samples,
+            self.config.target_backlog_per_instance,
+            window,
+        );
         for left in &plan.left_alone {
             tracing::info!(group = %left.group, workflow = ?left.workflow, stack, reason = %left.reason, "group left as it is");
         }
@@ -434,7 +456,6 @@ impl ScaleToZero {
             .into_iter()
             .map(LeftAloneEntry::from)
             .collect();
-        // Wake first: a group at zero with work waiting matters more than a metric.
         let wakes = plan
             .wakes
             .into_iter()
@@ -446,49 +467,50 @@ impl ScaleToZero {
                 reason: "wake",
             })
             .collect();
-        let woken = self.apply_changes(wakes, report).await;
-        self.fleet.put_backlog(&self.config, &plan.backlog).await?;
+        // Wakes first in line for the call slots: a group at zero with work waiting matters
+        // more than a metric.
+        let (woken, published) = tokio::join!(
+            self.apply_changes(wakes, report),
+            self.fleet.put_backlog(&self.config, &plan.backlog)
+        );
+        published?;
         report.backlog_published = plan.backlog.len();
         woken
     }
 
-    /// Makes the changes, a few at a time; every change is attempted even when one fails.
+    /// One capacity change and how it went.
+    async fn make_change(&self, change: Change) -> (Change, Result<(), AwsError>) {
+        let result = self
+            .fleet
+            .set_desired_capacity(&change.group, change.to)
+            .await;
+        (change, result)
+    }
+
+    /// Makes the changes, as many at once as the call slots allow; every change is attempted
+    /// even when one fails.
     async fn apply_changes(
         &self,
         changes: Vec<Change>,
         report: &mut Report,
     ) -> Result<(), ScaleError> {
         let attempted = changes.len();
-        let mut pending = changes.into_iter();
-        let mut in_flight = JoinSet::new();
+        let calls: Vec<_> = changes
+            .into_iter()
+            .map(|change| self.make_change(change))
+            .collect();
+        let results = futures_util::future::join_all(calls).await;
         let mut failures = Vec::new();
-        loop {
-            while in_flight.len() < CONCURRENT_CHANGES {
-                let Some(change) = pending.next() else { break };
-                let fleet = self.fleet.clone();
-                in_flight.spawn(async move {
-                    let result = fleet.set_desired_capacity(&change.group, change.to).await;
-                    (change, result)
-                });
-            }
-            let Some(joined) = in_flight.join_next().await else {
-                break;
-            };
-            match joined {
-                Ok((change, Ok(()))) => {
+        for (change, result) in results {
+            match result {
+                Ok(()) => {
                     tracing::info!(group = %change.group, workflow = %change.workflow, to = change.to, "group woken");
                     report.changes.push(change);
                 }
-                Ok((change, Err(error))) => {
+                Err(error) => {
                     tracing::error!(group = %change.group, %error, "capacity change failed");
                     failures.push(error);
                 }
-                Err(join_error) => failures.push(AwsError {
-                    operation: "SetDesiredCapacity".into(),
-                    message: format!("task failed: {join_error}"),
-                    transient: true,
-                    code: None,
-                }),
             }
         }
         // Deterministic order in the report, whatever order the calls finished in.

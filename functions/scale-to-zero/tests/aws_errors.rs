@@ -23,6 +23,9 @@ fn config() -> Config {
         target_backlog_per_instance: 1.0,
         notify_topic_arn: "arn:aws:sns:us-east-1:123456789012:idle".into(),
         orchestrator_stack: STACK.parse().unwrap(),
+        idle_reread_window: std::time::Duration::from_secs(300),
+        queue_lookback: std::time::Duration::from_secs(300),
+        max_calls_in_flight: 8,
     }
 }
 
@@ -49,14 +52,20 @@ fn autoscaling_error(status: u16, code: &str) -> HttpResponse {
     HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
 }
 
-/// GetMetricData answering one queue-depth sample for the first workflow (query `q0`).
+/// GetMetricData answering one queue-depth sample of a minute ago for the first workflow
+/// (query `q0`).
 fn queue_depth(depth: f64) -> Rule {
+    let a_minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 60;
     mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(move || {
         GetMetricDataOutput::builder()
             .metric_data_results(
                 MetricDataResult::builder()
                     .id("q0")
-                    .timestamps(DateTime::from_secs(1_800_000_000))
+                    .timestamps(DateTime::from_secs(a_minute_ago))
                     .values(depth)
                     .build(),
             )
@@ -222,10 +231,15 @@ async fn the_tick_asks_for_this_stacks_managed_groups_and_wakes_only_ours() {
     let function = function(&[&describe, &set_capacity], &[&depth, &put]);
 
     let tick = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-    let report = function
-        .handle(LambdaEvent::new(tick, Context::default()))
-        .await
-        .unwrap_or_else(|e| panic!("the tick failed: {e}"));
+    // On a task of its own, as the runtime may run it: the handler's future is `Send`.
+    let report = tokio::spawn(async move {
+        function
+            .handle(LambdaEvent::new(tick, Context::default()))
+            .await
+            .unwrap_or_else(|e| panic!("the tick failed: {e}"))
+    })
+    .await
+    .unwrap();
 
     assert_eq!(describe.num_calls(), 1);
     assert_eq!(set_capacity.num_calls(), 1, "{report}");

@@ -2,12 +2,18 @@
 //! `GET next`, and → first answer) and warm latency on a local Lambda Runtime API stand-in, peak
 //! RSS (`wait4`'s `ru_maxrss`), the arm64 zip's size; and the API calls of one scale-to-zero
 //! tick over many groups (moto's recorder) against DESIGN.md's bound. AWS calls go to moto.
+//! Then the paths whose speed users wait on (a wake, the tick at 10 and at many groups, a Spot
+//! warning's detach, rotation's four steps), on warm processes, straight to moto and through
+//! the latency proxy, which holds every AWS call for an AWS-like round trip.
 //!
 //! Usage: `bench [--runs 20] [--warm 5] [--groups 1000] [--functions a,b] [--skip-tick]
+//!         [--latency-ms 40] [--paths 20] [--skip-paths]
 //!         [--bin-dir target/release] [--zip-dir target/lambda] [--out target/bench]`
 
 #[path = "bench/child.rs"]
 mod child;
+#[path = "bench/paths.rs"]
+mod paths;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/runtime_api.rs"]
@@ -23,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use harness::cfn_recorder::CfnResponseRecorder;
 use harness::cloudwatch_cbor::CborBridge;
+use harness::latency_proxy::LatencyProxy;
 use harness::moto::{Moto, REGION};
 use hyper::body::Bytes;
+use serde_json::Value;
 
 use child::FunctionProcess;
 use runtime_api::{Answer, AnswerKind, RuntimeApi};
@@ -40,6 +48,9 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(120);
 pub struct Stage {
     pub moto: Moto,
     pub bridge: CborBridge,
+    /// moto behind an AWS-like round trip per call, and the CloudWatch bridge in front of it.
+    pub proxy: LatencyProxy,
+    pub proxied_bridge: CborBridge,
     pub recorder: CfnResponseRecorder,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
@@ -49,12 +60,24 @@ pub struct Stage {
     pub home: tempfile::TempDir,
 }
 
+/// Where a function's AWS calls go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    Moto,
+    LatencyProxy,
+}
+
 struct Options {
     runs: usize,
     warm: usize,
     groups: usize,
     functions: Vec<String>,
     skip_tick: bool,
+    latency: Duration,
+    /// Warm events per path and route.
+    path_samples: usize,
+    skip_paths: bool,
     bin_dir: PathBuf,
     zip_dir: PathBuf,
     out: PathBuf,
@@ -101,6 +124,9 @@ fn parse_args() -> Result<Options, BenchError> {
             .map(|f| f.0.to_owned())
             .collect(),
         skip_tick: false,
+        latency: LatencyProxy::DEFAULT_DELAY,
+        path_samples: 20,
+        skip_paths: false,
         bin_dir: root.join("target/release"),
         zip_dir: root.join("target/lambda"),
         out: root.join("target/bench"),
@@ -109,6 +135,10 @@ fn parse_args() -> Result<Options, BenchError> {
     while let Some(flag) = args.next() {
         if flag == "--skip-tick" {
             options.skip_tick = true;
+            continue;
+        }
+        if flag == "--skip-paths" {
+            options.skip_paths = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -121,6 +151,8 @@ fn parse_args() -> Result<Options, BenchError> {
             "--runs" => options.runs = number()?.max(1),
             "--warm" => options.warm = number()?,
             "--groups" => options.groups = number()?.max(10),
+            "--latency-ms" => options.latency = Duration::from_millis(number()? as u64),
+            "--paths" => options.path_samples = number()?.max(1),
             "--functions" => {
                 options.functions = value.split(',').map(str::to_owned).collect();
             }
@@ -146,7 +178,7 @@ async fn run(options: &Options) -> Result<(), BenchError> {
     }
     let logs = options.out.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let stage = start_stage().await?;
+    let stage = start_stage(options.latency).await?;
 
     let mut results = Vec::new();
     for function in &options.functions {
@@ -204,7 +236,26 @@ async fn run(options: &Options) -> Result<(), BenchError> {
         Some(tick)
     };
 
-    let summary = report::Summary::new(options.runs, options.warm, results, tick);
+    let paths = if options.skip_paths {
+        None
+    } else {
+        let started = Instant::now();
+        let paths = paths::run(
+            &stage,
+            &options.bin_dir,
+            &logs,
+            options.path_samples,
+            options.groups,
+        )
+        .await?;
+        eprintln!(
+            "[bench] paths done ({:.0} s with setup)",
+            started.elapsed().as_secs_f64()
+        );
+        Some(paths)
+    };
+
+    let summary = report::Summary::new(options.runs, options.warm, results, tick, paths);
     std::fs::create_dir_all(&options.out)?;
     let markdown = summary.markdown();
     std::fs::write(options.out.join("results.md"), &markdown)?;
@@ -220,9 +271,11 @@ async fn run(options: &Options) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn start_stage() -> Result<Stage, BenchError> {
+async fn start_stage(latency: Duration) -> Result<Stage, BenchError> {
     let moto = Moto::start().await;
     let bridge = CborBridge::start(moto.endpoint_url()).await;
+    let proxy = LatencyProxy::start(moto.endpoint_url(), latency).await;
+    let proxied_bridge = CborBridge::start(proxy.url()).await;
     let recorder = CfnResponseRecorder::start().await;
     let sdk = moto.sdk_config().await;
     let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
@@ -240,6 +293,8 @@ async fn start_stage() -> Result<Stage, BenchError> {
         home: tempfile::Builder::new().prefix("bench-home-").tempdir()?,
         moto,
         bridge,
+        proxy,
+        proxied_bridge,
         recorder,
     })
 }
@@ -248,6 +303,10 @@ async fn start_stage() -> Result<Stage, BenchError> {
 /// at the stand-ins, plus the function's own variables.
 fn lambda_env(stage: &Stage, scenario: &Scenario, api: &RuntimeApi) -> Vec<(String, String)> {
     let name = scenarios::lambda_name(scenario.function);
+    let (aws, cloudwatch) = match scenario.route {
+        Route::Moto => (stage.moto.endpoint_url(), stage.bridge.url()),
+        Route::LatencyProxy => (stage.proxy.url(), stage.proxied_bridge.url()),
+    };
     let mut env: Vec<(String, String)> = [
         ("AWS_LAMBDA_RUNTIME_API", api.host_port()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
@@ -266,8 +325,8 @@ fn lambda_env(stage: &Stage, scenario: &Scenario, api: &RuntimeApi) -> Vec<(Stri
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
         ("AWS_SESSION_TOKEN", "testing".to_owned()),
-        ("AWS_ENDPOINT_URL", stage.moto.endpoint_url().to_owned()),
-        ("AWS_ENDPOINT_URL_CLOUDWATCH", stage.bridge.url().to_owned()),
+        ("AWS_ENDPOINT_URL", aws.to_owned()),
+        ("AWS_ENDPOINT_URL_CLOUDWATCH", cloudwatch.to_owned()),
         ("AWS_DISABLE_REQUEST_COMPRESSION", "true".to_owned()),
         ("RUST_LOG", "info".to_owned()),
         ("HOME", stage.home.path().display().to_string()),
@@ -293,25 +352,19 @@ pub async fn cold_run(
     log: &Path,
     after_cold: impl FnOnce(&Answer),
 ) -> Result<RunSample, BenchError> {
-    let mut api = RuntimeApi::start(scenario.arn(), scenario.timeout).await?;
-    let first = api.invoke(scenario.event.clone())?;
-    let env = lambda_env(stage, scenario, &api);
-    let process = FunctionProcess::spawn(binary, &env, log)?;
-    let answer = wait_answer(&process, &api, first).await?;
+    let (mut function, answer) =
+        WarmFunction::start(stage, binary, scenario, scenario.event.clone(), log).await?;
     after_cold(&answer);
-    let init = api
-        .first_next()
-        .ok_or("answered without asking for an event")?
-        .saturating_duration_since(process.spawned_at);
-    let cold = answer.at.saturating_duration_since(process.spawned_at);
+    let init = function.init()?;
+    let cold = answer
+        .at
+        .saturating_duration_since(function.process.spawned_at);
     let mut warm_times = Vec::with_capacity(warm);
     for _ in 0..warm {
-        let sent = Instant::now();
-        let pending = api.invoke(scenario.event.clone())?;
-        let warm_answer = wait_answer(&process, &api, pending).await?;
+        let (sent, warm_answer) = function.invoke(scenario.event.clone()).await?;
         warm_times.push(warm_answer.at.saturating_duration_since(sent));
     }
-    let usage = process.kill().await?;
+    let usage = function.process.kill().await?;
     Ok(RunSample {
         init,
         cold,
@@ -321,6 +374,47 @@ pub async fn cold_run(
         first_kind: answer.kind,
         first_body: answer.body,
     })
+}
+
+/// A function process on its own runtime API, kept to answer one event after another.
+pub struct WarmFunction {
+    api: RuntimeApi,
+    pub process: FunctionProcess,
+}
+
+impl WarmFunction {
+    /// Queues `first`, spawns the process and waits for its (cold) answer.
+    pub async fn start(
+        stage: &Stage,
+        binary: &Path,
+        scenario: &Scenario,
+        first: Value,
+        log: &Path,
+    ) -> Result<(WarmFunction, Answer), BenchError> {
+        let mut api = RuntimeApi::start(scenario.arn(), scenario.timeout).await?;
+        let pending = api.invoke(first)?;
+        let env = lambda_env(stage, scenario, &api);
+        let process = FunctionProcess::spawn(binary, &env, log)?;
+        let answer = wait_answer(&process, &api, pending).await?;
+        Ok((WarmFunction { api, process }, answer))
+    }
+
+    /// Spawn → first `GET next`.
+    pub fn init(&self) -> Result<Duration, BenchError> {
+        Ok(self
+            .api
+            .first_next()
+            .ok_or("answered without asking for an event")?
+            .saturating_duration_since(self.process.spawned_at))
+    }
+
+    /// Hands `event` to the waiting process; returns when it was handed over and the answer.
+    pub async fn invoke(&mut self, event: Value) -> Result<(Instant, Answer), BenchError> {
+        let sent = Instant::now();
+        let pending = self.api.invoke(event)?;
+        let answer = wait_answer(&self.process, &self.api, pending).await?;
+        Ok((sent, answer))
+    }
 }
 
 /// Waits for the answer, failing early when the process has died (init error, crash).

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::RunSample;
+use crate::paths::PathsResult;
 use crate::runtime_api::AnswerKind;
 use crate::scenarios::Scenario;
 use crate::tick::{TickResult, ms};
@@ -152,6 +153,8 @@ pub struct Summary {
     pub warm_per_run: usize,
     pub functions: Vec<FunctionResult>,
     pub tick: Option<TickResult>,
+    /// The paths a user waits on, straight to moto and through the latency proxy.
+    pub paths: Option<PathsResult>,
     pub cost: Vec<CostLine>,
 }
 
@@ -161,6 +164,7 @@ impl Summary {
         warm_per_run: usize,
         functions: Vec<FunctionResult>,
         tick: Option<TickResult>,
+        paths: Option<PathsResult>,
     ) -> Summary {
         let mut cost = Vec::new();
         if let Some(f) = functions.iter().find(|f| f.function == "scale-to-zero") {
@@ -180,12 +184,31 @@ impl Summary {
                 TICKS_PER_MONTH,
             ));
         }
+        if let Some(p) = &paths {
+            for row in p
+                .rows
+                .iter()
+                .filter(|r| r.path.starts_with("schedule tick"))
+            {
+                cost.push(CostLine::new(
+                    format!(
+                        "{}, {:.0} ms per AWS call (warm median)",
+                        row.path.replace("schedule tick", "scale-to-zero ticks"),
+                        p.delay_ms
+                    ),
+                    256,
+                    row.delayed_ms.median,
+                    TICKS_PER_MONTH,
+                ));
+            }
+        }
         Summary {
             host: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             runs,
             warm_per_run,
             functions,
             tick,
+            paths,
             cost,
         }
     }
@@ -276,6 +299,47 @@ impl Summary {
                 t.cpu_ms,
                 t.peak_rss_kib as f64 / 1024.0
             );
+        }
+        if let Some(p) = &self.paths {
+            let _ = writeln!(
+                out,
+                "\nPaths on warm processes ({} events each; rotation: {} rotations), straight to \
+                 moto and through the latency proxy holding every AWS call {:.0} ms:\n",
+                p.samples, p.samples, p.delay_ms
+            );
+            let _ = writeln!(
+                out,
+                "| path | timed until | moto: median / p95 | {:.0} ms per call: median / p95 (max) | AWS calls | goal |\n\
+                 |---|---|---|---|---|---|",
+                p.delay_ms
+            );
+            for row in &p.rows {
+                if let Some(error) = &row.error {
+                    let _ = writeln!(out, "| {} | failed: {error} | | | | |", row.path);
+                    continue;
+                }
+                let goal = row.goal_ms.map_or_else(String::new, |goal| {
+                    let met = if row.delayed_ms.median <= goal {
+                        "met"
+                    } else {
+                        "MISSED"
+                    };
+                    format!("≤ {goal:.0} ms: {met}")
+                });
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.1} / {:.1} ms | {:.1} / {:.1} ms ({:.1}) | {} | {} |",
+                    row.path,
+                    row.until,
+                    row.undelayed_ms.median,
+                    row.undelayed_ms.p95,
+                    row.delayed_ms.median,
+                    row.delayed_ms.p95,
+                    row.delayed_ms.max,
+                    row.calls,
+                    goal
+                );
+            }
         }
         if !self.cost.is_empty() {
             out.push_str(

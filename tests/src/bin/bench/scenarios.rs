@@ -10,7 +10,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use harness::moto::{ACCOUNT_ID, REGION};
 use serde_json::{Value, json};
 
-use crate::{BenchError, Stage};
+use crate::{BenchError, Route, Stage};
 
 /// The functions in template.yaml order, with its `MemorySize` and `Timeout` (Globals: 128 MB,
 /// 30 s). Duplicated here because the driver has no YAML parser; docs/benchmarks.md names the source.
@@ -40,6 +40,8 @@ pub struct Scenario {
     pub event: Value,
     /// Which sample event, and what was changed in it, for the report.
     pub event_label: String,
+    /// Where its AWS calls go (moto unless a path says otherwise).
+    pub route: Route,
 }
 
 impl Scenario {
@@ -74,6 +76,7 @@ pub async fn prepare(stage: &Stage, function: &str) -> Result<Scenario, BenchErr
         env,
         event,
         event_label,
+        route: Route::Moto,
     })
 }
 
@@ -105,12 +108,13 @@ pub async fn create_launch_configuration(stage: &Stage) -> Result<(), BenchError
     Ok(())
 }
 
-/// A group tagged as the suite manages it, in [`STACK`].
+/// A group tagged as the suite manages it, in [`STACK`], with room for `max` instances.
 pub async fn create_managed_group(
     autoscaling: &aws_sdk_autoscaling::Client,
     name: &str,
     workflow: &str,
     desired: i32,
+    max: i32,
 ) -> Result<(), BenchError> {
     let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build();
     autoscaling
@@ -118,7 +122,7 @@ pub async fn create_managed_group(
         .auto_scaling_group_name(name)
         .launch_configuration_name(LAUNCH_CONFIGURATION)
         .min_size(0)
-        .max_size(4)
+        .max_size(max)
         .desired_capacity(desired)
         .availability_zones("us-east-1a")
         .tags(tag("orchestrator:managed", "true"))
@@ -166,7 +170,14 @@ async fn scale_to_zero(stage: &Stage) -> Result<Prepared, BenchError> {
     let mut depths = Vec::new();
     for n in 0..SCALE_TO_ZERO_GROUPS {
         let workflow = format!("bench-wf-{n}");
-        create_managed_group(&stage.autoscaling, &format!("bench-gpu-{n}"), &workflow, 0).await?;
+        create_managed_group(
+            &stage.autoscaling,
+            &format!("bench-gpu-{n}"),
+            &workflow,
+            0,
+            4,
+        )
+        .await?;
         depths.push((workflow, 0.0));
     }
     put_queue_depths(stage, &depths).await?;
@@ -291,7 +302,7 @@ async fn spot_interruption(stage: &Stage) -> Result<Prepared, BenchError> {
     let topic = create_topic(stage, "bench-fleet-events").await?;
     // scale-to-zero's scenario may have made it already; moto then answers AlreadyExists.
     let _ = create_launch_configuration(stage).await;
-    create_managed_group(&stage.autoscaling, "bench-spot", "img2vid", 1).await?;
+    create_managed_group(&stage.autoscaling, "bench-spot", "img2vid", 1, 4).await?;
     let groups = stage
         .autoscaling
         .describe_auto_scaling_groups()

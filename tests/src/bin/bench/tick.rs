@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scenarios;
+use crate::scenarios::{self, Scenario};
 use crate::{BenchError, Stage, cold_run};
 
 #[derive(Debug, Serialize)]
@@ -44,27 +44,7 @@ pub async fn run(
     groups_with_work: usize,
     warm: usize,
 ) -> Result<TickResult, BenchError> {
-    stage.moto.reset().await;
-    let mut scenario = scenarios::prepare(stage, "scale-to-zero").await?;
-    // The scenario made ten groups of its own; the tick covers them too.
-    let fixture_groups = 10;
-    let extra = groups.saturating_sub(fixture_groups);
-    create_groups(stage, extra).await?;
-    let every = (extra / groups_with_work.max(1)).max(1);
-    let depths: Vec<(String, f64)> = (0..extra)
-        .map(|n| {
-            let depth = if n % every == 0 && n / every < groups_with_work {
-                1.0
-            } else {
-                0.0
-            };
-            (format!("tick-wf-{n:04}"), depth)
-        })
-        .collect();
-    scenarios::put_queue_depths(stage, &depths).await?;
-    scenario.event = scenarios::try_sample("scale-to-zero", "schedule.json")?;
-    let total_groups = extra + fixture_groups;
-
+    let (scenario, total_groups) = prepare(stage, groups, groups_with_work).await?;
     stage.moto.clear_recording().await;
     let mut counted = BTreeMap::new();
     let run = cold_run(stage, binary, &scenario, warm, log, |_| {
@@ -98,6 +78,36 @@ pub async fn run(
     })
 }
 
+/// A fresh moto with `groups` managed groups at 0 (the scale-to-zero scenario's ten among
+/// them) and their queue depths, one in `groups_with_work` with a job; the schedule event.
+/// Returns the scenario and the number of groups.
+pub async fn prepare(
+    stage: &Stage,
+    groups: usize,
+    groups_with_work: usize,
+) -> Result<(Scenario, usize), BenchError> {
+    stage.moto.reset().await;
+    let mut scenario = scenarios::prepare(stage, "scale-to-zero").await?;
+    // The scenario made ten groups of its own; the tick covers them too.
+    let fixture_groups = 10;
+    let extra = groups.saturating_sub(fixture_groups);
+    create_groups(stage, extra).await?;
+    let every = (extra / groups_with_work.max(1)).max(1);
+    let depths: Vec<(String, f64)> = (0..extra)
+        .map(|n| {
+            let depth = if n % every == 0 && n / every < groups_with_work {
+                1.0
+            } else {
+                0.0
+            };
+            (format!("tick-wf-{n:04}"), depth)
+        })
+        .collect();
+    scenarios::put_queue_depths(stage, &depths).await?;
+    scenario.event = scenarios::try_sample("scale-to-zero", "schedule.json")?;
+    Ok((scenario, extra + fixture_groups))
+}
+
 /// Creating a group at 0 is one cheap call; moto serves them in parallel threads.
 async fn create_groups(stage: &Stage, count: usize) -> Result<(), BenchError> {
     let autoscaling = Arc::new(stage.autoscaling.clone());
@@ -113,6 +123,7 @@ async fn create_groups(stage: &Stage, count: usize) -> Result<(), BenchError> {
                 &format!("tick-gpu-{n:04}"),
                 &format!("tick-wf-{n:04}"),
                 0,
+                4,
             )
             .await
         });
