@@ -44,9 +44,7 @@ struct Counters {
 
 impl Counters {
     fn answered(&self) -> MutexGuard<'_, Vec<AnsweredCall>> {
-        self.answered
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.answered)
     }
 }
 

@@ -52,7 +52,7 @@ impl ResponseDelivery {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let built = client_trusting(&self.roots)
+        let built = client_trusting(self.roots)
             .build()
             .map_err(|e| DeliveryError::NoHttpClient(error_chain(&e)))?;
         Ok(self.client.get_or_init(|| built))
