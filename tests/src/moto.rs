@@ -45,6 +45,23 @@ pub async fn deployed_sdk_config(
         .await
 }
 
+/// Points a child process's AWS SDK at `endpoint_url` the way a Lambda's environment would:
+/// `AWS_ENDPOINT_URL`, region and test credentials, and no shared config or profile from this
+/// machine (for tests that run the production config loader in a child process).
+pub fn aws_env_for_child<'a>(command: &'a mut Command, endpoint_url: &str) -> &'a mut Command {
+    command
+        .env("AWS_ENDPOINT_URL", endpoint_url)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
+        .env_remove("AWS_PROFILE")
+}
+
 /// An `Authorization` header for a request to moto made without the SDK (control APIs, the
 /// few calls with no SDK crate in the workspace): moto tells the services apart by the
 /// credential scope and the caller by the access key id, and checks no signature.

@@ -3,7 +3,7 @@
 //! process of this test binary that gets the variables from its parent, so no test mutates
 //! the process environment.
 
-use harness::moto::Moto;
+use harness::moto::{Moto, aws_env_for_child};
 use std::process::Command;
 
 const CHILD_MARKER: &str = "ORCHESTRATOR_AWS_CONFIG_CHILD";
@@ -29,19 +29,11 @@ fn load_aws_config_follows_aws_endpoint_url() {
     }
 
     let moto = runtime.block_on(Moto::start());
-    let output = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args(["--exact", TEST_NAME, "--nocapture"])
-        .env(CHILD_MARKER, "1")
-        .env("AWS_ENDPOINT_URL", moto.endpoint_url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws-credentials",
-        )
-        .env_remove("AWS_PROFILE")
+        .env(CHILD_MARKER, "1");
+    let output = aws_env_for_child(&mut child, moto.endpoint_url())
         .output()
         .unwrap();
     assert!(

@@ -6,6 +6,7 @@
 
 use harness::cfn_recorder::CfnResponseRecorder;
 use harness::lambda_context::with_deadline_in as context;
+use harness::moto::aws_env_for_child;
 use harness::tls::TestCa;
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
@@ -73,17 +74,8 @@ fn run_child(server: &str, ssl_cert_file: Option<&std::path::Path>) -> String {
     command
         .args(["--exact", TEST_NAME, "--nocapture"])
         .env(CHILD_MARKER, "1")
-        .env(SERVER_URL, server)
-        .env("AWS_ENDPOINT_URL", server)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws-credentials",
-        )
-        .env_remove("AWS_PROFILE")
+        .env(SERVER_URL, server);
+    aws_env_for_child(&mut command, server)
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR");
     if let Some(file) = ssl_cert_file {
